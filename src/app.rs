@@ -1,0 +1,211 @@
+//! Wires the pieces together under one shutdown: the HTTP server, the
+//! scheduler, and the reload loop that swaps the scheduler when the
+//! configuration changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::aws::{AwsSource, StaticCredentials};
+use crate::config::Config;
+use crate::demo::{DEMO_ACCOUNTS, DemoSource};
+use crate::error::ApiError;
+use crate::model::{Page, PageRequest, unix_seconds};
+use crate::scheduler::{self, PageSource, PollOptions};
+use crate::server::{self, ServerOptions};
+use crate::shutdown::{self, Shutdown};
+use crate::state::State;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("GIT_REVISION");
+
+/// Where pages come from.
+#[derive(Clone)]
+pub enum Source {
+    Aws(AwsSource),
+    Demo(Arc<DemoSource>),
+}
+
+impl PageSource for Source {
+    fn operation(&self) -> &'static str {
+        crate::aws::OPERATION
+    }
+
+    async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
+        match self {
+            Source::Aws(s) => s.fetch_page(req).await,
+            Source::Demo(s) => s.fetch_page(req).await,
+        }
+    }
+}
+
+/// Everything `run` needs besides its listener and shutdown.
+pub struct Options {
+    pub config: Config,
+    /// Re-read on reload; `None` means defaults only (reload is a no-op).
+    pub config_path: Option<PathBuf>,
+    /// `--web.listen-address`, which wins over the file on every load.
+    pub listen_override: Option<String>,
+    pub demo: bool,
+    /// Static keys instead of the default chain (tests, tools).
+    pub credentials: Option<StaticCredentials>,
+    /// Reload on SIGHUP (the binary does; in-process tests must not).
+    pub sighup: bool,
+}
+
+/// Loads the configuration file (or defaults) and applies CLI overrides.
+pub fn load_config(path: Option<&std::path::Path>, listen_override: Option<&str>) -> Result<Config, String> {
+    let mut config = match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(addr) = listen_override {
+        config.web.listen_address = addr.to_owned();
+        crate::config::parse_listen_address(addr).map_err(|e| format!("--web.listen-address: {e}"))?;
+    }
+    Ok(config)
+}
+
+async fn make_source(opts: &Options, config: &Config, demo: &Option<Arc<DemoSource>>) -> Result<Source, String> {
+    match demo {
+        Some(d) => Ok(Source::Demo(d.clone())),
+        None => {
+            let s = AwsSource::connect(&config.aws, opts.credentials.clone()).await?;
+            tracing::info!(
+                region = %s.region,
+                endpoint = config.aws.endpoint_url.as_deref().unwrap_or("default"),
+                role_arn = config.aws.role_arn.as_deref().unwrap_or(""),
+                "AWS client ready"
+            );
+            Ok(Source::Aws(s))
+        }
+    }
+}
+
+/// Runs the exporter until `shutdown` fires. Returns an error only when it
+/// cannot start at all.
+pub async fn run(
+    listener: TcpListener,
+    opts: Options,
+    state: Arc<State>,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let demo = opts
+        .demo
+        .then(|| Arc::new(DemoSource::new(DEMO_ACCOUNTS, 0x5eed)));
+    let mut config = opts.config.clone();
+    let source = make_source(&opts, &config, &demo).await?;
+    state.metrics.reload_success.set(1.0);
+    state
+        .metrics
+        .reload_timestamp
+        .set(unix_seconds(SystemTime::now()));
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
+    let mut server_opts = ServerOptions::from_config(&config.web);
+    server_opts.reload = Some(reload_tx.clone());
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, version = VERSION, "listening");
+    }
+    let server = tokio::spawn(server::run(listener, state.clone(), server_opts, shutdown.clone()));
+    if opts.sighup {
+        tokio::spawn(sighup_reloads(reload_tx, shutdown.clone()));
+    }
+
+    let mut poller = Poller::start(source, &config, state.clone());
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            Some(reply) = reload_rx.recv() => {
+                let outcome = reload(&opts, &mut config, &demo, &mut poller, &state).await;
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+    poller.stop().await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The running scheduler and the means to stop it.
+struct Poller {
+    stop: shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Poller {
+    fn start(source: Source, config: &Config, state: Arc<State>) -> Poller {
+        let (stop, stopped) = shutdown::channel();
+        let opts = PollOptions::from_config(config);
+        let task = tokio::spawn(scheduler::run(source, opts, state, stopped));
+        Poller { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.trigger();
+        let _ = self.task.await;
+    }
+}
+
+async fn reload(
+    opts: &Options,
+    config: &mut Config,
+    demo: &Option<Arc<DemoSource>>,
+    poller: &mut Poller,
+    state: &Arc<State>,
+) -> Result<(), String> {
+    let m = &state.metrics;
+    let result = async {
+        let new = load_config(opts.config_path.as_deref(), opts.listen_override.as_deref())?;
+        if new.web != config.web {
+            tracing::warn!("[web] settings changed: they take effect after a restart");
+        }
+        if new.aws != config.aws || new.poll != config.poll {
+            let source = make_source(opts, &new, demo).await?;
+            let old = std::mem::replace(poller, Poller::start(source, &new, state.clone()));
+            old.stop().await;
+        }
+        *config = new;
+        Ok::<(), String>(())
+    }
+    .await;
+    match &result {
+        Ok(()) => {
+            m.reload_success.set(1.0);
+            m.reload_timestamp.set(unix_seconds(SystemTime::now()));
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => {
+            m.reload_success.set(0.0);
+            tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps running");
+        }
+    }
+    result
+}
+
+#[cfg(unix)]
+async fn sighup_reloads(tx: mpsc::Sender<oneshot::Sender<Result<(), String>>>, shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = hup.recv() => {
+                // The outcome is logged by the reload itself.
+                let (reply, _) = oneshot::channel();
+                if tx.send(reply).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn sighup_reloads(_: mpsc::Sender<oneshot::Sender<Result<(), String>>>, _: Shutdown) {}

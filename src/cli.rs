@@ -1,0 +1,110 @@
+//! Command line: parse flags, load the configuration, start logging and the
+//! runtime, and run until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::app::{self, Options, REVISION, VERSION};
+use crate::logging::{self, LogFormat, LogLevel};
+use crate::shutdown;
+use crate::state::State;
+
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("GIT_REVISION"), ")");
+
+/// Prometheus exporter for AWS Compute Optimizer enrollment statuses of an
+/// AWS Organization's member accounts.
+#[derive(Debug, Parser)]
+#[command(name = "compute-optimizer-exporter", version = LONG_VERSION)]
+pub struct Args {
+    /// Configuration file (TOML). Without it, defaults and the AWS default chain are used.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, overriding web.listen_address (e.g. ":9746", "127.0.0.1:9746").
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+    /// Serve a simulated organisation of 300 accounts; no AWS access needed.
+    #[arg(long)]
+    pub demo: bool,
+    /// Log level.
+    #[arg(long = "log.level", value_enum, default_value = "info", value_name = "LEVEL")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt", value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match app::load_config(args.config.as_deref(), args.listen_address.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.demo && args.config.is_none() {
+        // The simulated organisation moves every poll; show it moving.
+        config.poll.interval = Duration::from_secs(15);
+        config.poll.timeout = Duration::from_secs(10);
+    }
+    if args.check_config {
+        let source = args
+            .config
+            .as_ref()
+            .map_or("defaults".into(), |p| p.display().to_string());
+        println!("# {source}: configuration is valid\n{}", config.effective_toml());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(args.log_level, args.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let addr = crate::config::parse_listen_address(&config.web.listen_address)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let (trigger, shutdown) = shutdown::channel();
+        tokio::spawn(async move {
+            let signal = shutdown::signal().await;
+            tracing::info!(signal, "shutting down");
+            trigger.trigger();
+        });
+        let state = Arc::new(State::new(VERSION, REVISION));
+        let opts = Options {
+            config,
+            config_path: args.config.clone(),
+            listen_override: args.listen_address.clone(),
+            demo: args.demo,
+            credentials: None,
+            sighup: true,
+        };
+        app::run(listener, opts, state, shutdown).await
+    });
+    // Do not wait for lingering blocking tasks (e.g. a metadata lookup).
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

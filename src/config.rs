@@ -1,0 +1,500 @@
+//! Configuration: a TOML file with `[web]`, `[aws]` and `[poll]` sections.
+//!
+//! Loading follows blackbox_exporter: unknown keys are errors, defaults are
+//! filled in first, then every rule is validated, and every error is one line
+//! naming the file, the key and (where the file has it) the line.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ConfigError;
+use crate::model::Status;
+
+/// The default port: in Prometheus' exporter range (9100-9999).
+pub const DEFAULT_PORT: u16 = 9746;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub web: WebConfig,
+    pub aws: AwsConfig,
+    pub poll: PollConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// `host:port`; `:port` listens on every IPv4 address.
+    pub listen_address: String,
+    pub telemetry_path: String,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen_address: format!(":{DEFAULT_PORT}"),
+            telemetry_path: "/metrics".into(),
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// Treated as a secret: never printed or logged.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted"
+    )]
+    pub external_id: Option<String>,
+    pub session_name: String,
+    /// Attempts per page, the first included.
+    pub max_attempts: u32,
+    /// First delay between attempts; doubles each time, with full jitter.
+    #[serde(with = "duration_str")]
+    pub retry_backoff: Duration,
+    /// Deadline of one HTTP attempt.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: None,
+            profile: None,
+            endpoint_url: None,
+            role_arn: None,
+            external_id: None,
+            session_name: "compute-optimizer-exporter".into(),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    pub page_size: u32,
+    /// Server-side filter; empty means every status.
+    pub statuses: Vec<String>,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+            page_size: 100,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+impl PollConfig {
+    /// The status filter as typed values (validated at load time).
+    pub fn status_filter(&self) -> Vec<Status> {
+        self.statuses
+            .iter()
+            .filter_map(|s| Status::parse_known(s))
+            .collect()
+    }
+}
+
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let parse_error = |key: Option<String>, err: &toml::de::Error| {
+            let (line, column) = match err.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                msg: one_line(err.message()),
+            }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| parse_error(None, &e))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_error(Some(key), e.inner())
+        })?;
+        config.validate().map_err(|(key, msg)| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of_key(text, &key),
+            key,
+            msg,
+        })?;
+        Ok(config)
+    }
+
+    /// Every rule a parsed config must satisfy; returns the key and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |key: &str, msg: String| Err((key.to_owned(), msg));
+        let w = &self.web;
+        if let Err(e) = parse_listen_address(&w.listen_address) {
+            return err("web.listen_address", e);
+        }
+        if !w.telemetry_path.starts_with('/') || w.telemetry_path.len() < 2 {
+            return err(
+                "web.telemetry_path",
+                format!(
+                    "{:?} must be an absolute path other than \"/\" such as \"/metrics\"",
+                    w.telemetry_path
+                ),
+            );
+        }
+        if ["/-/healthy", "/-/ready", "/-/reload", "/status", "/status.json"]
+            .contains(&w.telemetry_path.as_str())
+        {
+            return err(
+                "web.telemetry_path",
+                format!("{:?} is taken by another endpoint", w.telemetry_path),
+            );
+        }
+        if !(1..=10_000).contains(&w.max_connections) {
+            return err(
+                "web.max_connections",
+                format!("{} must be between 1 and 10000", w.max_connections),
+            );
+        }
+        check_range(
+            "web.header_read_timeout",
+            w.header_read_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?;
+
+        let a = &self.aws;
+        if let Some(url) = &a.endpoint_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return err(
+                    "aws.endpoint_url",
+                    format!("{url:?} must be an http:// or https:// URL"),
+                );
+            }
+        }
+        if let Some(region) = &a.region
+            && (region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return err(
+                "aws.region",
+                format!("{region:?} is not a region name such as \"us-east-1\""),
+            );
+        }
+        if let Some(arn) = &a.role_arn
+            && !(arn.starts_with("arn:") && arn.contains(":role/"))
+        {
+            return err(
+                "aws.role_arn",
+                format!(
+                    "{arn:?} is not a role ARN such as \"arn:aws:iam::123456789012:role/name\""
+                ),
+            );
+        }
+        if a.external_id.is_some() && a.role_arn.is_none() {
+            return err(
+                "aws.external_id",
+                "is only used when assuming a role: set aws.role_arn too".into(),
+            );
+        }
+        let name_ok = (2..=64).contains(&a.session_name.len())
+            && a
+                .session_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+        if !name_ok {
+            return err(
+                "aws.session_name",
+                format!(
+                    "{:?} must be 2-64 characters of letters, digits and +=,.@-_",
+                    a.session_name
+                ),
+            );
+        }
+        if !(1..=10).contains(&a.max_attempts) {
+            return err(
+                "aws.max_attempts",
+                format!("{} must be between 1 and 10", a.max_attempts),
+            );
+        }
+        check_range(
+            "aws.retry_backoff",
+            a.retry_backoff,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        check_range(
+            "aws.request_timeout",
+            a.request_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+
+        let p = &self.poll;
+        check_range("poll.interval", p.interval, MIN_INTERVAL, MAX_INTERVAL)?;
+        check_range("poll.timeout", p.timeout, MIN_INTERVAL, MAX_INTERVAL)?;
+        if p.timeout > p.interval {
+            return err(
+                "poll.timeout",
+                format!(
+                    "{} is longer than poll.interval ({}); polls must not overlap",
+                    format_duration(p.timeout),
+                    format_duration(p.interval)
+                ),
+            );
+        }
+        if !(1..=100).contains(&p.page_size) {
+            return err(
+                "poll.page_size",
+                format!("{} must be between 1 and 100", p.page_size),
+            );
+        }
+        for s in &p.statuses {
+            if Status::parse_known(s).is_none() {
+                return err(
+                    "poll.statuses",
+                    format!("unknown status {s:?}; allowed: Active, Inactive, Pending, Failed"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn effective_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
+    if value < min || value > max {
+        return Err((
+            key.to_owned(),
+            format!(
+                "{} must be between {} and {}",
+                format_duration(value),
+                format_duration(min),
+                format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `host:port`, `[v6]:port` or Prometheus-style `:port`.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| {
+        format!("{s:?} is not a listen address such as \":{DEFAULT_PORT}\" or \"127.0.0.1:{DEFAULT_PORT}\"")
+    })
+}
+
+/// Parses a Prometheus-style duration: `90s`, `5m`, `1h30m`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration such as \"30s\", \"5m\" or \"1h30m\"");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let millis_per = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let add = n.checked_mul(millis_per).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(add))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+mod duration_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<secret>"),
+        None => s.serialize_none(),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The line where a dotted key such as `poll.page_size` is set, if it is.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        if parts.peek().is_none() {
+            return Some(line_col(text, value.span().start).0);
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Keeps messages to one line (toml's own messages sometimes wrap).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (s, d) in [
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("250ms", Duration::from_millis(250)),
+            ("1d", Duration::from_secs(86400)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+        for bad in ["", "5", "m", "5x", "-5s", "5 m", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(
+            parse_listen_address(":9746").unwrap(),
+            "0.0.0.0:9746".parse().unwrap()
+        );
+        assert!(parse_listen_address("[::1]:80").is_ok());
+        assert!(parse_listen_address("localhost").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.poll.interval, Duration::from_secs(300));
+        assert_eq!(c.poll.timeout, Duration::from_secs(60));
+        assert_eq!(c.poll.page_size, 100);
+        assert_eq!(c.web.listen_address, ":9746");
+    }
+
+    #[test]
+    fn effective_config_hides_the_external_id() {
+        let c = Config::parse(
+            Path::new("x.toml"),
+            "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/r\"\nexternal_id = \"hunter2\"\n",
+        )
+        .unwrap();
+        let out = c.effective_toml();
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("external_id = \"<secret>\""), "{out}");
+        // The printed config is itself a valid config.
+        assert!(Config::parse(Path::new("y.toml"), &out.replace("<secret>", "x")).is_ok());
+    }
+}

@@ -1,0 +1,234 @@
+//! `--demo`: a simulated organisation, served page by page like the real API,
+//! so the whole exporter (scheduler, pagination, registry, HTTP) runs without
+//! AWS credentials. Statuses move a little on every poll.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use crate::error::ApiError;
+use crate::model::{Account, Page, PageRequest, Status, unix_seconds};
+use crate::scheduler::PageSource;
+
+pub const DEMO_ACCOUNTS: usize = 300;
+const DAY: f64 = 86_400.0;
+
+pub struct DemoSource {
+    org: Mutex<DemoOrg>,
+}
+
+struct DemoOrg {
+    rng: u64,
+    generation: u64,
+    accounts: Vec<DemoAccount>,
+}
+
+struct DemoAccount {
+    account: Account,
+    /// Stuck accounts never move: they are what the alerts are for.
+    stuck: bool,
+}
+
+impl DemoSource {
+    pub fn new(accounts: usize, seed: u64) -> DemoSource {
+        let now = unix_seconds(SystemTime::now());
+        let mut org = DemoOrg {
+            rng: seed | 1,
+            generation: 0,
+            accounts: Vec::with_capacity(accounts),
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        while ids.len() < accounts {
+            ids.insert(100_000_000_000 + org.next() % 900_000_000_000);
+        }
+        for (i, id) in ids.into_iter().enumerate() {
+            let roll = org.next() % 100;
+            let (status, reason, age_days, stuck) = match roll {
+                0..=69 => (Status::Active, None, 1.0 + (org.next() % 90) as f64, false),
+                70..=79 => (Status::Inactive, None, 1.0 + (org.next() % 30) as f64, false),
+                80..=87 => (
+                    Status::Pending,
+                    Some("Enrollment is in progress"),
+                    (org.next() % 12) as f64 / 24.0,
+                    false,
+                ),
+                88..=91 => (
+                    Status::Pending,
+                    Some("Waiting for the service-linked role to be created"),
+                    2.0 + (org.next() % 10) as f64,
+                    true,
+                ),
+                _ => (
+                    Status::Failed,
+                    Some("Compute Optimizer could not create the service-linked role AWSServiceRoleForComputeOptimizer"),
+                    1.0 + (org.next() % 20) as f64,
+                    true,
+                ),
+            };
+            // One account shows how a status outside the documented four is exported.
+            let status = if i == 7 { Status::Other("Suspended".into()) } else { status };
+            org.accounts.push(DemoAccount {
+                account: Account {
+                    account_id: format!("{id:012}"),
+                    status,
+                    status_reason: reason.map(str::to_owned),
+                    last_updated: Some((now - age_days * DAY).floor()),
+                },
+                stuck: stuck || i == 7,
+            });
+        }
+        DemoSource {
+            org: Mutex::new(org),
+        }
+    }
+
+    /// Current number of accounts per status (for tests).
+    pub fn count(&self, status: &Status) -> usize {
+        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        org.accounts
+            .iter()
+            .filter(|a| &a.account.status == status)
+            .count()
+    }
+}
+
+impl DemoOrg {
+    /// xorshift64: deterministic for a seed, good enough for a simulation.
+    fn next(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// One tick of the simulation: a few accounts move along the enrollment path.
+    fn step(&mut self) {
+        self.generation += 1;
+        let now = unix_seconds(SystemTime::now()).floor();
+        for i in 0..self.accounts.len() {
+            if self.accounts[i].stuck {
+                continue;
+            }
+            let roll = self.next() % 1000;
+            let next = match (&self.accounts[i].account.status, roll) {
+                (Status::Pending, 0..=199) => Some((Status::Active, None)),
+                (Status::Pending, 200..=209) => Some((
+                    Status::Failed,
+                    Some("Compute Optimizer could not access the account"),
+                )),
+                (Status::Inactive, 0..=49) => Some((Status::Pending, Some("Enrollment is in progress"))),
+                (Status::Active, 0..=4) => Some((Status::Inactive, Some("Opted out by the account owner"))),
+                (Status::Failed, 0..=29) => Some((Status::Pending, Some("Enrollment is in progress"))),
+                _ => None,
+            };
+            if let Some((status, reason)) = next {
+                let a = &mut self.accounts[i].account;
+                a.status = status;
+                a.status_reason = reason.map(str::to_owned);
+                a.last_updated = Some(now);
+            }
+        }
+    }
+}
+
+impl PageSource for DemoSource {
+    fn operation(&self) -> &'static str {
+        crate::aws::OPERATION
+    }
+
+    async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
+        // A little latency, as a real page has.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let offset = match &req.next_token {
+            // A new listing starts: the organisation moves on one tick.
+            None => {
+                org.step();
+                0
+            }
+            Some(t) => t
+                .rsplit(':')
+                .next()
+                .and_then(|o| o.parse::<usize>().ok())
+                .ok_or_else(|| ApiError::new("InvalidParameterValueException", "bad nextToken", false))?,
+        };
+        let matching: Vec<&DemoAccount> = org
+            .accounts
+            .iter()
+            .filter(|a| req.statuses.is_empty() || req.statuses.contains(&a.account.status))
+            .collect();
+        let end = (offset + usize::from(req.max_results)).min(matching.len());
+        let accounts = matching
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.account.clone())
+            .collect();
+        let next_token = (end < matching.len()).then(|| format!("demo-{}:{end}", org.generation));
+        Ok(Page {
+            accounts,
+            next_token,
+            skipped: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(token: Option<String>) -> PageRequest {
+        PageRequest {
+            max_results: 100,
+            next_token: token,
+            statuses: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_account_once() {
+        let demo = DemoSource::new(DEMO_ACCOUNTS, 42);
+        let mut token = None;
+        let mut ids = std::collections::HashSet::new();
+        let mut pages = 0;
+        loop {
+            let page = demo.fetch_page(&req(token)).await.unwrap();
+            pages += 1;
+            for a in page.accounts {
+                assert!(ids.insert(a.account_id));
+            }
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(ids.len(), DEMO_ACCOUNTS);
+        assert_eq!(pages, 3);
+    }
+
+    #[tokio::test]
+    async fn statuses_move_between_polls_but_stuck_ones_stay() {
+        let demo = DemoSource::new(DEMO_ACCOUNTS, 42);
+        let snapshot = |d: &DemoSource| {
+            let org = d.org.lock().unwrap();
+            org.accounts
+                .iter()
+                .map(|a| (a.account.status.clone(), a.stuck))
+                .collect::<Vec<_>>()
+        };
+        let before = snapshot(&demo);
+        for _ in 0..5 {
+            demo.fetch_page(&req(None)).await.unwrap();
+        }
+        let after = snapshot(&demo);
+        assert_ne!(before, after, "nothing moved");
+        for (b, a) in before.iter().zip(&after) {
+            if b.1 {
+                assert_eq!(b.0, a.0, "a stuck account moved");
+            }
+        }
+        assert!(demo.count(&Status::Pending) > 0);
+        assert!(demo.count(&Status::Failed) > 0);
+    }
+}

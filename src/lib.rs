@@ -1,0 +1,31 @@
+//! compute-optimizer-exporter: AWS Compute Optimizer organisation enrollment
+//! statuses for Prometheus.
+//!
+//! Layout, from the edge inwards:
+//!
+//! * [`cli`]: flags, config loading, logging, runtime; `main.rs` only calls it.
+//! * [`config`]: the TOML file, defaults then validation, one-line errors.
+//! * [`app`]: wires server, scheduler and reloads under one [`shutdown`].
+//! * [`aws`]: the only module that imports the AWS SDK; one call in, one
+//!   plain [`model::Page`] or [`error::ApiError`] out.
+//! * [`demo`]: a simulated organisation for `--demo`.
+//! * [`scheduler`]: pagination, retries, deadlines, and the poll loop.
+//! * [`state`]: what a finished poll publishes, swapped in one step.
+//! * [`metrics`]: the cached organisation exposition (plain and gzip) and the
+//!   exporter's own live metrics.
+//! * [`server`] and [`pages`]: HTTP endpoints and the pages for people.
+
+pub mod app;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod model;
+pub mod pages;
+pub mod scheduler;
+pub mod server;
+pub mod shutdown;
+pub mod state;

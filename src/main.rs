@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    compute_optimizer_exporter::cli::main()
+}

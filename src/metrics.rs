@@ -1,0 +1,459 @@
+//! The two halves of `/metrics`.
+//!
+//! * The organisation's series change only when a poll completes, so they are
+//!   rendered (and gzip-compressed) once per poll into an [`Exposition`] and
+//!   every scrape serves those shared bytes.
+//! * The exporter's own metrics (poll health, API request counters, process
+//!   metrics) are small and change all the time; they live in a
+//!   `prometheus::Registry` and are encoded on each scrape and appended.
+//!
+//! Both halves use metric names that never overlap, so the concatenation is a
+//! valid text exposition.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress, Status as FlateStatus};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::model::{Snapshot, Status};
+
+/// Exact Content-Type of the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
+pub const LAST_UPDATED: &str = "aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds";
+pub const ACCOUNTS: &str = "aws_compute_optimizer_enrollment_accounts";
+
+const FROM_POLL: &str =
+    "Comes from the background poll of GetEnrollmentStatusesForOrganization, not from the scrape.";
+
+/// The exporter's own metrics.
+pub struct SelfMetrics {
+    registry: Registry,
+    pub up: Gauge,
+    pub last_success: Gauge,
+    pub poll_duration: Histogram,
+    pub polls: IntCounterVec,
+    pub api_requests: IntCounterVec,
+    pub accounts_skipped: IntCounterVec,
+    pub reload_success: Gauge,
+    pub reload_timestamp: Gauge,
+}
+
+impl SelfMetrics {
+    pub fn new(version: &str, revision: &str) -> SelfMetrics {
+        let registry = Registry::new();
+        let up = Gauge::with_opts(Opts::new(
+            "aws_compute_optimizer_up",
+            format!("1 if the latest poll completed every page, 0 if it failed. {FROM_POLL}"),
+        ))
+        .expect("valid metric");
+        let last_success = Gauge::with_opts(Opts::new(
+            "aws_compute_optimizer_last_successful_poll_timestamp_seconds",
+            format!("Unix time at which the latest complete poll finished. {FROM_POLL}"),
+        ))
+        .expect("valid metric");
+        let poll_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "aws_compute_optimizer_poll_duration_seconds",
+                format!("Duration of polls, successful or not. {FROM_POLL}"),
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+        )
+        .expect("valid metric");
+        let polls = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_polls_total",
+                format!("Polls by outcome (success or failure). {FROM_POLL}"),
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_api_requests_total",
+                format!(
+                    "AWS API attempts, retries included, by operation and result (success or the error code). {FROM_POLL}"
+                ),
+            ),
+            &["operation", "result"],
+        )
+        .expect("valid metric");
+        let accounts_skipped = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_skipped_items_total",
+                format!("Items the API returned that could not be exported, by reason. {FROM_POLL}"),
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let reload_success = Gauge::with_opts(Opts::new(
+            "aws_compute_optimizer_exporter_config_last_reload_successful",
+            "1 if the latest configuration (re)load succeeded, 0 if it was refused.",
+        ))
+        .expect("valid metric");
+        let reload_timestamp = Gauge::with_opts(Opts::new(
+            "aws_compute_optimizer_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the latest successful configuration (re)load.",
+        ))
+        .expect("valid metric");
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "aws_compute_optimizer_exporter_build_info",
+                "Constant 1, labelled with the exporter's version and source revision.",
+            ),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info.with_label_values(&[version, revision]).set(1.0);
+
+        for c in [
+            Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(last_success.clone()),
+            Box::new(poll_duration.clone()),
+            Box::new(polls.clone()),
+            Box::new(api_requests.clone()),
+            Box::new(accounts_skipped.clone()),
+            Box::new(reload_success.clone()),
+            Box::new(reload_timestamp.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process metrics register once");
+
+        // Series that exist before anything happens, so rate() and alerts see them.
+        for result in ["success", "failure"] {
+            polls.with_label_values(&[result]);
+        }
+        SelfMetrics {
+            registry,
+            up,
+            last_success,
+            poll_duration,
+            polls,
+            api_requests,
+            accounts_skipped,
+            reload_success,
+            reload_timestamp,
+        }
+    }
+
+    /// Encodes the exporter's own metrics (done per scrape; they are few).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Renders the organisation's series exactly as `prometheus::TextEncoder`
+/// would (families by name, series by label values), but in one pass over a
+/// sorted snapshot and without building a registry per poll.
+pub fn render_snapshot(snap: &Snapshot) -> String {
+    if snap.finished_at.is_none() {
+        return String::new();
+    }
+    let mut out = String::with_capacity(snap.accounts.len() * 420 + 1024);
+    let counts = snap.counts();
+
+    header(
+        &mut out,
+        ACCOUNTS,
+        &format!("Number of organisation member accounts in each enrollment status. {FROM_POLL}"),
+    );
+    // The encoder orders by label value, not by our enum's order.
+    let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    by_label.sort_unstable();
+    for (status, n) in by_label {
+        out.push_str(ACCOUNTS);
+        out.push_str("{status=\"");
+        escape_label(&mut out, status);
+        let _ = writeln!(out, "\"}} {n}");
+    }
+
+    header(
+        &mut out,
+        STATUS,
+        &format!(
+            "Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"
+        ),
+    );
+    let mut labels: Vec<&str> = Vec::with_capacity(5);
+    for account in snap.accounts.values() {
+        labels.clear();
+        labels.extend(Status::KNOWN.iter().map(Status::as_str));
+        if !account.status.is_known() {
+            labels.push(account.status.as_str());
+        }
+        labels.sort_unstable();
+        for status in &labels {
+            out.push_str(STATUS);
+            out.push_str("{account_id=\"");
+            escape_label(&mut out, &account.account_id);
+            out.push_str("\",status=\"");
+            escape_label(&mut out, status);
+            let v = if *status == account.status.as_str() { 1 } else { 0 };
+            let _ = writeln!(out, "\"}} {v}");
+        }
+    }
+
+    if snap.accounts.values().any(|a| a.last_updated.is_some()) {
+        header(
+            &mut out,
+            LAST_UPDATED,
+            &format!(
+                "When the account's enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_POLL}"
+            ),
+        );
+        for account in snap.accounts.values() {
+            if let Some(ts) = account.last_updated {
+                out.push_str(LAST_UPDATED);
+                out.push_str("{account_id=\"");
+                escape_label(&mut out, &account.account_id);
+                let _ = writeln!(out, "\"}} {ts}");
+            }
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// Escapes a label value as the text format requires.
+fn escape_label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The organisation's rendered series, plain and pre-compressed.
+///
+/// The gzip form is one gzip member whose deflate stream is split in two: the
+/// cached part ends with a sync flush (byte-aligned, not final), so each
+/// scrape only compresses its small live part as the final block and writes
+/// the trailer with a CRC continued from the cached state. Any gzip reader
+/// sees one ordinary stream.
+pub struct Exposition {
+    text: Bytes,
+    gzip_head: Bytes,
+    crc: crc32fast::Hasher,
+}
+
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl Exposition {
+    pub fn new(text: String) -> Exposition {
+        let mut head = Vec::with_capacity(text.len() / 12 + 64);
+        head.extend_from_slice(&GZIP_HEADER);
+        let mut deflate = Compress::new(Compression::fast(), false);
+        deflate_into(&mut deflate, text.as_bytes(), &mut head, FlushCompress::Sync);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(text.as_bytes());
+        Exposition {
+            text: Bytes::from(text),
+            gzip_head: Bytes::from(head),
+            crc,
+        }
+    }
+
+    pub fn empty() -> Exposition {
+        Exposition::new(String::new())
+    }
+
+    pub fn text(&self) -> &Bytes {
+        &self.text
+    }
+
+    /// Body chunks: the cached series followed by `live`.
+    pub fn plain_body(&self, live: Vec<u8>) -> Vec<Bytes> {
+        vec![self.text.clone(), Bytes::from(live)]
+    }
+
+    /// Body chunks of one gzip stream of the cached series followed by `live`.
+    pub fn gzip_body(&self, live: &[u8]) -> Vec<Bytes> {
+        let mut tail = Vec::with_capacity(live.len() / 4 + 64);
+        let mut deflate = Compress::new(Compression::fast(), false);
+        deflate_into(&mut deflate, live, &mut tail, FlushCompress::Finish);
+        let mut crc = self.crc.clone();
+        crc.update(live);
+        let size = (self.text.len() as u64 + live.len() as u64) as u32;
+        tail.write_all(&crc.finalize().to_le_bytes()).ok();
+        tail.write_all(&size.to_le_bytes()).ok();
+        vec![self.gzip_head.clone(), Bytes::from(tail)]
+    }
+}
+
+/// Feeds all of `input` to `deflate`, then flushes as asked, growing `out`.
+fn deflate_into(deflate: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) {
+    loop {
+        if out.capacity() - out.len() < 4096 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let (in_before, out_before) = (deflate.total_in(), deflate.total_out());
+        let status = deflate.compress_vec(input, out, flush);
+        input = &input[(deflate.total_in() - in_before) as usize..];
+        let stalled = deflate.total_in() == in_before && deflate.total_out() == out_before;
+        match status {
+            Ok(FlateStatus::StreamEnd) | Err(_) => return,
+            // zlib: a flush is complete once it returns with output space left.
+            Ok(_) if !matches!(flush, FlushCompress::Finish)
+                && input.is_empty()
+                && out.len() < out.capacity() =>
+            {
+                return;
+            }
+            Ok(_) if stalled && out.len() < out.capacity() => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Account;
+    use std::io::Read;
+    use std::time::SystemTime;
+
+    fn snapshot(n: usize) -> Snapshot {
+        let mut snap = Snapshot {
+            finished_at: Some(SystemTime::now()),
+            ..Default::default()
+        };
+        for i in 0..n {
+            let id = format!("{:012}", 100_000_000_000u64 + (i as u64 * 7919) % 900_000_000_000);
+            let status = match i % 6 {
+                0 | 1 | 2 => Status::Active,
+                3 => Status::Pending,
+                4 => Status::Failed,
+                _ if i % 12 == 5 => Status::Other("Suspe\"nded\\\n".into()),
+                _ => Status::Inactive,
+            };
+            snap.accounts.insert(
+                id.clone(),
+                Account {
+                    account_id: id,
+                    status,
+                    status_reason: Some("reason".into()),
+                    last_updated: (i % 5 != 0).then_some(1_700_000_000.0 + i as f64 * 0.25),
+                },
+            );
+        }
+        snap
+    }
+
+    /// The reference: the same data through a plain prometheus registry.
+    fn registry_render(snap: &Snapshot) -> String {
+        let r = Registry::new();
+        let help = |s: &str| s.to_string();
+        let status = GaugeVec::new(
+            Opts::new(STATUS, help(&format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"))),
+            &["account_id", "status"],
+        )
+        .unwrap();
+        let last = GaugeVec::new(
+            Opts::new(LAST_UPDATED, format!("When the account's enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_POLL}")),
+            &["account_id"],
+        )
+        .unwrap();
+        let accounts = GaugeVec::new(
+            Opts::new(ACCOUNTS, format!("Number of organisation member accounts in each enrollment status. {FROM_POLL}")),
+            &["status"],
+        )
+        .unwrap();
+        for a in snap.accounts.values() {
+            for s in Status::KNOWN.iter().chain(std::iter::once(&a.status)) {
+                let v = if *s == a.status { 1.0 } else { 0.0 };
+                status.with_label_values(&[a.account_id.as_str(), s.as_str()]).set(v);
+            }
+            if let Some(ts) = a.last_updated {
+                last.with_label_values(&[a.account_id.as_str()]).set(ts);
+            }
+        }
+        for (s, n) in snap.counts() {
+            accounts.with_label_values(&[s.as_str()]).set(n as f64);
+        }
+        r.register(Box::new(status)).unwrap();
+        r.register(Box::new(last)).unwrap();
+        r.register(Box::new(accounts)).unwrap();
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn cached_render_equals_registry_encoding() {
+        for n in [1, 7, 1000] {
+            let snap = snapshot(n);
+            assert_eq!(render_snapshot(&snap), registry_render(&snap), "n={n}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_rendered_before_the_first_poll() {
+        assert_eq!(render_snapshot(&Snapshot::default()), "");
+    }
+
+    fn gunzip(chunks: &[Bytes]) -> Vec<u8> {
+        let all: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut out = Vec::new();
+        let mut dec = flate2::read::GzDecoder::new(&all[..]);
+        dec.read_to_end(&mut out).unwrap();
+        // One member only: nothing may follow the trailer.
+        let mut multi = flate2::read::MultiGzDecoder::new(&all[..]);
+        let mut out2 = Vec::new();
+        multi.read_to_end(&mut out2).unwrap();
+        assert_eq!(out, out2);
+        out
+    }
+
+    #[test]
+    fn gzip_body_is_one_valid_stream_of_both_parts() {
+        let text = render_snapshot(&snapshot(3000));
+        let exp = Exposition::new(text.clone());
+        let live = b"# HELP x y\n# TYPE x gauge\nx 1\n".to_vec();
+        let got = gunzip(&exp.gzip_body(&live));
+        let mut want = text.into_bytes();
+        want.extend_from_slice(&live);
+        assert_eq!(got, want);
+        // Gzip actually compresses (the series are very repetitive).
+        let size: usize = exp.gzip_body(&live).iter().map(|b| b.len()).sum();
+        assert!(size * 5 < want.len(), "{size} vs {}", want.len());
+    }
+
+    #[test]
+    fn gzip_of_empty_parts_is_valid() {
+        let exp = Exposition::empty();
+        assert_eq!(gunzip(&exp.gzip_body(b"")), b"");
+        assert_eq!(gunzip(&exp.gzip_body(b"a 1\n")), b"a 1\n");
+    }
+
+    #[test]
+    fn self_metrics_have_help_and_build_info() {
+        let m = SelfMetrics::new("1.2.3", "abc");
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(
+            "aws_compute_optimizer_exporter_build_info{revision=\"abc\",version=\"1.2.3\"} 1"
+        ));
+        assert!(text.contains("# HELP aws_compute_optimizer_up "));
+        assert!(text.contains("aws_compute_optimizer_polls_total{result=\"failure\"} 0"));
+    }
+}

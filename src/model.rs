@@ -1,0 +1,163 @@
+//! Plain data types shared by the poller, the renderer and the HTTP pages.
+//! Nothing here knows about the AWS SDK.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+/// An account's Compute Optimizer enrollment status.
+///
+/// The four documented values are variants; anything else the API returns is
+/// kept verbatim so it can still be exported (under its raw value) instead of
+/// being silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    Active,
+    Inactive,
+    Pending,
+    Failed,
+    Other(String),
+}
+
+impl Status {
+    /// The documented statuses, in the order they are exported.
+    pub const KNOWN: [Status; 4] = [
+        Status::Active,
+        Status::Inactive,
+        Status::Pending,
+        Status::Failed,
+    ];
+
+    /// Parses a status as the API spells it; unknown values become `Other`.
+    pub fn from_api(raw: &str) -> Status {
+        match raw {
+            "Active" => Status::Active,
+            "Inactive" => Status::Inactive,
+            "Pending" => Status::Pending,
+            "Failed" => Status::Failed,
+            other => Status::Other(other.to_owned()),
+        }
+    }
+
+    /// Parses one of the four documented values only (for configuration).
+    pub fn parse_known(raw: &str) -> Option<Status> {
+        match Status::from_api(raw) {
+            Status::Other(_) => None,
+            known => Some(known),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Active => "Active",
+            Status::Inactive => "Inactive",
+            Status::Pending => "Pending",
+            Status::Failed => "Failed",
+            Status::Other(raw) => raw,
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Status::Other(_))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One account's enrollment, as one item of a page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub account_id: String,
+    pub status: Status,
+    /// Free text from the API: shown to people, never used as a label.
+    pub status_reason: Option<String>,
+    /// `lastUpdatedTimestamp` as Unix seconds.
+    pub last_updated: Option<f64>,
+}
+
+/// What one page request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub max_results: u8,
+    pub next_token: Option<String>,
+    /// Server-side status filter; empty means all statuses.
+    pub statuses: Vec<Status>,
+}
+
+/// One page of `GetEnrollmentStatusesForOrganization`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    pub accounts: Vec<Account>,
+    pub next_token: Option<String>,
+    /// Items the upstream sent without an account ID; counted, not exported.
+    pub skipped: usize,
+}
+
+/// The result of one complete poll: every account of every page.
+///
+/// Keyed by account ID so the output is sorted and an account that appears
+/// on two pages (the organisation changed mid-poll) is exported once.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub accounts: BTreeMap<String, Account>,
+    pub pages: usize,
+    pub finished_at: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// Number of accounts per status: the four documented statuses always,
+    /// plus any other value seen.
+    pub fn counts(&self) -> BTreeMap<Status, u64> {
+        let mut counts: BTreeMap<Status, u64> =
+            Status::KNOWN.iter().cloned().map(|s| (s, 0)).collect();
+        for account in self.accounts.values() {
+            *counts.entry(account.status.clone()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Seconds since the Unix epoch, as Prometheus timestamps are written.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_status_keeps_its_raw_value() {
+        let s = Status::from_api("Suspended");
+        assert_eq!(s, Status::Other("Suspended".into()));
+        assert_eq!(s.as_str(), "Suspended");
+        assert!(!s.is_known());
+        assert_eq!(Status::parse_known("Suspended"), None);
+        assert_eq!(Status::parse_known("Pending"), Some(Status::Pending));
+    }
+
+    #[test]
+    fn counts_always_have_the_four_statuses() {
+        let mut snap = Snapshot::default();
+        snap.accounts.insert(
+            "1".into(),
+            Account {
+                account_id: "1".into(),
+                status: Status::Other("Weird".into()),
+                status_reason: None,
+                last_updated: None,
+            },
+        );
+        let counts = snap.counts();
+        assert_eq!(counts.len(), 5);
+        assert_eq!(counts[&Status::Pending], 0);
+        assert_eq!(counts[&Status::Other("Weird".into())], 1);
+    }
+}

@@ -1,0 +1,214 @@
+//! Pages for people and scripts: the landing page, `/status` and
+//! `/status.json`. Pure functions of the published state, escaped throughout.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::model::{Snapshot, Status, unix_seconds};
+use crate::state::PollOutcome;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub ready: bool,
+    pub last_poll: Option<PollReport>,
+    pub last_successful_poll_timestamp_seconds: Option<f64>,
+    pub accounts_total: usize,
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Accounts not Active, longest in their status first.
+    pub not_active: Vec<AccountReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PollReport {
+    pub success: bool,
+    pub finished_timestamp_seconds: f64,
+    pub duration_seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountReport {
+    pub account_id: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub last_updated_timestamp_seconds: Option<f64>,
+    pub seconds_in_status: Option<f64>,
+}
+
+pub fn report(snap: &Snapshot, last: Option<&PollOutcome>, now: SystemTime) -> StatusReport {
+    let now_s = unix_seconds(now);
+    let mut not_active: Vec<AccountReport> = snap
+        .accounts
+        .values()
+        .filter(|a| a.status != Status::Active)
+        .map(|a| AccountReport {
+            account_id: a.account_id.clone(),
+            status: a.status.as_str().to_owned(),
+            status_reason: a.status_reason.clone(),
+            last_updated_timestamp_seconds: a.last_updated,
+            seconds_in_status: a.last_updated.map(|t| (now_s - t).max(0.0)),
+        })
+        .collect();
+    // Stuck (Pending, Failed, unknown) before opted-out (Inactive); within
+    // each, longest in status first, unknown ages last, ties by account ID.
+    not_active.sort_by(|a, b| {
+        let group = |r: &AccountReport| r.status == "Inactive";
+        let age = |r: &AccountReport| r.last_updated_timestamp_seconds.unwrap_or(f64::INFINITY);
+        group(a)
+            .cmp(&group(b))
+            .then_with(|| age(a).total_cmp(&age(b)))
+            .then_with(|| a.account_id.cmp(&b.account_id))
+    });
+    StatusReport {
+        ready: snap.finished_at.is_some(),
+        last_poll: last.map(|p| PollReport {
+            success: p.error.is_none(),
+            finished_timestamp_seconds: unix_seconds(p.finished_at),
+            duration_seconds: p.duration.as_secs_f64(),
+            error: p.error.clone(),
+        }),
+        last_successful_poll_timestamp_seconds: snap.finished_at.map(unix_seconds),
+        accounts_total: snap.accounts.len(),
+        counts: snap
+            .counts()
+            .into_iter()
+            .map(|(s, n)| (s.as_str().to_owned(), n))
+            .collect(),
+        not_active,
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "3d 4h", "12m", "40s": how long, for people.
+pub fn human_age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.Failed{color:#b00}.Pending{color:#a60}";
+
+fn poll_line(r: &StatusReport) -> String {
+    match &r.last_poll {
+        None => "No poll has finished yet.".into(),
+        Some(p) if p.success => format!(
+            "Last poll succeeded in {:.2}s; {} accounts.",
+            p.duration_seconds, r.accounts_total
+        ),
+        Some(p) => format!(
+            "Last poll FAILED after {:.2}s: {}. The data below is from the last successful poll.",
+            p.duration_seconds,
+            escape(p.error.as_deref().unwrap_or(""))
+        ),
+    }
+}
+
+pub fn landing(version: &str, telemetry_path: &str, r: &StatusReport) -> String {
+    let path = escape(telemetry_path);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n<p>Version {}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        escape(version),
+        poll_line(r),
+    )
+}
+
+pub fn status_html(r: &StatusReport) -> String {
+    let mut rows = String::new();
+    for a in &r.not_active {
+        rows.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&a.status),
+            escape(&a.account_id),
+            escape(&a.status),
+            a.seconds_in_status.map(human_age).unwrap_or_else(|| "unknown".into()),
+            escape(a.status_reason.as_deref().unwrap_or("")),
+        ));
+    }
+    let counts: Vec<String> = r
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{}: {n}", escape(s)))
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
+        poll_line(r),
+        counts.join(" · "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Account;
+    use std::time::Duration;
+
+    fn account(id: &str, status: Status, age: f64, now: f64) -> Account {
+        Account {
+            account_id: id.into(),
+            status,
+            status_reason: Some("<script>alert(1)</script>".into()),
+            last_updated: Some(now - age),
+        }
+    }
+
+    #[test]
+    fn stuck_accounts_sorted_oldest_first_and_escaped() {
+        let now = SystemTime::now();
+        let n = unix_seconds(now);
+        let mut snap = Snapshot {
+            finished_at: Some(now),
+            ..Default::default()
+        };
+        for a in [
+            account("111111111111", Status::Pending, 3600.0, n),
+            account("222222222222", Status::Failed, 5.0 * 86_400.0, n),
+            account("333333333333", Status::Active, 9.0 * 86_400.0, n),
+            account("444444444444", Status::Inactive, 9.0 * 86_400.0, n),
+        ] {
+            snap.accounts.insert(a.account_id.clone(), a);
+        }
+        let last = PollOutcome {
+            finished_at: now,
+            duration: Duration::from_millis(10),
+            error: None,
+            accounts: 3,
+            pages: 1,
+        };
+        let r = report(&snap, Some(&last), now);
+        let ids: Vec<&str> = r.not_active.iter().map(|a| a.account_id.as_str()).collect();
+        assert_eq!(ids, ["222222222222", "111111111111", "444444444444"]);
+        let html = status_html(&r);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("5d 0h"));
+        assert!(html.contains("1h 0m"));
+    }
+
+    #[test]
+    fn human_ages() {
+        assert_eq!(human_age(42.0), "42s");
+        assert_eq!(human_age(600.0), "10m");
+        assert_eq!(human_age(90_000.0), "1d 1h");
+        assert_eq!(human_age(-3.0), "0s");
+    }
+}

@@ -1,0 +1,288 @@
+//! The HTTP server: `/metrics`, a landing page, health, readiness, status
+//! pages and `/-/reload`.
+//!
+//! `run` takes its listener and shutdown handle (as mini-redis does) so tests
+//! bind `127.0.0.1:0`. Connections are capped, header reads are timed out and
+//! request bodies are never read, so a slow or hostile client cannot starve a
+//! scrape.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::metrics::CONTENT_TYPE;
+use crate::pages;
+use crate::shutdown::Shutdown;
+use crate::state::State;
+
+/// How long in-flight responses may take to finish after shutdown starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Asks the owner of the configuration to reload it; answers with the outcome.
+pub type ReloadHandle = mpsc::Sender<oneshot::Sender<Result<(), String>>>;
+
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub telemetry_path: String,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub reload: Option<ReloadHandle>,
+}
+
+impl ServerOptions {
+    pub fn from_config(c: &crate::config::WebConfig) -> ServerOptions {
+        ServerOptions {
+            telemetry_path: c.telemetry_path.clone(),
+            max_connections: c.max_connections,
+            header_read_timeout: c.header_read_timeout,
+            reload: None,
+        }
+    }
+}
+
+/// Serves until shutdown, then stops accepting and lets in-flight responses
+/// finish (up to [`DRAIN_TIMEOUT`]).
+pub async fn run(listener: TcpListener, state: Arc<State>, opts: ServerOptions, shutdown: Shutdown) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let opts = Arc::new(opts);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.wait() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let opts2 = opts.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            let opts = opts2.clone();
+            async move { Ok::<_, Infallible>(handle(req, &state, &opts).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+        }
+    }
+}
+
+/// A response body made of shared chunks: the cached exposition is sent
+/// without copying it.
+pub struct Chunks(VecDeque<Bytes>);
+
+impl Chunks {
+    pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
+        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+    }
+
+    fn text(s: impl Into<String>) -> Chunks {
+        Chunks::new([Bytes::from(s.into())])
+    }
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Response<Chunks> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
+const JSON: &str = "application/json";
+
+async fn handle(req: Request<Incoming>, state: &State, opts: &ServerOptions) -> Response<Chunks> {
+    let path = req.uri().path();
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let known = path == opts.telemetry_path
+        || matches!(
+            path,
+            "/" | "/-/healthy" | "/-/ready" | "/-/reload" | "/status" | "/status.json"
+        );
+    if !known {
+        return respond(StatusCode::NOT_FOUND, TEXT, Chunks::text("404 page not found\n"));
+    }
+    if path == "/-/reload" {
+        if *req.method() != Method::POST && *req.method() != Method::PUT {
+            return not_allowed("POST, PUT");
+        }
+        return reload(opts).await;
+    }
+    if !get {
+        return not_allowed("GET, HEAD");
+    }
+    if path == opts.telemetry_path {
+        return metrics(&req, state);
+    }
+    match path {
+        "/-/healthy" => respond(StatusCode::OK, TEXT, Chunks::text("Healthy\n")),
+        "/-/ready" if state.is_ready() => respond(StatusCode::OK, TEXT, Chunks::text("Ready\n")),
+        "/-/ready" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Chunks::text("Not ready: no poll has completed yet\n"),
+        ),
+        _ => {
+            let report = pages::report(&state.snapshot(), state.last_poll().as_ref(), SystemTime::now());
+            match path {
+                "/status" => respond(StatusCode::OK, HTML, Chunks::text(pages::status_html(&report))),
+                "/status.json" => {
+                    let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+                    respond(StatusCode::OK, JSON, Chunks::text(body + "\n"))
+                }
+                _ => respond(
+                    StatusCode::OK,
+                    HTML,
+                    Chunks::text(pages::landing(state.version, &opts.telemetry_path, &report)),
+                ),
+            }
+        }
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response<Chunks> {
+    let mut r = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        TEXT,
+        Chunks::text("405 method not allowed\n"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
+    let exposition = state.exposition();
+    let live = state.metrics.encode();
+    let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
+    let body = if gzip {
+        Chunks::new(exposition.gzip_body(&live))
+    } else {
+        Chunks::new(exposition.plain_body(live))
+    };
+    let mut r = respond(StatusCode::OK, CONTENT_TYPE, body);
+    let h = r.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
+}
+
+async fn reload(opts: &ServerOptions) -> Response<Chunks> {
+    let Some(handle) = &opts.reload else {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Chunks::text("reload is not available\n"),
+        );
+    };
+    let (tx, rx) = oneshot::channel();
+    if handle.send(tx).await.is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, Chunks::text("shutting down\n"));
+    }
+    match rx.await {
+        Ok(Ok(())) => respond(StatusCode::OK, TEXT, Chunks::text("configuration reloaded\n")),
+        Ok(Err(e)) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TEXT,
+            Chunks::text(format!("failed to reload config: {e}\n")),
+        ),
+        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, Chunks::text("shutting down\n")),
+    }
+}
+
+/// True when `Accept-Encoding` allows gzip (a `q=0` refuses it).
+pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    v.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        if !coding.eq_ignore_ascii_case("gzip") {
+            return false;
+        }
+        parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .all(|q| q.parse::<f32>().map(|q| q > 0.0).unwrap_or(false))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_negotiation() {
+        let h = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert!(accepts_gzip(h("gzip").as_ref()));
+        assert!(accepts_gzip(h("deflate, GZIP;q=0.5").as_ref()));
+        assert!(!accepts_gzip(h("gzip;q=0").as_ref()));
+        assert!(!accepts_gzip(h("identity").as_ref()));
+        assert!(!accepts_gzip(None));
+    }
+}

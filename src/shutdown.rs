@@ -1,0 +1,75 @@
+//! One shutdown signal shared by every task; each wait is raced against it.
+
+use tokio::sync::watch;
+
+/// Fires the shutdown.
+#[derive(Debug)]
+pub struct Trigger(watch::Sender<bool>);
+
+/// A cheap handle every task holds to learn that it must stop.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+pub fn channel() -> (Trigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (Trigger(tx), Shutdown(rx))
+}
+
+impl Trigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Resolves once shutdown was triggered (or its trigger was dropped).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, naming the signal.
+pub async fn signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            unreachable!()
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_clone_sees_the_trigger() {
+        let (trigger, shutdown) = channel();
+        let other = shutdown.clone();
+        assert!(!other.is_triggered());
+        let waiter = tokio::spawn(async move { other.wait().await });
+        trigger.trigger();
+        waiter.await.unwrap();
+        assert!(shutdown.is_triggered());
+        shutdown.wait().await; // already fired: returns at once
+    }
+}

@@ -1,0 +1,169 @@
+//! What the poller publishes and the HTTP server reads.
+//!
+//! A completed poll replaces the snapshot and its rendered exposition in one
+//! step each (an `Arc` swap under a lock held for nanoseconds), so a scrape
+//! sees either the whole previous organisation or the whole new one, and never
+//! waits for a poll.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::error::PollError;
+use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
+use crate::model::{Snapshot, unix_seconds};
+use crate::scheduler::{PollOptions, advice};
+
+/// Outcome of the latest poll, for the landing and status pages.
+#[derive(Debug, Clone)]
+pub struct PollOutcome {
+    pub finished_at: SystemTime,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub accounts: usize,
+    pub pages: usize,
+}
+
+pub struct State {
+    pub metrics: SelfMetrics,
+    pub version: &'static str,
+    snapshot: RwLock<Arc<Snapshot>>,
+    exposition: RwLock<Arc<Exposition>>,
+    last_poll: RwLock<Option<PollOutcome>>,
+    ready: AtomicBool,
+}
+
+impl State {
+    pub fn new(version: &'static str, revision: &str) -> State {
+        State {
+            metrics: SelfMetrics::new(version, revision),
+            version,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            exposition: RwLock::new(Arc::new(Exposition::empty())),
+            last_poll: RwLock::new(None),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// True once a poll has completed (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        read(&self.snapshot).clone()
+    }
+
+    pub fn exposition(&self) -> Arc<Exposition> {
+        read(&self.exposition).clone()
+    }
+
+    pub fn last_poll(&self) -> Option<PollOutcome> {
+        read(&self.last_poll).clone()
+    }
+
+    pub fn count_request(&self, operation: &str, result: &str) {
+        self.metrics
+            .api_requests
+            .with_label_values(&[operation, result])
+            .inc();
+    }
+
+    /// Records a finished poll: swaps in a complete organisation, or keeps the
+    /// last good one and marks the exporter down.
+    pub fn publish(&self, result: Result<Snapshot, PollError>, took: Duration, opts: &PollOptions) {
+        let m = &self.metrics;
+        m.poll_duration.observe(took.as_secs_f64());
+        let outcome = match result {
+            Ok(snap) => {
+                let previous = self.snapshot();
+                log_changes(&previous, &snap);
+                let exposition = Arc::new(Exposition::new(render_snapshot(&snap)));
+                let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
+                let outcome = PollOutcome {
+                    finished_at: finished,
+                    duration: took,
+                    error: None,
+                    accounts: snap.accounts.len(),
+                    pages: snap.pages,
+                };
+                tracing::info!(
+                    accounts = snap.accounts.len(),
+                    pages = snap.pages,
+                    duration_ms = took.as_millis() as u64,
+                    outcome = "success",
+                    "poll finished"
+                );
+                *write(&self.exposition) = exposition;
+                *write(&self.snapshot) = Arc::new(snap);
+                m.up.set(1.0);
+                m.last_success.set(unix_seconds(finished));
+                m.polls.with_label_values(&["success"]).inc();
+                self.ready.store(true, Ordering::Release);
+                outcome
+            }
+            Err(err) => {
+                let advice = advice(&err, opts);
+                tracing::error!(
+                    duration_ms = took.as_millis() as u64,
+                    outcome = "failure",
+                    code = err.code(),
+                    error = %err,
+                    advice = advice.as_deref().unwrap_or(""),
+                    "poll failed; keeping the last good data"
+                );
+                m.up.set(0.0);
+                m.polls.with_label_values(&["failure"]).inc();
+                PollOutcome {
+                    finished_at: SystemTime::now(),
+                    duration: took,
+                    error: Some(err.to_string()),
+                    accounts: 0,
+                    pages: 0,
+                }
+            }
+        };
+        *write(&self.last_poll) = Some(outcome);
+    }
+}
+
+/// One log line per account whose status changed, appeared or vanished.
+/// The first poll establishes the baseline and logs nothing per account.
+fn log_changes(previous: &Snapshot, next: &Snapshot) {
+    if previous.finished_at.is_none() {
+        return;
+    }
+    for (id, account) in &next.accounts {
+        match previous.accounts.get(id) {
+            Some(old) if old.status == account.status => {}
+            Some(old) => tracing::info!(
+                account_id = %id,
+                from = %old.status,
+                to = %account.status,
+                reason = account.status_reason.as_deref().unwrap_or(""),
+                "enrollment status changed"
+            ),
+            None => tracing::info!(
+                account_id = %id,
+                to = %account.status,
+                reason = account.status_reason.as_deref().unwrap_or(""),
+                "account appeared"
+            ),
+        }
+    }
+    for id in previous.accounts.keys() {
+        if !next.accounts.contains_key(id) {
+            tracing::info!(account_id = %id, "account no longer listed");
+        }
+    }
+}
+
+// A panic while holding these locks cannot leave the data half-written (we
+// only ever swap whole values), so poisoning is safe to ignore.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
