@@ -1,0 +1,206 @@
+//! Shared test helpers: the stand-in endpoint, a raw HTTP client, and an
+//! exporter started in-process on 127.0.0.1:0.
+#![allow(dead_code)]
+
+pub mod standin;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compute_optimizer_exporter::app::{self, Options};
+use compute_optimizer_exporter::aws::StaticCredentials;
+use compute_optimizer_exporter::config::Config;
+use compute_optimizer_exporter::shutdown::{self, Trigger};
+use compute_optimizer_exporter::state::State;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The body, gunzipped when the response says it is gzip.
+    pub fn decoded(&self) -> String {
+        if self.header("content-encoding") == Some("gzip") {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_string(&mut out)
+                .expect("valid gzip");
+            out
+        } else {
+            self.text()
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10s")
+        .expect("read");
+    parse_response(&raw)
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+    request(addr, "GET", path, &[]).await
+}
+
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("complete head");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// The value of the first sample whose line starts with `series ` in a text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+pub struct Exporter {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+    trigger: Trigger,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Exporter {
+    /// Starts the exporter against `endpoint` with `extra` TOML appended to a
+    /// base config (fast intervals, static test credentials).
+    pub async fn start(endpoint: &str, extra: &str) -> Exporter {
+        let toml = format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nretry_backoff = \"10ms\"\n{extra}"
+        );
+        let dir = tempdir();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, &toml).unwrap();
+        Exporter::start_with(Some(&path), false).await
+    }
+
+    pub async fn start_with(config_path: Option<&Path>, demo: bool) -> Exporter {
+        let config = app::load_config(config_path, None).expect("valid test config");
+        Exporter::start_config(config, config_path, demo).await
+    }
+
+    pub async fn start_config(config: Config, config_path: Option<&Path>, demo: bool) -> Exporter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::new("test", "test"));
+        let (trigger, shutdown) = shutdown::channel();
+        let opts = Options {
+            config,
+            config_path: config_path.map(Path::to_owned),
+            listen_override: None,
+            demo,
+            credentials: Some(StaticCredentials {
+                access_key_id: "AKIDTEST".into(),
+                secret_access_key: "test-secret".into(),
+            }),
+            sighup: false,
+        };
+        let task = tokio::spawn(app::run(listener, opts, state.clone(), shutdown));
+        Exporter {
+            addr,
+            state,
+            trigger,
+            task,
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        let r = get(self.addr, "/metrics").await;
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+
+    /// Waits until `cond` holds on a scrape (polls every 20 ms, up to `secs`).
+    pub async fn wait_for(&self, secs: u64, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.metrics().await;
+            if cond(&text) {
+                return text;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("condition not met within {secs}s; last scrape:\n{}", tail(&text));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the n-th poll (success or failure) to be recorded.
+    pub async fn wait_polls(&self, n: u64) -> String {
+        self.wait_for(20, |t| {
+            let ok = sample(t, "aws_compute_optimizer_polls_total{result=\"success\"}").unwrap_or(0.0);
+            let bad = sample(t, "aws_compute_optimizer_polls_total{result=\"failure\"}").unwrap_or(0.0);
+            ok + bad >= n as f64
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("stops within 5s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn tail(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.starts_with("aws_compute_optimizer_") && !l.contains("enrollment_status{"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A fresh directory under the target dir's tmp (removed with `cargo clean`).
+pub fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "coe-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

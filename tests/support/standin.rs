@@ -1,0 +1,306 @@
+//! A local stand-in for AWS Compute Optimizer speaking the wire protocol the
+//! pinned SDK sends: Smithy RPCv2 CBOR (`POST
+//! /service/ComputeOptimizerService/operation/<Op>`, `smithy-protocol:
+//! rpc-v2-cbor`, CBOR bodies, timestamps as CBOR tag 1, error codes in
+//! `__type`). Tests script faults per page; every request is recorded.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ciborium::Value;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub const OPERATION_PATH: &str =
+    "/service/ComputeOptimizerService/operation/GetEnrollmentStatusesForOrganization";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgAccount {
+    pub id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub last_updated: f64,
+}
+
+/// What a scripted page does instead of answering normally.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// An AWS error: HTTP status and error code (`__type`).
+    Error(u16, &'static str),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Close the connection without answering.
+    Reset,
+    /// A 200 whose body is not CBOR.
+    Garbage,
+    /// A 200 whose CBOR body stops half-way.
+    Truncated,
+    /// Answer normally but hand out this page's own token again.
+    RepeatToken,
+    /// No items, but a next token.
+    EmptyWithToken,
+}
+
+/// One request as the stand-in saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub content_type: Option<String>,
+    pub smithy_protocol: Option<String>,
+    pub authorization: Option<String>,
+    pub max_results: Option<i128>,
+    pub next_token: Option<String>,
+    pub status_filter: Vec<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    accounts: Vec<OrgAccount>,
+    /// Faults by page index (0-based), consumed one per request.
+    faults: HashMap<usize, VecDeque<Fault>>,
+    seen: Vec<Seen>,
+}
+
+#[derive(Clone)]
+pub struct Standin {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Standin {
+    /// Starts on 127.0.0.1:0 with the given organisation.
+    pub async fn start(accounts: Vec<OrgAccount>) -> Standin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Standin::serve(listener, accounts)
+    }
+
+    pub fn serve(listener: TcpListener, accounts: Vec<OrgAccount>) -> Standin {
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Mutex::new(Inner {
+            accounts,
+            ..Default::default()
+        }));
+        let shared = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let inner = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let inner = inner.clone();
+                        async move { handle(req, inner).await }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Standin { addr, inner }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_accounts(&self, accounts: Vec<OrgAccount>) {
+        self.inner.lock().unwrap().accounts = accounts;
+    }
+
+    /// The next `times` requests for page `page` (0-based) get `fault`.
+    pub fn fault(&self, page: usize, fault: Fault, times: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        let q = inner.faults.entry(page).or_default();
+        for _ in 0..times {
+            q.push_back(fault.clone());
+        }
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.lock().unwrap().faults.clear();
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.lock().unwrap().seen.clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.inner.lock().unwrap().seen.len()
+    }
+}
+
+/// `n` accounts with IDs 100000000000.. and statuses cycling through the four.
+pub fn org(n: usize) -> Vec<OrgAccount> {
+    const STATUSES: [&str; 4] = ["Active", "Inactive", "Pending", "Failed"];
+    (0..n)
+        .map(|i| OrgAccount {
+            id: format!("{}", 100_000_000_000u64 + i as u64),
+            status: STATUSES[i % 4].to_owned(),
+            reason: (i % 4 >= 2).then(|| format!("reason {i}")),
+            last_updated: 1_700_000_000.0 + i as f64,
+        })
+        .collect()
+}
+
+fn cbor(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+fn reply(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/cbor")
+        .header("smithy-protocol", "rpc-v2-cbor")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = Value::Map(vec![
+        (text("__type"), text(&format!("com.amazonaws.computeoptimizer#{code}"))),
+        (text("message"), text(message)),
+    ]);
+    reply(status, cbor(&body))
+}
+
+fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    map.iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    inner: Arc<Mutex<Inner>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut seen = Seen {
+        path: req.uri().path().to_owned(),
+        content_type: header("content-type"),
+        smithy_protocol: header("smithy-protocol"),
+        authorization: header("authorization"),
+        max_results: None,
+        next_token: None,
+        status_filter: vec![],
+    };
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if seen.path != OPERATION_PATH {
+        inner.lock().unwrap().seen.push(seen);
+        return Ok(error(404, "UnknownOperationException", "unknown operation"));
+    }
+    let input: Value = match ciborium::from_reader(&body[..]) {
+        Ok(v) => v,
+        Err(_) => return Ok(error(400, "SerializationException", "body is not CBOR")),
+    };
+    let map = input.as_map().cloned().unwrap_or_default();
+    seen.max_results = field(&map, "maxResults").and_then(|v| v.as_integer()).map(i128::from);
+    seen.next_token = field(&map, "nextToken").and_then(|v| v.as_text()).map(str::to_owned);
+    if let Some(filters) = field(&map, "filters").and_then(|v| v.as_array()) {
+        for f in filters {
+            let f = f.as_map().cloned().unwrap_or_default();
+            if field(&f, "name").and_then(|v| v.as_text()) == Some("Status") {
+                for v in field(&f, "values").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+                    if let Some(s) = v.as_text() {
+                        seen.status_filter.push(s.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let page_size = seen.max_results.unwrap_or(100).clamp(1, 100) as usize;
+    let offset: usize = match &seen.next_token {
+        None => 0,
+        Some(t) => match t.strip_prefix("tok-").and_then(|o| o.parse().ok()) {
+            Some(o) => o,
+            None => {
+                inner.lock().unwrap().seen.push(seen);
+                return Ok(error(400, "InvalidParameterValueException", "invalid nextToken"));
+            }
+        },
+    };
+    let page_index = offset / page_size;
+    let (fault, accounts) = {
+        let mut inner = inner.lock().unwrap();
+        let filter = seen.status_filter.clone();
+        inner.seen.push(seen.clone());
+        let fault = inner.faults.get_mut(&page_index).and_then(|q| q.pop_front());
+        let accounts: Vec<OrgAccount> = inner
+            .accounts
+            .iter()
+            .filter(|a| filter.is_empty() || filter.contains(&a.status))
+            .cloned()
+            .collect();
+        (fault, accounts)
+    };
+    let end = (offset + page_size).min(accounts.len());
+    let mut next = (end < accounts.len()).then(|| format!("tok-{end}"));
+    let mut items: Vec<&OrgAccount> = accounts.get(offset..end).unwrap_or_default().iter().collect();
+    match fault {
+        Some(Fault::Error(status, code)) => return Ok(error(status, code, "scripted fault")),
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        // An error from the service makes hyper drop the connection unanswered.
+        Some(Fault::Reset) => return Err(std::io::Error::other("scripted reset")),
+        Some(Fault::Garbage) => {
+            return Ok(reply(200, b"<html>not cbor</html>".to_vec()));
+        }
+        Some(Fault::Truncated) => {
+            let full = page_body(&items, next.as_deref());
+            return Ok(reply(200, full[..full.len() / 2].to_vec()));
+        }
+        // Script it on a page after the first: that page's own token comes back.
+        Some(Fault::RepeatToken) => next = seen.next_token.clone().or(next),
+        Some(Fault::EmptyWithToken) => {
+            items.clear();
+            next = Some(format!("tok-{end}"));
+        }
+        None => {}
+    }
+    Ok(reply(200, page_body(&items, next.as_deref())))
+}
+
+fn page_body(items: &[&OrgAccount], next: Option<&str>) -> Vec<u8> {
+    let list = items
+        .iter()
+        .map(|a| {
+            let mut m = vec![
+                (text("accountId"), text(&a.id)),
+                (text("status"), text(&a.status)),
+                (
+                    text("lastUpdatedTimestamp"),
+                    Value::Tag(1, Box::new(Value::Float(a.last_updated))),
+                ),
+            ];
+            if let Some(r) = &a.reason {
+                m.push((text("statusReason"), text(r)));
+            }
+            Value::Map(m)
+        })
+        .collect();
+    let mut out = vec![(text("accountEnrollmentStatuses"), Value::Array(list))];
+    if let Some(t) = next {
+        out.push((text("nextToken"), text(t)));
+    }
+    cbor(&Value::Map(out))
+}
