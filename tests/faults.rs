@@ -1,0 +1,163 @@
+//! Fault injection: every upstream failure is handled, counted, and
+//! recovered from, with the last good data kept in the meantime.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::standin::{Fault, Standin, org};
+use support::{Exporter, sample};
+
+const FAST: &str = "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
+
+fn requests(text: &str, result: &str) -> f64 {
+    sample(
+        text,
+        &format!(
+            "aws_compute_optimizer_api_requests_total{{operation=\"GetEnrollmentStatusesForOrganization\",result=\"{result}\"}}"
+        ),
+    )
+    .unwrap_or(0.0)
+}
+
+fn enrollment(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("aws_compute_optimizer_enrollment"))
+        .collect()
+}
+
+#[tokio::test]
+async fn throttling_and_5xx_are_retried_within_the_poll() {
+    let standin = Standin::start(org(250)).await;
+    standin.fault(0, Fault::Error(400, "ThrottlingException"), 1);
+    standin.fault(1, Fault::Error(500, "InternalServerException"), 1);
+    standin.fault(2, Fault::Error(503, "ServiceUnavailableException"), 1);
+    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    assert_eq!(requests(&text, "ThrottlingException"), 1.0);
+    assert_eq!(requests(&text, "InternalServerException"), 1.0);
+    assert_eq!(requests(&text, "ServiceUnavailableException"), 1.0);
+    assert_eq!(requests(&text, "success"), 3.0);
+    assert_eq!(standin.requests(), 6);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn retries_are_bounded_by_max_attempts() {
+    let standin = Standin::start(org(50)).await;
+    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let good = exporter.wait_polls(1).await;
+    standin.fault(0, Fault::Error(429, "ThrottlingException"), 3);
+    let text = exporter.wait_polls(2).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
+    // The default: three attempts per page, each counted.
+    assert_eq!(requests(&text, "ThrottlingException"), 3.0);
+    assert_eq!(enrollment(&text), enrollment(&good));
+    let healed = exporter
+        .wait_for(10, |t| sample(t, "aws_compute_optimizer_up") == Some(1.0))
+        .await;
+    assert_eq!(requests(&healed, "ThrottlingException"), 3.0);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn access_denied_is_not_retried() {
+    let standin = Standin::start(org(50)).await;
+    standin.fault(0, Fault::Error(403, "AccessDeniedException"), 1);
+    standin.fault(0, Fault::Error(403, "MissingAuthenticationToken"), 1);
+    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
+    assert_eq!(requests(&text, "AccessDeniedException"), 1.0);
+    assert_eq!(standin.requests(), 1);
+    let text = exporter.wait_polls(2).await;
+    assert_eq!(requests(&text, "MissingAuthenticationToken"), 1.0);
+    assert_eq!(standin.requests(), 2);
+    exporter
+        .wait_for(10, |t| sample(t, "aws_compute_optimizer_up") == Some(1.0))
+        .await;
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_parameter_is_not_retried() {
+    let standin = Standin::start(org(50)).await;
+    standin.fault(0, Fault::Error(400, "InvalidParameterValueException"), 1);
+    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(requests(&text, "InvalidParameterValueException"), 1.0);
+    assert_eq!(standin.requests(), 1);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_reset_is_retried_and_counted_as_network() {
+    let standin = Standin::start(org(150)).await;
+    standin.fault(1, Fault::Reset, 1);
+    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    assert_eq!(requests(&text, "network"), 1.0);
+    assert_eq!(requests(&text, "success"), 2.0);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_slower_than_the_deadline_fails_the_poll_on_time() {
+    let standin = Standin::start(org(150)).await;
+    standin.fault(1, Fault::Delay(Duration::from_secs(5)), 1);
+    let started = Instant::now();
+    // Interval 2s leaves a window to see the failure before the next poll.
+    let exporter = Exporter::start(&standin.url(), "[poll]\ninterval = \"2s\"\ntimeout = \"1s\"\n").await;
+    let text = exporter.wait_polls(1).await;
+    let failed_after = started.elapsed();
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
+    assert_eq!(requests(&text, "timeout"), 1.0);
+    // Deadline 1s: the poll is abandoned long before the 5s page answers.
+    assert!(failed_after < Duration::from_secs(4), "{failed_after:?}");
+    // The next poll starts on schedule and succeeds.
+    let text = exporter
+        .wait_for(10, |t| sample(t, "aws_compute_optimizer_up") == Some(1.0))
+        .await;
+    assert!(sample(&text, "aws_compute_optimizer_poll_duration_seconds_count").unwrap() >= 2.0);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_attempt_is_cut_by_the_request_timeout_and_retried() {
+    let standin = Standin::start(org(50)).await;
+    standin.fault(0, Fault::Delay(Duration::from_secs(5)), 1);
+    let exporter = Exporter::start(
+        &standin.url(),
+        "request_timeout = \"300ms\"\n[poll]\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    assert_eq!(requests(&text, "timeout"), 1.0);
+    assert_eq!(requests(&text, "success"), 1.0);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_truncated_and_empty_pages_fail_the_poll_without_harm() {
+    for (fault, code) in [
+        (Fault::Garbage, "invalid_response"),
+        (Fault::Truncated, "invalid_response"),
+        (Fault::EmptyWithToken, "success"),
+    ] {
+        let standin = Standin::start(org(150)).await;
+        let exporter = Exporter::start(&standin.url(), FAST).await;
+        let good = exporter.wait_polls(1).await;
+        standin.fault(0, fault.clone(), 1);
+        let bad = exporter.wait_polls(2).await;
+        assert_eq!(sample(&bad, "aws_compute_optimizer_up"), Some(0.0), "{fault:?}");
+        assert!(requests(&bad, code) >= 1.0, "{fault:?}");
+        assert_eq!(enrollment(&bad), enrollment(&good), "{fault:?}");
+        exporter
+            .wait_for(10, |t| sample(t, "aws_compute_optimizer_up") == Some(1.0))
+            .await;
+        exporter.stop().await;
+    }
+}
