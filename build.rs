@@ -14,7 +14,9 @@ fn main() {
     });
     println!(
         "cargo:rustc-env=GIT_REVISION={}",
-        revision.filter(|r| !r.is_empty()).unwrap_or_else(|| "unknown".into())
+        revision
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "unknown".into())
     );
     println!("cargo:rerun-if-env-changed=GIT_REVISION");
     println!("cargo:rerun-if-changed=.git/HEAD");

@@ -57,19 +57,27 @@ pub struct Options {
 }
 
 /// Loads the configuration file (or defaults) and applies CLI overrides.
-pub fn load_config(path: Option<&std::path::Path>, listen_override: Option<&str>) -> Result<Config, String> {
+pub fn load_config(
+    path: Option<&std::path::Path>,
+    listen_override: Option<&str>,
+) -> Result<Config, String> {
     let mut config = match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
     if let Some(addr) = listen_override {
         config.web.listen_address = addr.to_owned();
-        crate::config::parse_listen_address(addr).map_err(|e| format!("--web.listen-address: {e}"))?;
+        crate::config::parse_listen_address(addr)
+            .map_err(|e| format!("--web.listen-address: {e}"))?;
     }
     Ok(config)
 }
 
-async fn make_source(opts: &Options, config: &Config, demo: &Option<Arc<DemoSource>>) -> Result<Source, String> {
+async fn make_source(
+    opts: &Options,
+    config: &Config,
+    demo: &Option<Arc<DemoSource>>,
+) -> Result<Source, String> {
     match demo {
         Some(d) => Ok(Source::Demo(d.clone())),
         None => {
@@ -110,7 +118,12 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, version = VERSION, "listening");
     }
-    let server = tokio::spawn(server::run(listener, state.clone(), server_opts, shutdown.clone()));
+    let server = tokio::spawn(server::run(
+        listener,
+        state.clone(),
+        server_opts,
+        shutdown.clone(),
+    ));
     if opts.sighup {
         tokio::spawn(sighup_reloads(reload_tx, shutdown.clone()));
     }

@@ -9,7 +9,7 @@
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_computeoptimizer::Client;
 use aws_sdk_computeoptimizer::config::Credentials;
-use aws_sdk_computeoptimizer::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_computeoptimizer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
@@ -156,16 +156,20 @@ impl PageSource for AwsSource {
 fn classify<E, R>(err: SdkError<E, R>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     match &err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status_code();
             match service.err().code() {
                 Some(code) => {
                     let message = service.err().message().unwrap_or("");
-                    let label = if KNOWN_CODES.contains(&code) { code } else { "other" };
+                    let label = if KNOWN_CODES.contains(&code) {
+                        code
+                    } else {
+                        "other"
+                    };
                     let retryable = matches!(
                         code,
                         "ThrottlingException"
@@ -173,7 +177,11 @@ where
                             | "ServiceUnavailableException"
                     ) || status >= 500
                         || status == 429;
-                    ApiError::new(label, format!("{code} (HTTP {status}): {message}"), retryable)
+                    ApiError::new(
+                        label,
+                        format!("{code} (HTTP {status}): {message}"),
+                        retryable,
+                    )
                 }
                 // A body the SDK could not read (wrong protocol, truncated, a proxy's page).
                 None => ApiError::new(
@@ -196,6 +204,21 @@ where
         }
         _ => ApiError::new("other", detail, false),
     }
+}
+
+/// "outer: cause: root cause" on one line (DisplayErrorContext adds a Debug dump).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn looks_like_credentials(detail: &str) -> bool {

@@ -13,7 +13,12 @@ use crate::logging::{self, LogFormat, LogLevel};
 use crate::shutdown;
 use crate::state::State;
 
-const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (revision ", env!("GIT_REVISION"), ")");
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("GIT_REVISION"),
+    ")"
+);
 
 /// Prometheus exporter for AWS Compute Optimizer enrollment statuses of an
 /// AWS Organization's member accounts.
@@ -33,16 +38,27 @@ pub struct Args {
     #[arg(long)]
     pub demo: bool,
     /// Log level.
-    #[arg(long = "log.level", value_enum, default_value = "info", value_name = "LEVEL")]
+    #[arg(
+        long = "log.level",
+        value_enum,
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
     pub log_level: LogLevel,
     /// Log format.
-    #[arg(long = "log.format", value_enum, default_value = "logfmt", value_name = "FORMAT")]
+    #[arg(
+        long = "log.format",
+        value_enum,
+        default_value = "logfmt",
+        value_name = "FORMAT"
+    )]
     pub log_format: LogFormat,
 }
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config = match app::load_config(args.config.as_deref(), args.listen_address.as_deref()) {
+    let mut config = match app::load_config(args.config.as_deref(), args.listen_address.as_deref())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -59,7 +75,10 @@ pub fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or("defaults".into(), |p| p.display().to_string());
-        println!("# {source}: configuration is valid\n{}", config.effective_toml());
+        println!(
+            "# {source}: configuration is valid\n{}",
+            config.effective_toml()
+        );
         return ExitCode::SUCCESS;
     }
     logging::init(args.log_level, args.log_format);

@@ -59,10 +59,7 @@ pub struct AwsConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     /// Treated as a secret: never printed or logged.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "redacted"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub external_id: Option<String>,
     pub session_name: String,
     /// Attempts per page, the first included.
@@ -160,12 +157,19 @@ impl Config {
             let key = e.path().to_string();
             parse_error(Some(key), e.inner())
         })?;
-        config.validate().map_err(|(key, msg)| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: line_of_key(text, &key),
-            key,
-            msg,
-        })?;
+        let mut config = config;
+        // Defaults, then validation: an unset timeout follows a short interval.
+        if line_of_key(text, "poll.timeout").is_none() {
+            config.poll.timeout = config.poll.timeout.min(config.poll.interval);
+        }
+        config
+            .validate()
+            .map_err(|(key, msg)| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of_key(text, &key),
+                key,
+                msg,
+            })?;
         Ok(config)
     }
 
@@ -185,8 +189,14 @@ impl Config {
                 ),
             );
         }
-        if ["/-/healthy", "/-/ready", "/-/reload", "/status", "/status.json"]
-            .contains(&w.telemetry_path.as_str())
+        if [
+            "/-/healthy",
+            "/-/ready",
+            "/-/reload",
+            "/status",
+            "/status.json",
+        ]
+        .contains(&w.telemetry_path.as_str())
         {
             return err(
                 "web.telemetry_path",
@@ -246,8 +256,7 @@ impl Config {
             );
         }
         let name_ok = (2..=64).contains(&a.session_name.len())
-            && a
-                .session_name
+            && a.session_name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
         if !name_ok {
@@ -314,7 +323,12 @@ impl Config {
     }
 }
 
-fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), (String, String)> {
+fn check_range(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), (String, String)> {
     if value < min || value > max {
         return Err((
             key.to_owned(),
@@ -356,7 +370,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let millis_per = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -439,7 +455,11 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
 
 /// Keeps messages to one line (toml's own messages sometimes wrap).
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    // serde names our Rust types; users know sections as tables.
+    ["WebConfig", "AwsConfig", "PollConfig", "Config"]
+        .iter()
+        .fold(s, |s, t| s.replace(&format!("struct {t}"), "a table"))
 }
 
 #[cfg(test)]
@@ -482,6 +502,17 @@ mod tests {
         assert_eq!(c.poll.timeout, Duration::from_secs(60));
         assert_eq!(c.poll.page_size, 100);
         assert_eq!(c.web.listen_address, ":9746");
+    }
+
+    #[test]
+    fn an_unset_timeout_follows_a_short_interval() {
+        let c = Config::parse(Path::new("x.toml"), "[poll]\ninterval = \"10s\"\n").unwrap();
+        assert_eq!(c.poll.timeout, Duration::from_secs(10));
+        let err = Config::parse(
+            Path::new("x.toml"),
+            "[poll]\ninterval = \"10s\"\ntimeout = \"60s\"\n",
+        );
+        assert!(err.is_err());
     }
 
     #[test]

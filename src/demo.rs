@@ -44,7 +44,12 @@ impl DemoSource {
             let roll = org.next() % 100;
             let (status, reason, age_days, stuck) = match roll {
                 0..=69 => (Status::Active, None, 1.0 + (org.next() % 90) as f64, false),
-                70..=79 => (Status::Inactive, None, 1.0 + (org.next() % 30) as f64, false),
+                70..=79 => (
+                    Status::Inactive,
+                    None,
+                    1.0 + (org.next() % 30) as f64,
+                    false,
+                ),
                 80..=87 => (
                     Status::Pending,
                     Some("Enrollment is in progress"),
@@ -59,13 +64,19 @@ impl DemoSource {
                 ),
                 _ => (
                     Status::Failed,
-                    Some("Compute Optimizer could not create the service-linked role AWSServiceRoleForComputeOptimizer"),
+                    Some(
+                        "Compute Optimizer could not create the service-linked role AWSServiceRoleForComputeOptimizer",
+                    ),
                     1.0 + (org.next() % 20) as f64,
                     true,
                 ),
             };
             // One account shows how a status outside the documented four is exported.
-            let status = if i == 7 { Status::Other("Suspended".into()) } else { status };
+            let status = if i == 7 {
+                Status::Other("Suspended".into())
+            } else {
+                status
+            };
             org.accounts.push(DemoAccount {
                 account: Account {
                     account_id: format!("{id:012}"),
@@ -117,9 +128,15 @@ impl DemoOrg {
                     Status::Failed,
                     Some("Compute Optimizer could not access the account"),
                 )),
-                (Status::Inactive, 0..=49) => Some((Status::Pending, Some("Enrollment is in progress"))),
-                (Status::Active, 0..=4) => Some((Status::Inactive, Some("Opted out by the account owner"))),
-                (Status::Failed, 0..=29) => Some((Status::Pending, Some("Enrollment is in progress"))),
+                (Status::Inactive, 0..=49) => {
+                    Some((Status::Pending, Some("Enrollment is in progress")))
+                }
+                (Status::Active, 0..=4) => {
+                    Some((Status::Inactive, Some("Opted out by the account owner")))
+                }
+                (Status::Failed, 0..=29) => {
+                    Some((Status::Pending, Some("Enrollment is in progress")))
+                }
                 _ => None,
             };
             if let Some((status, reason)) = next {
@@ -151,7 +168,9 @@ impl PageSource for DemoSource {
                 .rsplit(':')
                 .next()
                 .and_then(|o| o.parse::<usize>().ok())
-                .ok_or_else(|| ApiError::new("InvalidParameterValueException", "bad nextToken", false))?,
+                .ok_or_else(|| {
+                    ApiError::new("InvalidParameterValueException", "bad nextToken", false)
+                })?,
         };
         let matching: Vec<&DemoAccount> = org
             .accounts

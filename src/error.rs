@@ -78,7 +78,9 @@ pub enum PollError {
     },
     #[error("poll did not finish within {}s (reached page {page})", timeout.as_secs_f64())]
     Timeout { timeout: Duration, page: usize },
-    #[error("page {page} returned a nextToken already seen in this poll; stopping instead of looping")]
+    #[error(
+        "page {page} returned a nextToken already seen in this poll; stopping instead of looping"
+    )]
     RepeatedToken { page: usize },
     #[error("page {page} was empty but carried a nextToken; refusing to follow it")]
     EmptyPageWithToken { page: usize },

@@ -56,7 +56,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         w.write_str("ts=")?;
         SystemTime.format_time(&mut w)?;
         let meta = event.metadata();
@@ -66,9 +71,7 @@ where
             meta.level().as_str().to_ascii_lowercase(),
             meta.target()
         )?;
-        let mut visitor = Visitor {
-            out: String::new(),
-        };
+        let mut visitor = Visitor { out: String::new() };
         event.record(&mut visitor);
         w.write_str(&visitor.out)?;
         writeln!(w)

@@ -16,8 +16,7 @@ use std::io::Write as _;
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status as FlateStatus};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::model::{Snapshot, Status};
@@ -26,7 +25,8 @@ use crate::model::{Snapshot, Status};
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
-pub const LAST_UPDATED: &str = "aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds";
+pub const LAST_UPDATED: &str =
+    "aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds";
 pub const ACCOUNTS: &str = "aws_compute_optimizer_enrollment_accounts";
 
 const FROM_POLL: &str =
@@ -63,7 +63,9 @@ impl SelfMetrics {
                 "aws_compute_optimizer_poll_duration_seconds",
                 format!("Duration of polls, successful or not. {FROM_POLL}"),
             )
-            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
         )
         .expect("valid metric");
         let polls = IntCounterVec::new(
@@ -87,7 +89,9 @@ impl SelfMetrics {
         let accounts_skipped = IntCounterVec::new(
             Opts::new(
                 "aws_compute_optimizer_skipped_items_total",
-                format!("Items the API returned that could not be exported, by reason. {FROM_POLL}"),
+                format!(
+                    "Items the API returned that could not be exported, by reason. {FROM_POLL}"
+                ),
             ),
             &["reason"],
         )
@@ -127,7 +131,9 @@ impl SelfMetrics {
         }
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process metrics register once");
 
         // Series that exist before anything happens, so rate() and alerts see them.
@@ -202,7 +208,11 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
             escape_label(&mut out, &account.account_id);
             out.push_str("\",status=\"");
             escape_label(&mut out, status);
-            let v = if *status == account.status.as_str() { 1 } else { 0 };
+            let v = if *status == account.status.as_str() {
+                1
+            } else {
+                0
+            };
             let _ = writeln!(out, "\"}} {v}");
         }
     }
@@ -264,7 +274,12 @@ impl Exposition {
         let mut head = Vec::with_capacity(text.len() / 12 + 64);
         head.extend_from_slice(&GZIP_HEADER);
         let mut deflate = Compress::new(Compression::fast(), false);
-        deflate_into(&mut deflate, text.as_bytes(), &mut head, FlushCompress::Sync);
+        deflate_into(
+            &mut deflate,
+            text.as_bytes(),
+            &mut head,
+            FlushCompress::Sync,
+        );
         let mut crc = crc32fast::Hasher::new();
         crc.update(text.as_bytes());
         Exposition {
@@ -314,9 +329,10 @@ fn deflate_into(deflate: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flu
         match status {
             Ok(FlateStatus::StreamEnd) | Err(_) => return,
             // zlib: a flush is complete once it returns with output space left.
-            Ok(_) if !matches!(flush, FlushCompress::Finish)
-                && input.is_empty()
-                && out.len() < out.capacity() =>
+            Ok(_)
+                if !matches!(flush, FlushCompress::Finish)
+                    && input.is_empty()
+                    && out.len() < out.capacity() =>
             {
                 return;
             }
@@ -339,9 +355,12 @@ mod tests {
             ..Default::default()
         };
         for i in 0..n {
-            let id = format!("{:012}", 100_000_000_000u64 + (i as u64 * 7919) % 900_000_000_000);
+            let id = format!(
+                "{:012}",
+                100_000_000_000u64 + (i as u64 * 7919) % 900_000_000_000
+            );
             let status = match i % 6 {
-                0 | 1 | 2 => Status::Active,
+                0..=2 => Status::Active,
                 3 => Status::Pending,
                 4 => Status::Failed,
                 _ if i % 12 == 5 => Status::Other("Suspe\"nded\\\n".into()),
@@ -375,14 +394,21 @@ mod tests {
         )
         .unwrap();
         let accounts = GaugeVec::new(
-            Opts::new(ACCOUNTS, format!("Number of organisation member accounts in each enrollment status. {FROM_POLL}")),
+            Opts::new(
+                ACCOUNTS,
+                format!(
+                    "Number of organisation member accounts in each enrollment status. {FROM_POLL}"
+                ),
+            ),
             &["status"],
         )
         .unwrap();
         for a in snap.accounts.values() {
             for s in Status::KNOWN.iter().chain(std::iter::once(&a.status)) {
                 let v = if *s == a.status { 1.0 } else { 0.0 };
-                status.with_label_values(&[a.account_id.as_str(), s.as_str()]).set(v);
+                status
+                    .with_label_values(&[a.account_id.as_str(), s.as_str()])
+                    .set(v);
             }
             if let Some(ts) = a.last_updated {
                 last.with_label_values(&[a.account_id.as_str()]).set(ts);

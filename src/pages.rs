@@ -140,7 +140,9 @@ pub fn status_html(r: &StatusReport) -> String {
             escape(&a.status),
             escape(&a.account_id),
             escape(&a.status),
-            a.seconds_in_status.map(human_age).unwrap_or_else(|| "unknown".into()),
+            a.seconds_in_status
+                .map(human_age)
+                .unwrap_or_else(|| "unknown".into()),
             escape(a.status_reason.as_deref().unwrap_or("")),
         ));
     }

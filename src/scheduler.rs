@@ -68,7 +68,12 @@ impl PollOptions {
 }
 
 /// Polls now, then every `interval` (start to start), until shutdown.
-pub async fn run<S: PageSource>(source: S, opts: PollOptions, state: Arc<State>, shutdown: Shutdown) {
+pub async fn run<S: PageSource>(
+    source: S,
+    opts: PollOptions,
+    state: Arc<State>,
+    shutdown: Shutdown,
+) {
     loop {
         let started = Instant::now();
         let result = tokio::select! {
@@ -223,9 +228,14 @@ pub fn advice(err: &PollError, opts: &PollOptions) -> Option<String> {
         None => String::new(),
     };
     match err.code() {
-        "AccessDeniedException" | "MissingAuthenticationToken" | "credentials"
-        | "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredTokenException"
-        | "InvalidSignatureException" | "SignatureDoesNotMatch" => Some(format!(
+        "AccessDeniedException"
+        | "MissingAuthenticationToken"
+        | "credentials"
+        | "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch" => Some(format!(
             "the credentials need IAM permission compute-optimizer:GetEnrollmentStatusesForOrganization, and the call must come from the organisation's management account or a delegated administrator for Compute Optimizer{role}"
         )),
         "InvalidParameterValueException" => Some(format!(
@@ -233,9 +243,9 @@ pub fn advice(err: &PollError, opts: &PollOptions) -> Option<String> {
             opts.page_size,
             opts.statuses.iter().map(Status::as_str).collect::<Vec<_>>()
         )),
-        "ThrottlingException" => Some(
-            "AWS is throttling the exporter: raise poll.interval or aws.max_attempts".into(),
-        ),
+        "ThrottlingException" => {
+            Some("AWS is throttling the exporter: raise poll.interval or aws.max_attempts".into())
+        }
         "timeout" => Some(format!(
             "raise poll.timeout (now {}) or aws.request_timeout (now {})",
             crate::config::format_duration(opts.timeout),

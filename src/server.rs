@@ -56,7 +56,12 @@ impl ServerOptions {
 
 /// Serves until shutdown, then stops accepting and lets in-flight responses
 /// finish (up to [`DRAIN_TIMEOUT`]).
-pub async fn run(listener: TcpListener, state: Arc<State>, opts: ServerOptions, shutdown: Shutdown) {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    opts: ServerOptions,
+    shutdown: Shutdown,
+) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(opts.max_connections));
     let opts = Arc::new(opts);
@@ -163,7 +168,11 @@ async fn handle(req: Request<Incoming>, state: &State, opts: &ServerOptions) -> 
             "/" | "/-/healthy" | "/-/ready" | "/-/reload" | "/status" | "/status.json"
         );
     if !known {
-        return respond(StatusCode::NOT_FOUND, TEXT, Chunks::text("404 page not found\n"));
+        return respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            Chunks::text("404 page not found\n"),
+        );
     }
     if path == "/-/reload" {
         if *req.method() != Method::POST && *req.method() != Method::PUT {
@@ -186,9 +195,17 @@ async fn handle(req: Request<Incoming>, state: &State, opts: &ServerOptions) -> 
             Chunks::text("Not ready: no poll has completed yet\n"),
         ),
         _ => {
-            let report = pages::report(&state.snapshot(), state.last_poll().as_ref(), SystemTime::now());
+            let report = pages::report(
+                &state.snapshot(),
+                state.last_poll().as_ref(),
+                SystemTime::now(),
+            );
             match path {
-                "/status" => respond(StatusCode::OK, HTML, Chunks::text(pages::status_html(&report))),
+                "/status" => respond(
+                    StatusCode::OK,
+                    HTML,
+                    Chunks::text(pages::status_html(&report)),
+                ),
                 "/status.json" => {
                     let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
                     respond(StatusCode::OK, JSON, Chunks::text(body + "\n"))
@@ -242,16 +259,28 @@ async fn reload(opts: &ServerOptions) -> Response<Chunks> {
     };
     let (tx, rx) = oneshot::channel();
     if handle.send(tx).await.is_err() {
-        return respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, Chunks::text("shutting down\n"));
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Chunks::text("shutting down\n"),
+        );
     }
     match rx.await {
-        Ok(Ok(())) => respond(StatusCode::OK, TEXT, Chunks::text("configuration reloaded\n")),
+        Ok(Ok(())) => respond(
+            StatusCode::OK,
+            TEXT,
+            Chunks::text("configuration reloaded\n"),
+        ),
         Ok(Err(e)) => respond(
             StatusCode::INTERNAL_SERVER_ERROR,
             TEXT,
             Chunks::text(format!("failed to reload config: {e}\n")),
         ),
-        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, Chunks::text("shutting down\n")),
+        Err(_) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Chunks::text("shutting down\n"),
+        ),
     }
 }
 

@@ -109,7 +109,11 @@ async fn a_page_slower_than_the_deadline_fails_the_poll_on_time() {
     standin.fault(1, Fault::Delay(Duration::from_secs(5)), 1);
     let started = Instant::now();
     // Interval 2s leaves a window to see the failure before the next poll.
-    let exporter = Exporter::start(&standin.url(), "[poll]\ninterval = \"2s\"\ntimeout = \"1s\"\n").await;
+    let exporter = Exporter::start(
+        &standin.url(),
+        "[poll]\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+    )
+    .await;
     let text = exporter.wait_polls(1).await;
     let failed_after = started.elapsed();
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
@@ -152,7 +156,11 @@ async fn malformed_truncated_and_empty_pages_fail_the_poll_without_harm() {
         let good = exporter.wait_polls(1).await;
         standin.fault(0, fault.clone(), 1);
         let bad = exporter.wait_polls(2).await;
-        assert_eq!(sample(&bad, "aws_compute_optimizer_up"), Some(0.0), "{fault:?}");
+        assert_eq!(
+            sample(&bad, "aws_compute_optimizer_up"),
+            Some(0.0),
+            "{fault:?}"
+        );
         assert!(requests(&bad, code) >= 1.0, "{fault:?}");
         assert_eq!(enrollment(&bad), enrollment(&good), "{fault:?}");
         exporter

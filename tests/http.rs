@@ -41,7 +41,9 @@ async fn metrics_plain_and_gzip_carry_the_same_series() {
     assert_eq!(series(&plain.text()).len(), 5 + 300 * 4 + 1 + 300);
     // The live half is present in both.
     for t in [plain.text(), unzipped] {
-        assert!(t.contains("aws_compute_optimizer_exporter_build_info{revision=\"test\",version=\"test\"} 1"));
+        assert!(t.contains(
+            "aws_compute_optimizer_exporter_build_info{revision=\"test\",version=\"test\"} 1"
+        ));
         assert!(t.contains("process_resident_memory_bytes"));
     }
     e.stop().await;
@@ -62,7 +64,10 @@ async fn landing_health_and_unknown_paths() {
     let e = demo().await;
     let home = get(e.addr, "/").await;
     assert_eq!(home.status, 200);
-    assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        home.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let html = home.text();
     for needle in [
         "href=\"/metrics\"",
@@ -90,7 +95,11 @@ async fn landing_health_and_unknown_paths() {
 async fn ready_only_after_the_first_successful_poll() {
     let standin = Standin::start(org(10)).await;
     standin.fault(0, Fault::Delay(Duration::from_millis(1500)), 1);
-    let e = Exporter::start(&standin.url(), "[poll]\ninterval = \"5s\"\ntimeout = \"5s\"\n").await;
+    let e = Exporter::start(
+        &standin.url(),
+        "[poll]\ninterval = \"5s\"\ntimeout = \"5s\"\n",
+    )
+    .await;
     let r = get(e.addr, "/-/ready").await;
     assert_eq!(r.status, 503);
     assert_eq!(get(e.addr, "/-/healthy").await.status, 200);
@@ -157,13 +166,19 @@ async fn slow_clients_cannot_starve_a_scrape() {
     let mut slow = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(e.addr).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         slow.push(s);
     }
     let started = Instant::now();
     let r = get(e.addr, "/metrics").await;
     assert_eq!(r.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     // The slow clients were cut off by the header read timeout.
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), slow[0].read(&mut buf))
@@ -181,7 +196,12 @@ async fn request_bodies_are_not_read() {
     // Claims a 100 MB body that never comes: the answer does not wait for it.
     let r = tokio::time::timeout(
         Duration::from_secs(5),
-        request(e.addr, "GET", "/-/healthy", &[("Content-Length", "100000000")]),
+        request(
+            e.addr,
+            "GET",
+            "/-/healthy",
+            &[("Content-Length", "100000000")],
+        ),
     )
     .await
     .expect("answered without the body");
@@ -199,7 +219,10 @@ async fn many_concurrent_scrapes_all_succeed() {
             let gzip = if i % 2 == 0 { "gzip" } else { "identity" };
             let r = request(addr, "GET", "/metrics", &[("Accept-Encoding", gzip)]).await;
             assert_eq!(r.status, 200);
-            r.decoded().lines().filter(|l| l.starts_with("aws_compute_optimizer_enrollment_status{")).count()
+            r.decoded()
+                .lines()
+                .filter(|l| l.starts_with("aws_compute_optimizer_enrollment_status{"))
+                .count()
         }));
     }
     for t in tasks {
@@ -225,21 +248,42 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     std::fs::write(&path, format!("{base}page_size = 7\n")).unwrap();
     let r = request(e.addr, "POST", "/-/reload", &[("Content-Length", "0")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    e.wait_for(10, |_| standin.seen().last().and_then(|s| s.max_results) == Some(7))
-        .await;
+    e.wait_for(10, |_| {
+        standin.seen().last().and_then(|s| s.max_results) == Some(7)
+    })
+    .await;
     let text = e.metrics().await;
-    assert_eq!(sample(&text, "aws_compute_optimizer_exporter_config_last_reload_successful"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "aws_compute_optimizer_exporter_config_last_reload_successful"
+        ),
+        Some(1.0)
+    );
 
     std::fs::write(&path, format!("{base}page_size = 700\n")).unwrap();
     let r = request(e.addr, "POST", "/-/reload", &[("Content-Length", "0")]).await;
     assert_eq!(r.status, 500);
     assert!(r.text().contains("poll.page_size"), "{}", r.text());
     let text = e.metrics().await;
-    assert_eq!(sample(&text, "aws_compute_optimizer_exporter_config_last_reload_successful"), Some(0.0));
+    assert_eq!(
+        sample(
+            &text,
+            "aws_compute_optimizer_exporter_config_last_reload_successful"
+        ),
+        Some(0.0)
+    );
     // The old configuration keeps polling.
     let before = standin.requests();
     e.wait_for(10, |_| standin.requests() > before + 2).await;
-    assert!(standin.seen().iter().rev().take(2).all(|s| s.max_results == Some(7)));
+    assert!(
+        standin
+            .seen()
+            .iter()
+            .rev()
+            .take(2)
+            .all(|s| s.max_results == Some(7))
+    );
     assert_eq!(get(e.addr, "/-/reload").await.status, 405);
     e.stop().await;
 }

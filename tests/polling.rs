@@ -17,7 +17,9 @@ fn enrollment_lines(text: &str) -> Vec<String> {
 fn status_of(text: &str, account: &str, status: &str) -> Option<f64> {
     sample(
         text,
-        &format!("aws_compute_optimizer_enrollment_status{{account_id=\"{account}\",status=\"{status}\"}}"),
+        &format!(
+            "aws_compute_optimizer_enrollment_status{{account_id=\"{account}\",status=\"{status}\"}}"
+        ),
     )
 }
 
@@ -33,8 +35,14 @@ async fn one_page_speaks_rpcv2_cbor_and_exports_every_account() {
     assert_eq!(first.smithy_protocol.as_deref(), Some("rpc-v2-cbor"));
     assert_eq!(first.content_type.as_deref(), Some("application/cbor"));
     let auth = first.authorization.as_deref().unwrap_or("");
-    assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"), "{auth}");
-    assert!(auth.contains("/us-east-1/compute-optimizer/aws4_request"), "{auth}");
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"),
+        "{auth}"
+    );
+    assert!(
+        auth.contains("/us-east-1/compute-optimizer/aws4_request"),
+        "{auth}"
+    );
     assert!(!auth.contains("test-secret"));
     assert_eq!(first.max_results, Some(100));
     assert_eq!(first.next_token, None);
@@ -42,7 +50,10 @@ async fn one_page_speaks_rpcv2_cbor_and_exports_every_account() {
 
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
     assert_eq!(
-        sample(&text, "aws_compute_optimizer_enrollment_accounts{status=\"Pending\"}"),
+        sample(
+            &text,
+            "aws_compute_optimizer_enrollment_accounts{status=\"Pending\"}"
+        ),
         Some(10.0)
     );
     // 40 accounts x 4 one-hot series.
@@ -78,10 +89,19 @@ async fn many_pages_cost_exactly_ceil_n_over_100_requests() {
     let seen = standin.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let tokens: Vec<_> = seen.iter().map(|s| s.next_token.clone()).collect();
-    assert_eq!(tokens, [None, Some("tok-100".into()), Some("tok-200".into())]);
+    assert_eq!(
+        tokens,
+        [None, Some("tok-100".into()), Some("tok-200".into())]
+    );
     let total: f64 = ["Active", "Inactive", "Pending", "Failed"]
         .iter()
-        .map(|s| sample(&text, &format!("aws_compute_optimizer_enrollment_accounts{{status=\"{s}\"}}")).unwrap())
+        .map(|s| {
+            sample(
+                &text,
+                &format!("aws_compute_optimizer_enrollment_accounts{{status=\"{s}\"}}"),
+            )
+            .unwrap()
+        })
         .sum();
     assert_eq!(total, 250.0);
     assert_eq!(status_of(&text, "100000000249", "Inactive"), Some(1.0));
@@ -101,13 +121,22 @@ async fn page_size_and_status_filter_are_sent() {
     // 50 matching accounts, 10 a page.
     assert_eq!(seen.len(), 5);
     assert!(seen.iter().all(|s| s.max_results == Some(10)));
-    assert!(seen.iter().all(|s| s.status_filter == ["Pending", "Failed"]));
+    assert!(
+        seen.iter()
+            .all(|s| s.status_filter == ["Pending", "Failed"])
+    );
     assert_eq!(
-        sample(&text, "aws_compute_optimizer_enrollment_accounts{status=\"Active\"}"),
+        sample(
+            &text,
+            "aws_compute_optimizer_enrollment_accounts{status=\"Active\"}"
+        ),
         Some(0.0)
     );
     assert_eq!(
-        sample(&text, "aws_compute_optimizer_enrollment_accounts{status=\"Failed\"}"),
+        sample(
+            &text,
+            "aws_compute_optimizer_enrollment_accounts{status=\"Failed\"}"
+        ),
         Some(25.0)
     );
     exporter.stop().await;
@@ -145,7 +174,11 @@ async fn an_error_on_a_middle_page_keeps_the_last_good_data() {
     let standin = Standin::start(org(250)).await;
     let exporter = Exporter::start(&standin.url(), FAST).await;
     let good = exporter.wait_polls(1).await;
-    let last_success = sample(&good, "aws_compute_optimizer_last_successful_poll_timestamp_seconds").unwrap();
+    let last_success = sample(
+        &good,
+        "aws_compute_optimizer_last_successful_poll_timestamp_seconds",
+    )
+    .unwrap();
 
     // The organisation changes, but the next poll fails on its second page.
     standin.set_accounts(org(150));
@@ -154,7 +187,10 @@ async fn an_error_on_a_middle_page_keeps_the_last_good_data() {
     assert_eq!(sample(&bad, "aws_compute_optimizer_up"), Some(0.0));
     assert_eq!(enrollment_lines(&bad), enrollment_lines(&good));
     assert_eq!(
-        sample(&bad, "aws_compute_optimizer_last_successful_poll_timestamp_seconds"),
+        sample(
+            &bad,
+            "aws_compute_optimizer_last_successful_poll_timestamp_seconds"
+        ),
         Some(last_success)
     );
     assert_eq!(
@@ -185,7 +221,12 @@ async fn a_repeated_token_fails_the_poll_instead_of_looping() {
     assert!(!text.contains("aws_compute_optimizer_enrollment_status{"));
     // Page 1, page 2 (which repeats its token): two requests, then stop.
     assert_eq!(standin.seen()[..2].len(), 2);
-    let first_poll: Vec<_> = standin.seen().iter().take(2).map(|s| s.next_token.clone()).collect();
+    let first_poll: Vec<_> = standin
+        .seen()
+        .iter()
+        .take(2)
+        .map(|s| s.next_token.clone())
+        .collect();
     assert_eq!(first_poll, [None, Some("tok-100".into())]);
     let not_ready = support::get(exporter.addr, "/-/ready").await;
     assert_eq!(not_ready.status, 503);
@@ -204,7 +245,10 @@ async fn an_unknown_status_is_exported_under_its_raw_value() {
     assert_eq!(status_of(&text, "100000000001", "Inactive"), Some(0.0));
     assert_eq!(status_of(&text, "100000000000", "Suspended"), None);
     assert_eq!(
-        sample(&text, "aws_compute_optimizer_enrollment_accounts{status=\"Suspended\"}"),
+        sample(
+            &text,
+            "aws_compute_optimizer_enrollment_accounts{status=\"Suspended\"}"
+        ),
         Some(1.0)
     );
     exporter.stop().await;

@@ -31,7 +31,9 @@ impl HttpResponse {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The body, gunzipped when the response says it is gzip.
@@ -49,7 +51,12 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request over a fresh connection.
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -76,7 +83,14 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
         .expect("complete head");
     let head = String::from_utf8_lossy(&raw[..split]);
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -159,7 +173,10 @@ impl Exporter {
                 return text;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("condition not met within {secs}s; last scrape:\n{}", tail(&text));
+                panic!(
+                    "condition not met within {secs}s; last scrape:\n{}",
+                    tail(&text)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -168,8 +185,10 @@ impl Exporter {
     /// Waits for the n-th poll (success or failure) to be recorded.
     pub async fn wait_polls(&self, n: u64) -> String {
         self.wait_for(20, |t| {
-            let ok = sample(t, "aws_compute_optimizer_polls_total{result=\"success\"}").unwrap_or(0.0);
-            let bad = sample(t, "aws_compute_optimizer_polls_total{result=\"failure\"}").unwrap_or(0.0);
+            let ok =
+                sample(t, "aws_compute_optimizer_polls_total{result=\"success\"}").unwrap_or(0.0);
+            let bad =
+                sample(t, "aws_compute_optimizer_polls_total{result=\"failure\"}").unwrap_or(0.0);
             ok + bad >= n as f64
         })
         .await

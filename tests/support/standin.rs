@@ -174,7 +174,10 @@ fn reply(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
 
 fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = Value::Map(vec![
-        (text("__type"), text(&format!("com.amazonaws.computeoptimizer#{code}"))),
+        (
+            text("__type"),
+            text(&format!("com.amazonaws.computeoptimizer#{code}")),
+        ),
         (text("message"), text(message)),
     ]);
     reply(status, cbor(&body))
@@ -205,7 +208,12 @@ async fn handle(
         next_token: None,
         status_filter: vec![],
     };
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     if seen.path != OPERATION_PATH {
         inner.lock().unwrap().seen.push(seen);
         return Ok(error(404, "UnknownOperationException", "unknown operation"));
@@ -215,13 +223,21 @@ async fn handle(
         Err(_) => return Ok(error(400, "SerializationException", "body is not CBOR")),
     };
     let map = input.as_map().cloned().unwrap_or_default();
-    seen.max_results = field(&map, "maxResults").and_then(|v| v.as_integer()).map(i128::from);
-    seen.next_token = field(&map, "nextToken").and_then(|v| v.as_text()).map(str::to_owned);
+    seen.max_results = field(&map, "maxResults")
+        .and_then(|v| v.as_integer())
+        .map(i128::from);
+    seen.next_token = field(&map, "nextToken")
+        .and_then(|v| v.as_text())
+        .map(str::to_owned);
     if let Some(filters) = field(&map, "filters").and_then(|v| v.as_array()) {
         for f in filters {
             let f = f.as_map().cloned().unwrap_or_default();
             if field(&f, "name").and_then(|v| v.as_text()) == Some("Status") {
-                for v in field(&f, "values").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+                for v in field(&f, "values")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default()
+                {
                     if let Some(s) = v.as_text() {
                         seen.status_filter.push(s.to_owned());
                     }
@@ -236,7 +252,11 @@ async fn handle(
             Some(o) => o,
             None => {
                 inner.lock().unwrap().seen.push(seen);
-                return Ok(error(400, "InvalidParameterValueException", "invalid nextToken"));
+                return Ok(error(
+                    400,
+                    "InvalidParameterValueException",
+                    "invalid nextToken",
+                ));
             }
         },
     };
@@ -245,7 +265,10 @@ async fn handle(
         let mut inner = inner.lock().unwrap();
         let filter = seen.status_filter.clone();
         inner.seen.push(seen.clone());
-        let fault = inner.faults.get_mut(&page_index).and_then(|q| q.pop_front());
+        let fault = inner
+            .faults
+            .get_mut(&page_index)
+            .and_then(|q| q.pop_front());
         let accounts: Vec<OrgAccount> = inner
             .accounts
             .iter()
@@ -256,7 +279,11 @@ async fn handle(
     };
     let end = (offset + page_size).min(accounts.len());
     let mut next = (end < accounts.len()).then(|| format!("tok-{end}"));
-    let mut items: Vec<&OrgAccount> = accounts.get(offset..end).unwrap_or_default().iter().collect();
+    let mut items: Vec<&OrgAccount> = accounts
+        .get(offset..end)
+        .unwrap_or_default()
+        .iter()
+        .collect();
     match fault {
         Some(Fault::Error(status, code)) => return Ok(error(status, code, "scripted fault")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,

@@ -1,0 +1,312 @@
+//! The binary itself: flags, config checking, logs, signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::standin::{Fault, Standin, org};
+use support::{get, tempdir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_compute-optimizer-exporter");
+
+fn exporter() -> Command {
+    let mut c = Command::new(BIN);
+    // Nothing from the developer's environment leaks into a test.
+    for var in [
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("AWS_EC2_METADATA_DISABLED", "true");
+    let empty = tempdir().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    c.env("AWS_CONFIG_FILE", &empty);
+    c.env("AWS_SHARED_CREDENTIALS_FILE", &empty);
+    c
+}
+
+/// A running binary whose stderr lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n"));
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        let line = self.wait_line("msg=listening");
+        let addr = line
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix("address="))
+            .unwrap();
+        addr.parse().unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn version_names_version_and_revision() {
+    let out = exporter().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "compute-optimizer-exporter {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_secrets() {
+    let dir = tempdir();
+    let path = dir.join("ok.toml");
+    std::fs::write(
+        &path,
+        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id = \"s3cr3t-id\"\n[poll]\ninterval = \"90s\"\n",
+    )
+    .unwrap();
+    let out = exporter()
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("configuration is valid"));
+    assert!(text.contains("interval = \"1m30s\""), "{text}");
+    assert!(text.contains("page_size = 100"));
+    assert!(!text.contains("s3cr3t-id"));
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_with_one_line() {
+    let dir = tempdir();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[poll]\npage_size = 500\n").unwrap();
+    for check in [true, false] {
+        let mut cmd = exporter();
+        cmd.arg("--config").arg(&path);
+        if check {
+            cmd.arg("--check-config");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("bad.toml:2: poll.page_size: 500 must be between 1 and 100"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"));
+    }
+    let out = exporter()
+        .args(["--web.listen-address", "nowhere", "--demo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--web.listen-address")
+    );
+}
+
+#[tokio::test]
+async fn demo_serves_and_sigterm_exits_zero_quickly() {
+    let mut run =
+        Running::start(exporter().args(["--demo", "--web.listen-address", "127.0.0.1:0"]));
+    let addr = run.addr();
+    run.wait_line("poll finished");
+    let r = get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text()
+            .contains("aws_compute_optimizer_enrollment_accounts{status=\"Pending\"}")
+    );
+    run.signal("TERM");
+    let started = Instant::now();
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_slow_poll_cancels_it_and_exits_zero() {
+    let standin = Standin::start(org(10)).await;
+    standin.fault(0, Fault::Delay(Duration::from_secs(30)), 1);
+    let dir = tempdir();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n",
+            standin.url()
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&path),
+    );
+    run.addr();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.signal("INT");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_poll_logs_what_to_fix_and_never_the_secret() {
+    let standin = Standin::start(org(10)).await;
+    standin.fault(0, Fault::Error(403, "AccessDeniedException"), 1);
+    let dir = tempdir();
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            standin.url()
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args([
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.level",
+                "debug",
+                "--config",
+            ])
+            .arg(&path),
+    );
+    run.addr();
+    let line = run.wait_line("poll failed");
+    assert!(line.starts_with("ts="), "{line}");
+    assert!(line.contains("level=error"), "{line}");
+    assert!(line.contains("code=AccessDeniedException"), "{line}");
+    assert!(
+        line.contains("compute-optimizer:GetEnrollmentStatusesForOrganization"),
+        "{line}"
+    );
+    assert!(
+        line.contains("management account or a delegated administrator"),
+        "{line}"
+    );
+    run.wait_line("poll finished");
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+    let all = run.seen.join("\n");
+    assert!(!all.contains("cli-secret-value"), "secret leaked:\n{all}");
+}
+
+#[tokio::test]
+async fn json_logs_and_sighup_reload() {
+    let dir = tempdir();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "[poll]\ninterval = \"10s\"\n").unwrap();
+    let mut run = Running::start(
+        exporter()
+            .args([
+                "--demo",
+                "--log.format",
+                "json",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&path),
+    );
+    let line = run.wait_line("\"listening\"");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    let addr: SocketAddr = v["address"].as_str().unwrap().parse().unwrap();
+    std::fs::write(&path, "[poll]\ninterval = \"20s\"\n").unwrap();
+    run.signal("HUP");
+    run.wait_line("configuration reloaded");
+    std::fs::write(&path, "[poll]\ninterval = \"forever\"\n").unwrap();
+    run.signal("HUP");
+    let refused = run.wait_line("reload refused");
+    assert!(refused.contains("poll.interval"), "{refused}");
+    let text = get(addr, "/metrics").await.text();
+    assert!(text.contains("aws_compute_optimizer_exporter_config_last_reload_successful 0"));
+    assert_eq!(get(addr, "/-/healthy").await.status, 200);
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+}

@@ -1,0 +1,176 @@
+//! Configuration rules: one bad file per rule, each checked against its
+//! one-line message (file, key or line, allowed values).
+
+use std::path::Path;
+
+use compute_optimizer_exporter::config::Config;
+
+/// (fixture, substrings the message must contain)
+const CASES: &[(&str, &[&str])] = &[
+    ("syntax_error.toml", &["syntax_error.toml:2:"]),
+    (
+        "unknown_key.toml",
+        &[
+            "unknown_key.toml:3:1:",
+            "unknown field `page_sizes`",
+            "page_size",
+        ],
+    ),
+    (
+        "unknown_section.toml",
+        &[
+            "unknown_section.toml:1:",
+            "unknown field `scrape`",
+            "expected one of `web`, `aws`, `poll`",
+        ],
+    ),
+    (
+        "wrong_type.toml",
+        &["wrong_type.toml:2:", "poll.page_size", "expected u32"],
+    ),
+    (
+        "page_size_zero.toml",
+        &[
+            "page_size_zero.toml:2:",
+            "poll.page_size",
+            "between 1 and 100",
+        ],
+    ),
+    (
+        "page_size_too_big.toml",
+        &[
+            "page_size_too_big.toml:3:",
+            "poll.page_size",
+            "101 must be between 1 and 100",
+        ],
+    ),
+    (
+        "unknown_status.toml",
+        &[
+            "poll.statuses",
+            "\"Stuck\"",
+            "Active, Inactive, Pending, Failed",
+        ],
+    ),
+    (
+        "zero_interval.toml",
+        &[
+            "zero_interval.toml:2:",
+            "poll.interval",
+            "between 1s and 24h",
+        ],
+    ),
+    (
+        "absurd_interval.toml",
+        &["poll.interval", "720h must be between 1s and 24h"],
+    ),
+    (
+        "bad_duration.toml",
+        &["bad_duration.toml:2:", "poll.interval", "not a duration"],
+    ),
+    (
+        "timeout_longer_than_interval.toml",
+        &[
+            "timeout_longer_than_interval.toml:3:",
+            "poll.timeout",
+            "longer than poll.interval",
+        ],
+    ),
+    (
+        "bad_listen_address.toml",
+        &[
+            "bad_listen_address.toml:2:",
+            "web.listen_address",
+            "\"localhost\"",
+        ],
+    ),
+    (
+        "relative_telemetry_path.toml",
+        &["web.telemetry_path", "absolute path"],
+    ),
+    (
+        "external_id_without_role.toml",
+        &["aws.external_id", "aws.role_arn"],
+    ),
+    ("bad_role_arn.toml", &["aws.role_arn", "arn:aws:iam::"]),
+    (
+        "bad_endpoint_url.toml",
+        &["aws.endpoint_url", "http:// or https://"],
+    ),
+    (
+        "zero_attempts.toml",
+        &["aws.max_attempts", "between 1 and 10"],
+    ),
+    ("bad_region.toml", &["aws.region", "us-east-1"]),
+    (
+        "section_not_a_table.toml",
+        &[
+            "section_not_a_table.toml:1:",
+            "poll: invalid type: integer `5`, expected a table",
+        ],
+    ),
+];
+
+#[test]
+fn every_bad_file_is_rejected_with_a_precise_one_line_message() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut covered: Vec<String> = CASES.iter().map(|(f, _)| f.to_string()).collect();
+    covered.sort();
+    assert_eq!(
+        files, covered,
+        "every fixture has a case and every case a fixture"
+    );
+
+    for (file, needles) in CASES {
+        let path = dir.join(file);
+        let err = Config::load(&path).expect_err(file).to_string();
+        assert!(!err.contains('\n'), "{file}: not one line: {err}");
+        assert!(
+            err.contains(&*path.to_string_lossy()),
+            "{file}: no file name: {err}"
+        );
+        for n in *needles {
+            assert!(err.contains(n), "{file}: {err:?} lacks {n:?}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let err = Config::load(Path::new("/nonexistent/exporter.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/nonexistent/exporter.toml: cannot read config file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_spells_out_every_default() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = Config::load(&root.join("config/compute-optimizer-exporter.toml")).unwrap();
+    assert_eq!(example, Config::default());
+    // Every key of the effective config appears in the example file.
+    let text =
+        std::fs::read_to_string(root.join("config/compute-optimizer-exporter.toml")).unwrap();
+    let effective = Config::default().effective_toml();
+    for line in effective.lines().filter(|l| l.contains(" = ")) {
+        let key = line.split(" = ").next().unwrap();
+        assert!(text.contains(&format!("{key} =")), "example lacks {key}");
+    }
+    for key in [
+        "region",
+        "profile",
+        "endpoint_url",
+        "role_arn",
+        "external_id",
+    ] {
+        assert!(text.contains(&format!("# {key} =")), "example lacks {key}");
+    }
+}
