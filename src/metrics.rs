@@ -43,6 +43,7 @@ pub struct SelfMetrics {
     pub accounts_skipped: IntCounterVec,
     pub reload_success: Gauge,
     pub reload_timestamp: Gauge,
+    pub poll_interval: Gauge,
 }
 
 impl SelfMetrics {
@@ -106,6 +107,11 @@ impl SelfMetrics {
             "Unix time of the latest successful configuration (re)load.",
         ))
         .expect("valid metric");
+        let poll_interval = Gauge::with_opts(Opts::new(
+            "aws_compute_optimizer_poll_interval_seconds",
+            "Configured time between the starts of two polls (poll.interval).",
+        ))
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "aws_compute_optimizer_exporter_build_info",
@@ -125,6 +131,7 @@ impl SelfMetrics {
             Box::new(accounts_skipped.clone()),
             Box::new(reload_success.clone()),
             Box::new(reload_timestamp.clone()),
+            Box::new(poll_interval.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -150,6 +157,7 @@ impl SelfMetrics {
             accounts_skipped,
             reload_success,
             reload_timestamp,
+            poll_interval,
         }
     }
 

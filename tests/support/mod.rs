@@ -91,14 +91,35 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
         .unwrap()
         .parse()
         .unwrap();
-    let headers = lines
+    let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        body = dechunk(&body);
+    }
     HttpResponse {
         status,
         headers,
-        body: raw[split + 4..].to_vec(),
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_line = String::from_utf8_lossy(&raw[..eol]);
+        let size =
+            usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 || raw.len() < eol + 2 + size {
+            return out;
+        }
+        out.extend_from_slice(&raw[eol + 2..eol + 2 + size]);
+        raw = &raw[(eol + 4 + size).min(raw.len())..];
     }
 }
 

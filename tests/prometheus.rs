@@ -1,0 +1,379 @@
+//! The shipped rules, dashboard and exposition against the real Prometheus
+//! tools: promtool's rule unit tests and metric lint, and a real server
+//! scraping the exporter with the rules loaded.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Exporter, get, sample, tempdir};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Prometheus tool, or a clear failure saying how to get it.
+fn tool(name: &str) -> Command {
+    let found = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{name}` not found: run scripts/test.sh, or install Debian's `prometheus` package"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    let dir = root().join("deploy/prometheus");
+    let check = tool("promtool")
+        .args(["check", "rules", "rules.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let test = tool("promtool")
+        .args(["test", "rules", "rules.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+}
+
+#[test]
+fn the_prometheus_rule_resource_embeds_the_rules_file() {
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/rules.yml")).unwrap();
+    let resource =
+        std::fs::read_to_string(root().join("deploy/kubernetes/prometheusrule.yaml")).unwrap();
+    let spec = resource.split_once("\nspec:\n").expect("a spec: section").1;
+    let unindented: String = spec
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let groups_only = |s: &str| -> String {
+        let from = s.find("groups:").expect("groups:");
+        s[from..].trim_end().to_owned()
+    };
+    assert_eq!(
+        groups_only(&unindented),
+        groups_only(&rules),
+        "regenerate with scripts/gen-prometheusrule.sh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_finds_nothing_wrong_with_a_live_scrape() {
+    let e = Exporter::start_with(None, true).await;
+    e.wait_polls(1).await;
+    for encoding in ["identity", "gzip"] {
+        let r = support::request(e.addr, "GET", "/metrics", &[("Accept-Encoding", encoding)]).await;
+        let mut lint = tool("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(r.decoded().as_bytes())
+            .unwrap();
+        let out = lint.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && report.trim().is_empty(),
+            "{encoding}: {report}"
+        );
+    }
+    e.stop().await;
+}
+
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_prometheus(target: SocketAddr, rules: &Path) -> Prometheus {
+    let dir = tempdir();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: compute-optimizer\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = tool("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Prometheus {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn api(p: &Prometheus, path: &str) -> Value {
+    let r = get(p.addr, path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "success", "{path}: {v}");
+    v["data"].clone()
+}
+
+async fn query(p: &Prometheus, promql: &str) -> Vec<Value> {
+    let data = api(p, &format!("/api/v1/query?query={}", encode(promql))).await;
+    data["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Retries `check` for up to `secs` seconds until it returns Ok.
+async fn eventually<F, Fut>(secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Account IDs whose one-hot series for `status` is 1 in a scrape.
+fn accounts_in(text: &str, status: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("aws_compute_optimizer_enrollment_status{")
+                && l.ends_with(&format!("status=\"{status}\"}} 1"))
+        })
+        .map(|l| l.split('"').nth(1).unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
+    let e = Exporter::start_with(None, true).await;
+    e.wait_polls(1).await;
+    let prom = start_prometheus(e.addr, &root().join("deploy/prometheus/rules.yml"));
+
+    eventually(30, || async {
+        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
+            return Err("prometheus is not listening".into());
+        }
+        let r = get(prom.addr, "/api/v1/targets").await;
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let health = v["data"]["activeTargets"][0]["health"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if health == "up" {
+            Ok(())
+        } else {
+            Err(format!("target health {health:?}: {v}"))
+        }
+    })
+    .await;
+
+    // The Pending count in Prometheus equals the organisation's.
+    let scrape = e.metrics().await;
+    let pending = sample(
+        &scrape,
+        "aws_compute_optimizer_enrollment_accounts{status=\"Pending\"}",
+    )
+    .unwrap();
+    eventually(10, || async {
+        let r = query(
+            &prom,
+            "count(aws_compute_optimizer_enrollment_status{status=\"Pending\"} == 1)",
+        )
+        .await;
+        let got: f64 = r
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0);
+        if got == pending {
+            Ok(())
+        } else {
+            Err(format!("count {got} != {pending}"))
+        }
+    })
+    .await;
+
+    // Every rule evaluates cleanly.
+    eventually(15, || async {
+        let data = api(&prom, "/api/v1/rules").await;
+        let mut rules = 0;
+        for group in data["groups"].as_array().unwrap() {
+            for rule in group["rules"].as_array().unwrap() {
+                rules += 1;
+                if rule["health"] != "ok" {
+                    return Err(format!(
+                        "rule {} is {}: {}",
+                        rule["name"], rule["health"], rule["lastError"]
+                    ));
+                }
+            }
+        }
+        if rules == 7 {
+            Ok(())
+        } else {
+            Err(format!("{rules} rules loaded"))
+        }
+    })
+    .await;
+
+    // Per-account alerts go pending for exactly the stuck accounts.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let stuck_pending: BTreeSet<String> = accounts_in(&scrape, "Pending")
+        .into_iter()
+        .filter(|id| {
+            let ts = sample(
+                &scrape,
+                &format!("aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds{{account_id=\"{id}\"}}"),
+            )
+            .unwrap();
+            now - ts > 86_400.0
+        })
+        .collect();
+    let failed = accounts_in(&scrape, "Failed");
+    assert!(!stuck_pending.is_empty() && !failed.is_empty());
+    assert!(
+        stuck_pending.len() < accounts_in(&scrape, "Pending").len(),
+        "the demo also has fresh Pending accounts"
+    );
+    eventually(15, || {
+        let (stuck_pending, failed) = (stuck_pending.clone(), failed.clone());
+        let prom = &prom;
+        async move {
+            let data = api(prom, "/api/v1/alerts").await;
+            let alerts = data["alerts"].as_array().unwrap();
+            let ids = |name: &str| -> BTreeSet<String> {
+                alerts
+                    .iter()
+                    .filter(|a| a["labels"]["alertname"] == name && a["state"] == "pending")
+                    .map(|a| a["labels"]["account_id"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let (p, f) = (ids("ComputeOptimizerAccountPendingTooLong"), ids("ComputeOptimizerAccountFailed"));
+            let others: Vec<_> = alerts
+                .iter()
+                .filter(|a| !a["labels"]["alertname"].as_str().unwrap().starts_with("ComputeOptimizerAccount"))
+                .collect();
+            if p == stuck_pending && f == failed && others.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("pending {p:?} vs {stuck_pending:?}; failed {f:?} vs {failed:?}; others {others:?}"))
+            }
+        }
+    })
+    .await;
+
+    // Every dashboard query (and the instance variable) returns data.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/compute-optimizer-exporter.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push((
+                panel["title"].as_str().unwrap().to_owned(),
+                target["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(exprs.len() >= 10);
+    for (title, expr) in &exprs {
+        let promql = expr
+            .replace("$__rate_interval", "30s")
+            .replace("$instance", ".*");
+        eventually(10, || async {
+            let r = query(&prom, &promql).await;
+            if r.is_empty() {
+                Err(format!("panel {title:?}: no data for {promql}"))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    }
+    let values = api(
+        &prom,
+        &format!(
+            "/api/v1/label/instance/values?match[]={}",
+            encode("aws_compute_optimizer_up")
+        ),
+    )
+    .await;
+    assert_eq!(values.as_array().unwrap().len(), 1);
+    e.stop().await;
+}
