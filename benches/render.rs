@@ -1,1 +1,66 @@
-fn main() {}
+//! The render and encode path at 1k, 10k and 100k accounts:
+//! once per poll (render + compress) and once per scrape (serve cached bytes
+//! plus the live self-metrics).
+//!
+//!     cargo bench --bench render
+
+use std::time::SystemTime;
+
+use compute_optimizer_exporter::metrics::{Exposition, SelfMetrics, render_snapshot};
+use compute_optimizer_exporter::model::{Account, Snapshot, Status};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn organisation(n: usize) -> Snapshot {
+    let mut snap = Snapshot {
+        finished_at: Some(SystemTime::now()),
+        ..Default::default()
+    };
+    for i in 0..n {
+        let id = format!("{:012}", 100_000_000_000u64 + i as u64 * 7);
+        let status = Status::KNOWN[i % 4].clone();
+        snap.accounts.insert(
+            id.clone(),
+            Account {
+                account_id: id,
+                status,
+                status_reason: None,
+                last_updated: Some(1_700_000_000.0 + i as f64),
+            },
+        );
+    }
+    snap
+}
+
+fn per_poll(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_poll");
+    g.sample_size(10);
+    for n in [1_000, 10_000, 100_000] {
+        let snap = organisation(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| b.iter(|| render_snapshot(s)));
+        let text = render_snapshot(&snap);
+        g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
+            b.iter(|| Exposition::new(render_snapshot(s)))
+        });
+        drop(text);
+    }
+    g.finish();
+}
+
+fn per_scrape(c: &mut Criterion) {
+    let mut g = c.benchmark_group("per_scrape");
+    let metrics = SelfMetrics::new("bench", "bench");
+    for n in [1_000, 10_000, 100_000] {
+        let exposition = Exposition::new(render_snapshot(&organisation(n)));
+        g.bench_function(BenchmarkId::new("plain", n), |b| {
+            b.iter(|| exposition.plain_body(metrics.encode()))
+        });
+        g.bench_function(BenchmarkId::new("gzip", n), |b| {
+            b.iter(|| exposition.gzip_body(&metrics.encode()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, per_poll, per_scrape);
+criterion_main!(benches);

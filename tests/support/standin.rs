@@ -68,6 +68,18 @@ struct Inner {
     /// Faults by page index (0-based), consumed one per request.
     faults: HashMap<usize, VecDeque<Fault>>,
     seen: Vec<Seen>,
+    requests: usize,
+    /// Off for long runs (soak, load), where keeping every request would grow.
+    forget: bool,
+}
+
+impl Inner {
+    fn record(&mut self, seen: Seen) {
+        self.requests += 1;
+        if !self.forget {
+            self.seen.push(seen);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -136,7 +148,14 @@ impl Standin {
     }
 
     pub fn requests(&self) -> usize {
-        self.inner.lock().unwrap().seen.len()
+        self.inner.lock().unwrap().requests
+    }
+
+    /// Stops keeping each request (counting goes on).
+    pub fn forget_requests(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.forget = true;
+        inner.seen = Vec::new();
     }
 }
 
@@ -215,7 +234,7 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if seen.path != OPERATION_PATH {
-        inner.lock().unwrap().seen.push(seen);
+        inner.lock().unwrap().record(seen);
         return Ok(error(404, "UnknownOperationException", "unknown operation"));
     }
     let input: Value = match ciborium::from_reader(&body[..]) {
@@ -251,7 +270,7 @@ async fn handle(
         Some(t) => match t.strip_prefix("tok-").and_then(|o| o.parse().ok()) {
             Some(o) => o,
             None => {
-                inner.lock().unwrap().seen.push(seen);
+                inner.lock().unwrap().record(seen);
                 return Ok(error(
                     400,
                     "InvalidParameterValueException",
@@ -261,29 +280,31 @@ async fn handle(
         },
     };
     let page_index = offset / page_size;
-    let (fault, accounts) = {
+    let (fault, items, total) = {
         let mut inner = inner.lock().unwrap();
         let filter = seen.status_filter.clone();
-        inner.seen.push(seen.clone());
-        let fault = inner
-            .faults
-            .get_mut(&page_index)
-            .and_then(|q| q.pop_front());
-        let accounts: Vec<OrgAccount> = inner
+        inner.record(seen.clone());
+        let fault = inner.faults.get_mut(&page_index).and_then(|q| q.pop_front());
+        // Only this page's items are cloned, so large organisations stay cheap.
+        let matching = |a: &&OrgAccount| filter.is_empty() || filter.contains(&a.status);
+        let total = if filter.is_empty() {
+            inner.accounts.len()
+        } else {
+            inner.accounts.iter().filter(matching).count()
+        };
+        let items: Vec<OrgAccount> = inner
             .accounts
             .iter()
-            .filter(|a| filter.is_empty() || filter.contains(&a.status))
+            .filter(matching)
+            .skip(offset)
+            .take(page_size)
             .cloned()
             .collect();
-        (fault, accounts)
+        (fault, items, total)
     };
-    let end = (offset + page_size).min(accounts.len());
-    let mut next = (end < accounts.len()).then(|| format!("tok-{end}"));
-    let mut items: Vec<&OrgAccount> = accounts
-        .get(offset..end)
-        .unwrap_or_default()
-        .iter()
-        .collect();
+    let end = (offset + items.len()).min(total);
+    let mut next = (end < total).then(|| format!("tok-{end}"));
+    let mut items: Vec<&OrgAccount> = items.iter().collect();
     match fault {
         Some(Fault::Error(status, code)) => return Ok(error(status, code, "scripted fault")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
