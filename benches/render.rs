@@ -37,7 +37,9 @@ fn per_poll(c: &mut Criterion) {
     for n in [1_000, 10_000, 100_000] {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| b.iter(|| render_snapshot(s)));
+        g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
+            b.iter(|| render_snapshot(s))
+        });
         let text = render_snapshot(&snap);
         g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
             b.iter(|| Exposition::new(render_snapshot(s)))

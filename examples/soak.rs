@@ -55,7 +55,11 @@ async fn main() {
     for poll in 1..=polls {
         // A different 1% of accounts changes status every poll.
         for a in org.iter_mut().skip(poll % 100).step_by(100) {
-            a.status = if a.status == "Active" { "Pending".into() } else { "Active".into() };
+            a.status = if a.status == "Active" {
+                "Pending".into()
+            } else {
+                "Active".into()
+            };
         }
         s.set_accounts(org.clone());
         let result = poll_once(&source, &opts, &state).await;
@@ -69,12 +73,18 @@ async fn main() {
         }
         if [1, 10, 100, 250, 500, 750, 1000].contains(&poll) || poll == polls {
             report.push((poll, rss_mb()));
-            println!("poll {poll:>5}: rss {:.1} MB ({:.0}s)", rss_mb(), started.elapsed().as_secs_f64());
+            println!(
+                "poll {poll:>5}: rss {:.1} MB ({:.0}s)",
+                rss_mb(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     let last = rss_mb();
     let growth = last - baseline;
-    println!("accounts={accounts} polls={polls} rss_after_100={baseline:.1}MB rss_at_end={last:.1}MB growth={growth:.1}MB");
+    println!(
+        "accounts={accounts} polls={polls} rss_after_100={baseline:.1}MB rss_at_end={last:.1}MB growth={growth:.1}MB"
+    );
     // Allocator noise is a few MB; a leak of even 10 KB a poll would show as 9 MB here.
     if polls >= 200 && growth > 4.0 {
         eprintln!("RSS grew by {growth:.1} MB after poll 100: leak?");

@@ -18,6 +18,7 @@ use crate::scheduler::{self, PageSource, PollOptions};
 use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
 use crate::state::State;
+use crate::websec::WebSecurity;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("GIT_REVISION");
@@ -54,6 +55,15 @@ pub struct Options {
     pub credentials: Option<StaticCredentials>,
     /// Reload on SIGHUP (the binary does; in-process tests must not).
     pub sighup: bool,
+    /// `--web.config.file`: TLS and basic auth, re-read on reload.
+    pub web_config_file: Option<PathBuf>,
+}
+
+fn load_security(path: Option<&std::path::Path>) -> Result<WebSecurity, String> {
+    match path {
+        Some(p) => WebSecurity::load(p),
+        None => Ok(WebSecurity::none()),
+    }
 }
 
 /// Loads the configuration file (or defaults) and applies CLI overrides.
@@ -105,6 +115,8 @@ pub async fn run(
         .demo
         .then(|| Arc::new(DemoSource::new(DEMO_ACCOUNTS, 0x5eed)));
     let mut config = opts.config.clone();
+    let security = load_security(opts.web_config_file.as_deref())?;
+    let tls = security.tls.is_some();
     let source = make_source(&opts, &config, &demo).await?;
     state.metrics.reload_success.set(1.0);
     state
@@ -115,8 +127,13 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
     let mut server_opts = ServerOptions::from_config(&config.web);
     server_opts.reload = Some(reload_tx.clone());
+    *server_opts
+        .security
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
+    let shared_security = server_opts.security.clone();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, version = VERSION, "listening");
+        tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, tls, version = VERSION, "listening");
     }
     let server = tokio::spawn(server::run(
         listener,
@@ -133,7 +150,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(reply) = reload_rx.recv() => {
-                let outcome = reload(&opts, &mut config, &demo, &mut poller, &state).await;
+                let outcome = reload(&opts, &mut config, &demo, &mut poller, &state, &shared_security).await;
                 let _ = reply.send(outcome);
             }
         }
@@ -170,10 +187,12 @@ async fn reload(
     demo: &Option<Arc<DemoSource>>,
     poller: &mut Poller,
     state: &Arc<State>,
+    security: &server::SharedSecurity,
 ) -> Result<(), String> {
     let m = &state.metrics;
     let result = async {
         let new = load_config(opts.config_path.as_deref(), opts.listen_override.as_deref())?;
+        let new_security = load_security(opts.web_config_file.as_deref())?;
         if new.web != config.web {
             tracing::warn!("[web] settings changed: they take effect after a restart");
         }
@@ -183,6 +202,7 @@ async fn reload(
             old.stop().await;
         }
         *config = new;
+        *security.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new_security);
         Ok::<(), String>(())
     }
     .await;

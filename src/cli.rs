@@ -31,6 +31,9 @@ pub struct Args {
     /// Address to listen on, overriding web.listen_address (e.g. ":9746", "127.0.0.1:9746").
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub listen_address: Option<String>,
+    /// TLS and basic authentication, in the Prometheus exporter-toolkit's YAML format.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Validate the configuration, print it (secrets redacted) and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
@@ -69,6 +72,12 @@ pub fn main() -> ExitCode {
         // The simulated organisation moves every poll; show it moving.
         config.poll.interval = Duration::from_secs(15);
         config.poll.timeout = Duration::from_secs(10);
+    }
+    if let Some(web) = &args.web_config_file
+        && let Err(e) = crate::websec::WebSecurity::load(web)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
     }
     if args.check_config {
         let source = args
@@ -113,6 +122,7 @@ pub fn main() -> ExitCode {
             demo: args.demo,
             credentials: None,
             sighup: true,
+            web_config_file: args.web_config_file.clone(),
         };
         app::run(listener, opts, state, shutdown).await
     });

@@ -29,3 +29,4 @@ pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod websec;

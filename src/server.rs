@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +28,7 @@ use crate::metrics::CONTENT_TYPE;
 use crate::pages;
 use crate::shutdown::Shutdown;
 use crate::state::State;
+use crate::websec::WebSecurity;
 
 /// How long in-flight responses may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -35,12 +36,20 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Asks the owner of the configuration to reload it; answers with the outcome.
 pub type ReloadHandle = mpsc::Sender<oneshot::Sender<Result<(), String>>>;
 
+/// TLS and basic auth in force; swapped as a whole on reload.
+pub type SharedSecurity = Arc<RwLock<Arc<WebSecurity>>>;
+
 #[derive(Clone)]
 pub struct ServerOptions {
     pub telemetry_path: String,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub reload: Option<ReloadHandle>,
+    pub security: SharedSecurity,
+}
+
+fn current(security: &SharedSecurity) -> Arc<WebSecurity> {
+    security.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 impl ServerOptions {
@@ -50,6 +59,7 @@ impl ServerOptions {
             max_connections: c.max_connections,
             header_read_timeout: c.header_read_timeout,
             reload: None,
+            security: Arc::new(RwLock::new(Arc::new(WebSecurity::none()))),
         }
     }
 }
@@ -86,23 +96,31 @@ pub async fn run(
             _ = shutdown.wait() => break,
         };
         let _ = stream.set_nodelay(true);
+        let security = current(&opts.security);
         let state = state.clone();
-        let opts2 = opts.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            let opts = opts2.clone();
-            async move { Ok::<_, Infallible>(handle(req, &state, &opts).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
-        });
+        let opts = opts.clone();
+        match security.tls.clone() {
+            None => {
+                let conn = graceful.watch(connection(TokioIo::new(stream), state, opts, security));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake counts against the header read timeout too.
+                let timeout = opts.header_read_timeout;
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls)) = handshake.await {
+                        let conn = connection(TokioIo::new(tls), state, opts, security);
+                        let _ = watcher.watch(conn).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -111,6 +129,30 @@ pub async fn run(
             tracing::warn!("connections still open after the drain timeout; closing them");
         }
     }
+}
+
+/// One HTTP/1.1 connection over any transport (plain TCP or TLS).
+fn connection<IO>(
+    io: IO,
+    state: Arc<State>,
+    opts: Arc<ServerOptions>,
+    security: Arc<WebSecurity>,
+) -> impl hyper_util::server::graceful::GracefulConnection
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let timeout = opts.header_read_timeout;
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let opts = opts.clone();
+        let security = security.clone();
+        async move { Ok::<_, Infallible>(handle(req, &state, &opts, &security).await) }
+    });
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
 }
 
 /// A response body made of shared chunks: the cached exposition is sent
@@ -159,7 +201,24 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 const JSON: &str = "application/json";
 
-async fn handle(req: Request<Incoming>, state: &State, opts: &ServerOptions) -> Response<Chunks> {
+async fn handle(
+    req: Request<Incoming>,
+    state: &State,
+    opts: &ServerOptions,
+    security: &WebSecurity,
+) -> Response<Chunks> {
+    if security.requires_auth() && !security.authorize(req.headers().get(header::AUTHORIZATION)) {
+        let mut r = respond(
+            StatusCode::UNAUTHORIZED,
+            TEXT,
+            Chunks::text("Unauthorized\n"),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"compute-optimizer-exporter\""),
+        );
+        return r;
+    }
     let path = req.uri().path();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let known = path == opts.telemetry_path

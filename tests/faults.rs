@@ -169,3 +169,42 @@ async fn malformed_truncated_and_empty_pages_fail_the_poll_without_harm() {
         exporter.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assumed_role_credentials_are_refreshed_before_they_expire() {
+    let standin = Standin::start(org(20)).await;
+    // Sessions of 15s: the SDK's cache renews them shortly before expiry.
+    standin.set_session_seconds(15);
+    let exporter = Exporter::start(
+        &standin.url(),
+        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\nsession_name = \"co-test\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+    )
+    .await;
+    exporter.wait_polls(1).await;
+    let first = standin.seen()[0].authorization.clone().unwrap();
+    assert!(
+        first.contains("Credential=ASIASESSION1/"),
+        "{first} {:?}",
+        standin.seen()[0]
+    );
+    // Within 20s a second session is in use, without a restart or a failed poll.
+    exporter
+        .wait_for(20, |_| {
+            standin
+                .seen()
+                .last()
+                .and_then(|s| s.authorization.clone())
+                .is_some_and(|a| a.contains("Credential=ASIASESSION2/"))
+        })
+        .await;
+    assert!(standin.assume_role_calls() >= 2);
+    let text = exporter.metrics().await;
+    assert_eq!(
+        sample(
+            &text,
+            "aws_compute_optimizer_polls_total{result=\"failure\"}"
+        ),
+        Some(0.0)
+    );
+    exporter.stop().await;
+}

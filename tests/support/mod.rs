@@ -155,6 +155,15 @@ impl Exporter {
     }
 
     pub async fn start_config(config: Config, config_path: Option<&Path>, demo: bool) -> Exporter {
+        Exporter::start_full(config, config_path, demo, None).await
+    }
+
+    pub async fn start_full(
+        config: Config,
+        config_path: Option<&Path>,
+        demo: bool,
+        web_config_file: Option<&Path>,
+    ) -> Exporter {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::new("test", "test"));
@@ -169,6 +178,7 @@ impl Exporter {
                 secret_access_key: "test-secret".into(),
             }),
             sighup: false,
+            web_config_file: web_config_file.map(Path::to_owned),
         };
         let task = tokio::spawn(app::run(listener, opts, state.clone(), shutdown));
         Exporter {

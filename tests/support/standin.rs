@@ -69,6 +69,9 @@ struct Inner {
     faults: HashMap<usize, VecDeque<Fault>>,
     seen: Vec<Seen>,
     requests: usize,
+    /// AssumeRole calls answered; session credentials last this long.
+    assume_role_calls: usize,
+    session_seconds: u64,
     /// Off for long runs (soak, load), where keeping every request would grow.
     forget: bool,
 }
@@ -137,6 +140,15 @@ impl Standin {
         for _ in 0..times {
             q.push_back(fault.clone());
         }
+    }
+
+    /// Session credentials handed out by the STS stand-in expire after this.
+    pub fn set_session_seconds(&self, secs: u64) {
+        self.inner.lock().unwrap().session_seconds = secs;
+    }
+
+    pub fn assume_role_calls(&self) -> usize {
+        self.inner.lock().unwrap().assume_role_calls
     }
 
     pub fn clear_faults(&self) {
@@ -233,6 +245,9 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if seen.path == "/" && String::from_utf8_lossy(&body).contains("Action=AssumeRole") {
+        return Ok(assume_role(&inner, &body));
+    }
     if seen.path != OPERATION_PATH {
         inner.lock().unwrap().record(seen);
         return Ok(error(404, "UnknownOperationException", "unknown operation"));
@@ -284,7 +299,10 @@ async fn handle(
         let mut inner = inner.lock().unwrap();
         let filter = seen.status_filter.clone();
         inner.record(seen.clone());
-        let fault = inner.faults.get_mut(&page_index).and_then(|q| q.pop_front());
+        let fault = inner
+            .faults
+            .get_mut(&page_index)
+            .and_then(|q| q.pop_front());
         // Only this page's items are cloned, so large organisations stay cheap.
         let matching = |a: &&OrgAccount| filter.is_empty() || filter.contains(&a.status);
         let total = if filter.is_empty() {
@@ -351,4 +369,59 @@ fn page_body(items: &[&OrgAccount], next: Option<&str>) -> Vec<u8> {
         out.push((text("nextToken"), text(t)));
     }
     cbor(&Value::Map(out))
+}
+
+/// STS AssumeRole (awsQuery protocol, XML): numbered session credentials.
+fn assume_role(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
+    let (n, secs) = {
+        let mut inner = inner.lock().unwrap();
+        inner.assume_role_calls += 1;
+        let secs = if inner.session_seconds == 0 {
+            3600
+        } else {
+            inner.session_seconds
+        };
+        (inner.assume_role_calls, secs)
+    };
+    let form = String::from_utf8_lossy(body);
+    let session = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("RoleSessionName="))
+        .unwrap_or("session")
+        .to_owned();
+    let expires = std::time::SystemTime::now() + Duration::from_secs(secs);
+    let xml = format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+<Credentials><AccessKeyId>ASIASESSION{n}</AccessKeyId><SecretAccessKey>session-secret-{n}</SecretAccessKey>\
+<SessionToken>session-token-{n}</SessionToken><Expiration>{}</Expiration></Credentials>\
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/exporter/{session}</Arn><AssumedRoleId>AROAEXAMPLE:{session}</AssumedRoleId></AssumedRoleUser>\
+</AssumeRoleResult><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></AssumeRoleResponse>",
+        rfc3339(expires)
+    );
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(xml)))
+        .unwrap()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
