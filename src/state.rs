@@ -87,23 +87,26 @@ impl State {
                     accounts: snap.accounts.len(),
                     pages: snap.pages,
                 };
-                tracing::info!(
-                    accounts = snap.accounts.len(),
-                    pages = snap.pages,
-                    duration_ms = took.as_millis() as u64,
-                    outcome = "success",
-                    "poll finished"
-                );
                 *write(&self.exposition) = exposition;
                 *write(&self.snapshot) = Arc::new(snap);
                 m.up.set(1.0);
                 m.last_success.set(unix_seconds(finished));
                 m.polls.with_label_values(&["success"]).inc();
                 self.ready.store(true, Ordering::Release);
+                // Logged once published, so the log never runs ahead of /metrics.
+                tracing::info!(
+                    accounts = outcome.accounts,
+                    pages = outcome.pages,
+                    duration_ms = took.as_millis() as u64,
+                    outcome = "success",
+                    "poll finished"
+                );
                 outcome
             }
             Err(err) => {
                 let advice = advice(&err, opts);
+                m.up.set(0.0);
+                m.polls.with_label_values(&["failure"]).inc();
                 tracing::error!(
                     duration_ms = took.as_millis() as u64,
                     outcome = "failure",
@@ -112,8 +115,6 @@ impl State {
                     advice = advice.as_deref().unwrap_or(""),
                     "poll failed; keeping the last good data"
                 );
-                m.up.set(0.0);
-                m.polls.with_label_values(&["failure"]).inc();
                 PollOutcome {
                     finished_at: SystemTime::now(),
                     duration: took,
