@@ -7,7 +7,7 @@
 use std::time::SystemTime;
 
 use compute_optimizer_exporter::metrics::{Exposition, SelfMetrics, render_snapshot};
-use compute_optimizer_exporter::model::{Account, Snapshot, Status};
+use compute_optimizer_exporter::model::{Account, AccountNames, Snapshot, Status};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn organisation(n: usize) -> Snapshot {
@@ -38,11 +38,11 @@ fn per_poll(c: &mut Criterion) {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
-            b.iter(|| render_snapshot(s))
+            b.iter(|| render_snapshot(s, &AccountNames::new()))
         });
-        let text = render_snapshot(&snap);
+        let text = render_snapshot(&snap, &AccountNames::new());
         g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
-            b.iter(|| Exposition::new(render_snapshot(s)))
+            b.iter(|| Exposition::new(render_snapshot(s, &AccountNames::new())))
         });
         drop(text);
     }
@@ -53,7 +53,7 @@ fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
     for n in [1_000, 10_000, 100_000] {
-        let exposition = Exposition::new(render_snapshot(&organisation(n)));
+        let exposition = Exposition::new(render_snapshot(&organisation(n), &AccountNames::new()));
         g.bench_function(BenchmarkId::new("plain", n), |b| {
             b.iter(|| exposition.plain_body(metrics.encode()))
         });

@@ -13,7 +13,8 @@ use crate::aws::{AwsSource, StaticCredentials};
 use crate::config::Config;
 use crate::demo::{DEMO_ACCOUNTS, DemoSource};
 use crate::error::ApiError;
-use crate::model::{Page, PageRequest, unix_seconds};
+use crate::model::{OrgStatus, Page, PageRequest, unix_seconds};
+use crate::names::{self, NameSource, NamesPage};
 use crate::scheduler::{self, PageSource, PollOptions};
 use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
@@ -39,6 +40,22 @@ impl PageSource for Source {
         match self {
             Source::Aws(s) => s.fetch_page(req).await,
             Source::Demo(s) => s.fetch_page(req).await,
+        }
+    }
+
+    async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
+        match self {
+            Source::Aws(s) => s.fetch_org_status().await,
+            Source::Demo(s) => s.fetch_org_status().await,
+        }
+    }
+}
+
+impl NameSource for Source {
+    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_accounts(token).await,
+            Source::Demo(s) => s.list_accounts(token).await,
         }
     }
 }
@@ -161,23 +178,38 @@ pub async fn run(
     Ok(())
 }
 
-/// The running scheduler and the means to stop it.
+/// The running scheduler (and names refresher) and the means to stop them.
 struct Poller {
     stop: shutdown::Trigger,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Poller {
     fn start(source: Source, config: &Config, state: Arc<State>) -> Poller {
         let (stop, stopped) = shutdown::channel();
         let opts = PollOptions::from_config(config);
-        let task = tokio::spawn(scheduler::run(source, opts, state, stopped));
-        Poller { stop, task }
+        let mut tasks = Vec::new();
+        if config.aws.organizations {
+            let interval = config.aws.organizations_interval;
+            tasks.push(tokio::spawn(names::run(
+                source.clone(),
+                interval,
+                state.clone(),
+                stopped.clone(),
+            )));
+        } else {
+            // Names switched off by a reload disappear with the next render.
+            state.set_names(Default::default());
+        }
+        tasks.push(tokio::spawn(scheduler::run(source, opts, state, stopped)));
+        Poller { stop, tasks }
     }
 
     async fn stop(self) {
         self.stop.trigger();
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

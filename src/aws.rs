@@ -8,13 +8,14 @@
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_computeoptimizer::Client;
-use aws_sdk_computeoptimizer::config::Credentials;
+use aws_sdk_computeoptimizer::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_computeoptimizer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
 use crate::error::ApiError;
-use crate::model::{Account, Page, PageRequest, Status};
+use crate::model::{Account, OrgStatus, Page, PageRequest, Status};
+use crate::names::{NameSource, NamesPage};
 use crate::scheduler::PageSource;
 
 pub const OPERATION: &str = "GetEnrollmentStatusesForOrganization";
@@ -39,6 +40,9 @@ const KNOWN_CODES: &[&str] = &[
     "InvalidClientTokenId",
     "RequestExpired",
     "SignatureDoesNotMatch",
+    "AWSOrganizationsNotInUseException",
+    "TooManyRequestsException",
+    "ServiceException",
 ];
 
 /// Static keys, for tests and tools that must not touch the environment.
@@ -58,6 +62,8 @@ impl std::fmt::Debug for StaticCredentials {
 #[derive(Clone, Debug)]
 pub struct AwsSource {
     client: Client,
+    /// AWS Organizations, when account names are wanted (`aws.organizations`).
+    organizations: Option<aws_sdk_organizations::Client>,
     /// Region actually in use, for logs.
     pub region: String,
 }
@@ -95,19 +101,27 @@ impl AwsSource {
             .map(|r| r.to_string())
             .ok_or("no AWS region found: set aws.region in the config file, AWS_REGION, or a region in the AWS profile")?;
 
-        let mut builder = aws_sdk_computeoptimizer::config::Builder::from(&sdk);
+        let base = sdk.clone();
+        let mut sdk = sdk.into_builder();
         if let Some(role) = &cfg.role_arn {
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
                 .session_name(cfg.session_name.clone())
-                .configure(&sdk);
+                .configure(&base);
             if let Some(id) = &cfg.external_id {
                 assume = assume.external_id(id.clone());
             }
-            // The provider caches and refreshes the session before it expires.
-            builder = builder.credentials_provider(assume.build().await);
+            // The provider caches and refreshes the session before it expires;
+            // both clients share it.
+            sdk.set_credentials_provider(Some(SharedCredentialsProvider::new(
+                assume.build().await,
+            )));
         }
+        let sdk = sdk.build();
         Ok(AwsSource {
-            client: Client::from_conf(builder.build()),
+            client: Client::new(&sdk),
+            organizations: cfg
+                .organizations
+                .then(|| aws_sdk_organizations::Client::new(&sdk)),
             region,
         })
     }
@@ -116,6 +130,24 @@ impl AwsSource {
 impl PageSource for AwsSource {
     fn operation(&self) -> &'static str {
         OPERATION
+    }
+
+    async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
+        let out = self
+            .client
+            .get_enrollment_status()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Some(OrgStatus {
+            status: out.status().map_or(Status::Other(String::new()), |s| {
+                Status::from_api(s.as_str())
+            }),
+            status_reason: out.status_reason().map(str::to_owned),
+            member_accounts_enrolled: out.member_accounts_enrolled(),
+            member_accounts_opted_in: out.number_of_member_accounts_opted_in().map(i64::from),
+            last_updated: out.last_updated_timestamp().map(|t| t.as_secs_f64()),
+        }))
     }
 
     async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
@@ -152,6 +184,31 @@ impl PageSource for AwsSource {
     }
 }
 
+impl NameSource for AwsSource {
+    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
+        let Some(orgs) = &self.organizations else {
+            return Ok(NamesPage::default());
+        };
+        let out = orgs
+            .list_accounts()
+            .max_results(crate::names::PAGE_SIZE)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        // Only ID and name: e-mail addresses and the rest stay out.
+        let names = out
+            .accounts()
+            .iter()
+            .filter_map(|a| Some((a.id()?.to_owned(), a.name()?.to_owned())))
+            .collect();
+        Ok(NamesPage {
+            names,
+            next_token: out.next_token().map(str::to_owned),
+        })
+    }
+}
+
 /// Reduces an SDK error to a bounded code, a message and whether to retry.
 fn classify<E, R>(err: SdkError<E, R>) -> ApiError
 where
@@ -173,8 +230,10 @@ where
                     let retryable = matches!(
                         code,
                         "ThrottlingException"
+                            | "TooManyRequestsException"
                             | "InternalServerException"
                             | "ServiceUnavailableException"
+                            | "ServiceException"
                     ) || status >= 500
                         || status == 429;
                     ApiError::new(
@@ -231,6 +290,7 @@ pub trait HttpStatus {
     fn status_code(&self) -> u16;
 }
 
+// Both SDK crates share the smithy runtime's response type.
 impl HttpStatus for aws_sdk_computeoptimizer::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()

@@ -72,6 +72,8 @@ pub fn main() -> ExitCode {
         // The simulated organisation moves every poll; show it moving.
         config.poll.interval = Duration::from_secs(15);
         config.poll.timeout = Duration::from_secs(10);
+        config.aws.organizations = true;
+        config.aws.organizations_interval = Duration::from_secs(60);
     }
     if let Some(web) = &args.web_config_file
         && let Err(e) = crate::websec::WebSecurity::load(web)

@@ -70,6 +70,11 @@ pub struct AwsConfig {
     /// Deadline of one HTTP attempt.
     #[serde(with = "duration_str")]
     pub request_timeout: Duration,
+    /// Also list account names from AWS Organizations.
+    pub organizations: bool,
+    /// How often to refresh account names.
+    #[serde(with = "duration_str")]
+    pub organizations_interval: Duration,
 }
 
 impl Default for AwsConfig {
@@ -84,6 +89,8 @@ impl Default for AwsConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_secs(1),
             request_timeout: Duration::from_secs(20),
+            organizations: false,
+            organizations_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -285,6 +292,13 @@ impl Config {
             a.request_timeout,
             Duration::from_millis(100),
             Duration::from_secs(600),
+        )?;
+
+        check_range(
+            "aws.organizations_interval",
+            a.organizations_interval,
+            MIN_INTERVAL,
+            Duration::from_secs(7 * 86_400),
         )?;
 
         let p = &self.poll;

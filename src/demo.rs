@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::error::ApiError;
-use crate::model::{Account, Page, PageRequest, Status, unix_seconds};
+use crate::model::{Account, OrgStatus, Page, PageRequest, Status, unix_seconds};
+use crate::names::{NameSource, NamesPage};
 use crate::scheduler::PageSource;
 
 pub const DEMO_ACCOUNTS: usize = 300;
@@ -154,6 +155,22 @@ impl PageSource for DemoSource {
         crate::aws::OPERATION
     }
 
+    async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
+        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let opted_in = org
+            .accounts
+            .iter()
+            .filter(|a| a.account.status == Status::Active)
+            .count();
+        Ok(Some(OrgStatus {
+            status: Status::Active,
+            status_reason: None,
+            member_accounts_enrolled: true,
+            member_accounts_opted_in: Some(opted_in as i64),
+            last_updated: org.accounts.first().and_then(|a| a.account.last_updated),
+        }))
+    }
+
     async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
         // A little latency, as a real page has.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -189,6 +206,49 @@ impl PageSource for DemoSource {
             accounts,
             next_token,
             skipped: 0,
+        })
+    }
+}
+
+const TEAMS: [&str; 10] = [
+    "payments",
+    "search",
+    "data",
+    "ml",
+    "platform",
+    "web",
+    "mobile",
+    "billing",
+    "identity",
+    "analytics",
+];
+const STAGES: [&str; 4] = ["prod", "staging", "dev", "sandbox"];
+
+impl NameSource for DemoSource {
+    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
+        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let offset: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
+        let page = crate::names::PAGE_SIZE as usize;
+        let names = org
+            .accounts
+            .iter()
+            .enumerate()
+            .skip(offset)
+            .take(page)
+            .map(|(i, a)| {
+                let name = format!(
+                    "{}-{}-{}",
+                    TEAMS[i % TEAMS.len()],
+                    STAGES[i / TEAMS.len() % STAGES.len()],
+                    i / 40 + 1
+                );
+                (a.account.account_id.clone(), name)
+            })
+            .collect();
+        let next = offset + page;
+        Ok(NamesPage {
+            names,
+            next_token: (next < org.accounts.len()).then(|| next.to_string()),
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod pages;
 pub mod scheduler;
 pub mod server;

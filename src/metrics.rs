@@ -19,7 +19,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::{Snapshot, Status};
+use crate::model::{AccountNames, Snapshot, Status};
 
 /// Exact Content-Type of the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -28,6 +28,10 @@ pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
 pub const LAST_UPDATED: &str =
     "aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds";
 pub const ACCOUNTS: &str = "aws_compute_optimizer_enrollment_accounts";
+pub const ACCOUNT_INFO: &str = "aws_compute_optimizer_account_info";
+pub const MANAGEMENT_STATUS: &str = "aws_compute_optimizer_management_account_enrollment_status";
+pub const MEMBERS_ENROLLED: &str = "aws_compute_optimizer_organization_member_accounts_enrolled";
+pub const MEMBERS_OPTED_IN: &str = "aws_compute_optimizer_organization_member_accounts_opted_in";
 
 const FROM_POLL: &str =
     "Comes from the background poll of GetEnrollmentStatusesForOrganization, not from the scrape.";
@@ -44,6 +48,7 @@ pub struct SelfMetrics {
     pub reload_success: Gauge,
     pub reload_timestamp: Gauge,
     pub poll_interval: Gauge,
+    pub transitions: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -112,6 +117,16 @@ impl SelfMetrics {
             "Configured time between the starts of two polls (poll.interval).",
         ))
         .expect("valid metric");
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_enrollment_status_transitions_total",
+                format!(
+                    "Accounts whose enrollment status changed between two consecutive successful polls, by old and new status (a status outside the documented four counts as \"other\"). {FROM_POLL}"
+                ),
+            ),
+            &["from", "to"],
+        )
+        .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
                 "aws_compute_optimizer_exporter_build_info",
@@ -132,6 +147,7 @@ impl SelfMetrics {
             Box::new(reload_success.clone()),
             Box::new(reload_timestamp.clone()),
             Box::new(poll_interval.clone()),
+            Box::new(transitions.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -147,6 +163,11 @@ impl SelfMetrics {
         for result in ["success", "failure"] {
             polls.with_label_values(&[result]);
         }
+        for from in &Status::KNOWN {
+            for to in Status::KNOWN.iter().filter(|to| *to != from) {
+                transitions.with_label_values(&[from.as_str(), to.as_str()]);
+            }
+        }
         SelfMetrics {
             registry,
             up,
@@ -158,6 +179,7 @@ impl SelfMetrics {
             reload_success,
             reload_timestamp,
             poll_interval,
+            transitions,
         }
     }
 
@@ -173,12 +195,27 @@ impl SelfMetrics {
 /// Renders the organisation's series exactly as `prometheus::TextEncoder`
 /// would (families by name, series by label values), but in one pass over a
 /// sorted snapshot and without building a registry per poll.
-pub fn render_snapshot(snap: &Snapshot) -> String {
+pub fn render_snapshot(snap: &Snapshot, names: &AccountNames) -> String {
     if snap.finished_at.is_none() {
         return String::new();
     }
-    let mut out = String::with_capacity(snap.accounts.len() * 420 + 1024);
-    let counts = snap.counts();
+    let mut out = String::with_capacity(snap.accounts.len() * 420 + names.len() * 100 + 1024);
+
+    if !names.is_empty() {
+        header(
+            &mut out,
+            ACCOUNT_INFO,
+            "Constant 1 per organisation account, labelled with its name from AWS Organizations, for joining names onto other series. Comes from the background poll of ListAccounts, not from the scrape.",
+        );
+        for (id, name) in names {
+            out.push_str(ACCOUNT_INFO);
+            out.push_str("{account_id=\"");
+            escape_label(&mut out, id);
+            out.push_str("\",account_name=\"");
+            escape_label(&mut out, name);
+            out.push_str("\"} 1\n");
+        }
+    }
 
     header(
         &mut out,
@@ -186,6 +223,7 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
         &format!("Number of organisation member accounts in each enrollment status. {FROM_POLL}"),
     );
     // The encoder orders by label value, not by our enum's order.
+    let counts = snap.counts();
     let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     by_label.sort_unstable();
     for (status, n) in by_label {
@@ -202,27 +240,14 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
             "Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"
         ),
     );
-    let mut labels: Vec<&str> = Vec::with_capacity(5);
+    let mut prefix = String::new();
     for account in snap.accounts.values() {
-        labels.clear();
-        labels.extend(Status::KNOWN.iter().map(Status::as_str));
-        if !account.status.is_known() {
-            labels.push(account.status.as_str());
-        }
-        labels.sort_unstable();
-        for status in &labels {
-            out.push_str(STATUS);
-            out.push_str("{account_id=\"");
-            escape_label(&mut out, &account.account_id);
-            out.push_str("\",status=\"");
-            escape_label(&mut out, status);
-            let v = if *status == account.status.as_str() {
-                1
-            } else {
-                0
-            };
-            let _ = writeln!(out, "\"}} {v}");
-        }
+        prefix.clear();
+        prefix.push_str(STATUS);
+        prefix.push_str("{account_id=\"");
+        escape_label(&mut prefix, &account.account_id);
+        prefix.push_str("\",");
+        one_hot(&mut out, &prefix, &account.status);
     }
 
     if snap.accounts.values().any(|a| a.last_updated.is_some()) {
@@ -242,7 +267,57 @@ pub fn render_snapshot(snap: &Snapshot) -> String {
             }
         }
     }
+
+    if let Some(org) = &snap.org {
+        header(
+            &mut out,
+            MANAGEMENT_STATUS,
+            &format!(
+                "Enrollment status of the calling (management or delegated administrator) account, from GetEnrollmentStatus: 1 for its current status, 0 for the others. {FROM_POLL}"
+            ),
+        );
+        one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{"), &org.status);
+        header(
+            &mut out,
+            MEMBERS_ENROLLED,
+            &format!(
+                "1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_POLL}"
+            ),
+        );
+        let _ = writeln!(
+            out,
+            "{MEMBERS_ENROLLED} {}",
+            u8::from(org.member_accounts_enrolled)
+        );
+        if let Some(n) = org.member_accounts_opted_in {
+            header(
+                &mut out,
+                MEMBERS_OPTED_IN,
+                &format!(
+                    "Number of member accounts opted in, as GetEnrollmentStatus reports it (numberOfMemberAccountsOptedIn). {FROM_POLL}"
+                ),
+            );
+            let _ = writeln!(out, "{MEMBERS_OPTED_IN} {n}");
+        }
+    }
     out
+}
+
+/// One series per documented status (plus the current one if unknown),
+/// sorted by status: `prefix` is `name{` plus any labels before `status`.
+fn one_hot(out: &mut String, prefix: &str, current: &Status) {
+    let mut labels: Vec<&str> = Status::KNOWN.iter().map(Status::as_str).collect();
+    if !current.is_known() {
+        labels.push(current.as_str());
+    }
+    labels.sort_unstable();
+    for status in labels {
+        out.push_str(prefix);
+        out.push_str("status=\"");
+        escape_label(out, status);
+        let v = u8::from(status == current.as_str());
+        let _ = writeln!(out, "\"}} {v}");
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str) {
@@ -387,12 +462,19 @@ mod tests {
         snap
     }
 
+    fn names(snap: &Snapshot) -> AccountNames {
+        snap.accounts
+            .keys()
+            .step_by(2)
+            .map(|id| (id.clone(), format!("team \"{id}\" <prod>\\")))
+            .collect()
+    }
+
     /// The reference: the same data through a plain prometheus registry.
-    fn registry_render(snap: &Snapshot) -> String {
+    fn registry_render(snap: &Snapshot, names: &AccountNames) -> String {
         let r = Registry::new();
-        let help = |s: &str| s.to_string();
         let status = GaugeVec::new(
-            Opts::new(STATUS, help(&format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"))),
+            Opts::new(STATUS, format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}")),
             &["account_id", "status"],
         )
         .unwrap();
@@ -411,6 +493,18 @@ mod tests {
             &["status"],
         )
         .unwrap();
+        let info = GaugeVec::new(
+            Opts::new(ACCOUNT_INFO, "Constant 1 per organisation account, labelled with its name from AWS Organizations, for joining names onto other series. Comes from the background poll of ListAccounts, not from the scrape."),
+            &["account_id", "account_name"],
+        )
+        .unwrap();
+        let mgmt = GaugeVec::new(
+            Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account, from GetEnrollmentStatus: 1 for its current status, 0 for the others. {FROM_POLL}")),
+            &["status"],
+        )
+        .unwrap();
+        let enrolled = Gauge::with_opts(Opts::new(MEMBERS_ENROLLED, format!("1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_POLL}"))).unwrap();
+        let opted = Gauge::with_opts(Opts::new(MEMBERS_OPTED_IN, format!("Number of member accounts opted in, as GetEnrollmentStatus reports it (numberOfMemberAccountsOptedIn). {FROM_POLL}"))).unwrap();
         for a in snap.accounts.values() {
             for s in Status::KNOWN.iter().chain(std::iter::once(&a.status)) {
                 let v = if *s == a.status { 1.0 } else { 0.0 };
@@ -425,9 +519,29 @@ mod tests {
         for (s, n) in snap.counts() {
             accounts.with_label_values(&[s.as_str()]).set(n as f64);
         }
+        for (id, name) in names {
+            info.with_label_values(&[id.as_str(), name.as_str()])
+                .set(1.0);
+        }
+        if let Some(org) = &snap.org {
+            for s in Status::KNOWN.iter().chain(std::iter::once(&org.status)) {
+                mgmt.with_label_values(&[s.as_str()])
+                    .set(if *s == org.status { 1.0 } else { 0.0 });
+            }
+            enrolled.set(if org.member_accounts_enrolled {
+                1.0
+            } else {
+                0.0
+            });
+            opted.set(org.member_accounts_opted_in.unwrap() as f64);
+            r.register(Box::new(mgmt)).unwrap();
+            r.register(Box::new(enrolled)).unwrap();
+            r.register(Box::new(opted)).unwrap();
+        }
         r.register(Box::new(status)).unwrap();
         r.register(Box::new(last)).unwrap();
         r.register(Box::new(accounts)).unwrap();
+        r.register(Box::new(info)).unwrap();
         let mut out = Vec::new();
         TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
@@ -436,14 +550,39 @@ mod tests {
     #[test]
     fn cached_render_equals_registry_encoding() {
         for n in [1, 7, 1000] {
-            let snap = snapshot(n);
-            assert_eq!(render_snapshot(&snap), registry_render(&snap), "n={n}");
+            let mut snap = snapshot(n);
+            let none = AccountNames::new();
+            assert_eq!(
+                render_snapshot(&snap, &none),
+                registry_render(&snap, &none),
+                "n={n}"
+            );
+            let names = names(&snap);
+            snap.org = Some(crate::model::OrgStatus {
+                status: if n == 7 {
+                    Status::Other("Odd".into())
+                } else {
+                    Status::Active
+                },
+                status_reason: None,
+                member_accounts_enrolled: n != 1,
+                member_accounts_opted_in: Some(n as i64),
+                last_updated: None,
+            });
+            assert_eq!(
+                render_snapshot(&snap, &names),
+                registry_render(&snap, &names),
+                "n={n} with names"
+            );
         }
     }
 
     #[test]
     fn nothing_is_rendered_before_the_first_poll() {
-        assert_eq!(render_snapshot(&Snapshot::default()), "");
+        assert_eq!(
+            render_snapshot(&Snapshot::default(), &AccountNames::new()),
+            ""
+        );
     }
 
     fn gunzip(chunks: &[Bytes]) -> Vec<u8> {
@@ -461,7 +600,7 @@ mod tests {
 
     #[test]
     fn gzip_body_is_one_valid_stream_of_both_parts() {
-        let text = render_snapshot(&snapshot(3000));
+        let text = render_snapshot(&snapshot(3000), &AccountNames::new());
         let exp = Exposition::new(text.clone());
         let live = b"# HELP x y\n# TYPE x gauge\nx 1\n".to_vec();
         let got = gunzip(&exp.gzip_body(&live));

@@ -97,6 +97,21 @@ pub struct Page {
     pub skipped: usize,
 }
 
+/// The calling (management or delegated administrator) account's own
+/// enrollment, from `GetEnrollmentStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgStatus {
+    pub status: Status,
+    pub status_reason: Option<String>,
+    /// Whether the opt-in covers the organisation's member accounts.
+    pub member_accounts_enrolled: bool,
+    pub member_accounts_opted_in: Option<i64>,
+    pub last_updated: Option<f64>,
+}
+
+/// Account ID to account name, from AWS Organizations.
+pub type AccountNames = BTreeMap<String, String>;
+
 /// The result of one complete poll: every account of every page.
 ///
 /// Keyed by account ID so the output is sorted and an account that appears
@@ -106,6 +121,8 @@ pub struct Snapshot {
     pub accounts: BTreeMap<String, Account>,
     pub pages: usize,
     pub finished_at: Option<SystemTime>,
+    /// `None` when `GetEnrollmentStatus` was not answered this poll.
+    pub org: Option<OrgStatus>,
 }
 
 impl Snapshot {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::model::{Snapshot, Status, unix_seconds};
+use crate::model::{AccountNames, Snapshot, Status, unix_seconds};
 use crate::state::PollOutcome;
 
 #[derive(Debug, Serialize)]
@@ -30,13 +30,20 @@ pub struct PollReport {
 #[derive(Debug, Serialize)]
 pub struct AccountReport {
     pub account_id: String,
+    /// From AWS Organizations, when `aws.organizations` is on.
+    pub account_name: Option<String>,
     pub status: String,
     pub status_reason: Option<String>,
     pub last_updated_timestamp_seconds: Option<f64>,
     pub seconds_in_status: Option<f64>,
 }
 
-pub fn report(snap: &Snapshot, last: Option<&PollOutcome>, now: SystemTime) -> StatusReport {
+pub fn report(
+    snap: &Snapshot,
+    names: &AccountNames,
+    last: Option<&PollOutcome>,
+    now: SystemTime,
+) -> StatusReport {
     let now_s = unix_seconds(now);
     let mut not_active: Vec<AccountReport> = snap
         .accounts
@@ -44,6 +51,7 @@ pub fn report(snap: &Snapshot, last: Option<&PollOutcome>, now: SystemTime) -> S
         .filter(|a| a.status != Status::Active)
         .map(|a| AccountReport {
             account_id: a.account_id.clone(),
+            account_name: names.get(&a.account_id).cloned(),
             status: a.status.as_str().to_owned(),
             status_reason: a.status_reason.clone(),
             last_updated_timestamp_seconds: a.last_updated,
@@ -136,9 +144,10 @@ pub fn status_html(r: &StatusReport) -> String {
     let mut rows = String::new();
     for a in &r.not_active {
         rows.push_str(&format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&a.status),
             escape(&a.account_id),
+            escape(a.account_name.as_deref().unwrap_or("")),
             escape(&a.status),
             a.seconds_in_status
                 .map(human_age)
@@ -152,7 +161,7 @@ pub fn status_html(r: &StatusReport) -> String {
         .map(|(s, n)| format!("{}: {n}", escape(s)))
         .collect();
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
         poll_line(r),
         counts.join(" · "),
     )
@@ -196,12 +205,18 @@ mod tests {
             accounts: 3,
             pages: 1,
         };
-        let r = report(&snap, Some(&last), now);
+        let names: AccountNames = [(
+            "111111111111".to_owned(),
+            "<script>alert(2)</script>".to_owned(),
+        )]
+        .into();
+        let r = report(&snap, &names, Some(&last), now);
         let ids: Vec<&str> = r.not_active.iter().map(|a| a.account_id.as_str()).collect();
         assert_eq!(ids, ["222222222222", "111111111111", "444444444444"]);
         let html = status_html(&r);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("<td>&lt;script&gt;alert(2)&lt;/script&gt;</td>"));
         assert!(html.contains("5d 0h"));
         assert!(html.contains("1h 0m"));
     }

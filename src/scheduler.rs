@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::error::{ApiError, PollError};
-use crate::model::{Page, PageRequest, Snapshot, Status};
+use crate::model::{OrgStatus, Page, PageRequest, Snapshot, Status};
 use crate::shutdown::Shutdown;
 use crate::state::State;
 
@@ -24,7 +24,15 @@ pub trait PageSource: Send + Sync + 'static {
     /// Operation name used in the `operation` label.
     fn operation(&self) -> &'static str;
     fn fetch_page(&self, req: &PageRequest) -> impl Future<Output = Result<Page, ApiError>> + Send;
+
+    /// The calling account's own enrollment (`GetEnrollmentStatus`), asked
+    /// once per poll; `Ok(None)` where a source has no such thing.
+    fn fetch_org_status(&self) -> impl Future<Output = Result<Option<OrgStatus>, ApiError>> + Send {
+        async { Ok(None) }
+    }
 }
+
+pub const ORG_STATUS_OPERATION: &str = "GetEnrollmentStatus";
 
 /// No real organisation has more accounts than this; an upstream that keeps
 /// handing out new tokens past it is broken, and we stop.
@@ -138,8 +146,45 @@ pub async fn poll_once<S: PageSource>(
             }
         }
     }
+    snap.org = fetch_org_status(source, opts, state, deadline).await;
     snap.finished_at = Some(SystemTime::now());
     Ok(snap)
+}
+
+/// One attempt at `GetEnrollmentStatus` within what is left of the deadline.
+/// Its failure is counted and logged but never fails the poll.
+async fn fetch_org_status<S: PageSource>(
+    source: &S,
+    opts: &PollOptions,
+    state: &State,
+    deadline: Instant,
+) -> Option<OrgStatus> {
+    let now = Instant::now();
+    if now >= deadline {
+        return None;
+    }
+    let result = timeout_at(
+        deadline.min(now + opts.request_timeout),
+        source.fetch_org_status(),
+    )
+    .await;
+    let err = match result {
+        Ok(Ok(None)) => return None,
+        Ok(Ok(Some(org))) => {
+            state.count_request(ORG_STATUS_OPERATION, "success");
+            return Some(org);
+        }
+        Ok(Err(e)) => e,
+        Err(_) => ApiError::new("timeout", "no response before the poll deadline", true),
+    };
+    state.count_request(ORG_STATUS_OPERATION, &err.code);
+    tracing::warn!(
+        code = %err.code,
+        error = %err,
+        advice = "grant compute-optimizer:GetEnrollmentStatus to see the organisation-wide opt-in; the per-account data is unaffected",
+        "GetEnrollmentStatus failed; keeping its last answer"
+    );
+    None
 }
 
 async fn fetch_with_retries<S: PageSource>(

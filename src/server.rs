@@ -256,6 +256,7 @@ async fn handle(
         _ => {
             let report = pages::report(
                 &state.snapshot(),
+                &state.names(),
                 state.last_poll().as_ref(),
                 SystemTime::now(),
             );

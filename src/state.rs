@@ -6,12 +6,12 @@
 //! waits for a poll.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::error::PollError;
 use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
-use crate::model::{Snapshot, unix_seconds};
+use crate::model::{AccountNames, Snapshot, Status, unix_seconds};
 use crate::scheduler::{PollOptions, advice};
 
 /// Outcome of the latest poll, for the landing and status pages.
@@ -28,9 +28,13 @@ pub struct State {
     pub metrics: SelfMetrics,
     pub version: &'static str,
     snapshot: RwLock<Arc<Snapshot>>,
+    names: RwLock<Arc<AccountNames>>,
     exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
     ready: AtomicBool,
+    /// Serialises publishing a poll and publishing names (both rare), so
+    /// neither can overwrite the other's render with older data.
+    publishing: Mutex<()>,
 }
 
 impl State {
@@ -39,9 +43,11 @@ impl State {
             metrics: SelfMetrics::new(version, revision),
             version,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            names: RwLock::new(Arc::new(AccountNames::new())),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
             ready: AtomicBool::new(false),
+            publishing: Mutex::new(()),
         }
     }
 
@@ -52,6 +58,23 @@ impl State {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         read(&self.snapshot).clone()
+    }
+
+    pub fn names(&self) -> Arc<AccountNames> {
+        read(&self.names).clone()
+    }
+
+    /// Publishes new account names (from AWS Organizations) and re-renders
+    /// the current organisation with them.
+    pub fn set_names(&self, names: AccountNames) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        if *self.names() == names {
+            return;
+        }
+        let names = Arc::new(names);
+        let exposition = Arc::new(Exposition::new(render_snapshot(&self.snapshot(), &names)));
+        *write(&self.names) = names;
+        *write(&self.exposition) = exposition;
     }
 
     pub fn exposition(&self) -> Arc<Exposition> {
@@ -72,13 +95,19 @@ impl State {
     /// Records a finished poll: swaps in a complete organisation, or keeps the
     /// last good one and marks the exporter down.
     pub fn publish(&self, result: Result<Snapshot, PollError>, took: Duration, opts: &PollOptions) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let m = &self.metrics;
         m.poll_duration.observe(took.as_secs_f64());
         let outcome = match result {
-            Ok(snap) => {
+            Ok(mut snap) => {
                 let previous = self.snapshot();
+                if snap.org.is_none() {
+                    // GetEnrollmentStatus failed this time: keep its last answer.
+                    snap.org = previous.org.clone();
+                }
                 log_changes(&previous, &snap);
-                let exposition = Arc::new(Exposition::new(render_snapshot(&snap)));
+                self.count_transitions(&previous, &snap);
+                let exposition = Arc::new(Exposition::new(render_snapshot(&snap, &self.names())));
                 let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
                 let outcome = PollOutcome {
                     finished_at: finished,
@@ -125,6 +154,31 @@ impl State {
             }
         };
         *write(&self.last_poll) = Some(outcome);
+    }
+}
+
+impl State {
+    fn count_transitions(&self, previous: &Snapshot, next: &Snapshot) {
+        if previous.finished_at.is_none() {
+            return;
+        }
+        let label = |s: &Status| {
+            if s.is_known() {
+                s.as_str().to_owned()
+            } else {
+                "other".into()
+            }
+        };
+        for (id, account) in &next.accounts {
+            if let Some(old) = previous.accounts.get(id)
+                && old.status != account.status
+            {
+                self.metrics
+                    .transitions
+                    .with_label_values(&[label(&old.status), label(&account.status)])
+                    .inc();
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 
 pub const OPERATION_PATH: &str =
     "/service/ComputeOptimizerService/operation/GetEnrollmentStatusesForOrganization";
+pub const ORG_STATUS_PATH: &str = "/service/ComputeOptimizerService/operation/GetEnrollmentStatus";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrgAccount {
@@ -72,6 +73,13 @@ struct Inner {
     /// AssumeRole calls answered; session credentials last this long.
     assume_role_calls: usize,
     session_seconds: u64,
+    /// GetEnrollmentStatus: calls answered, and whether to deny them.
+    org_status_calls: usize,
+    org_status_denied: bool,
+    /// Organizations ListAccounts: calls, names by account ID, whether to deny.
+    list_accounts_calls: usize,
+    names: HashMap<String, String>,
+    list_accounts_denied: bool,
     /// Off for long runs (soak, load), where keeping every request would grow.
     forget: bool,
 }
@@ -145,6 +153,33 @@ impl Standin {
     /// Session credentials handed out by the STS stand-in expire after this.
     pub fn set_session_seconds(&self, secs: u64) {
         self.inner.lock().unwrap().session_seconds = secs;
+    }
+
+    pub fn org_status_calls(&self) -> usize {
+        self.inner.lock().unwrap().org_status_calls
+    }
+
+    /// GetEnrollmentStatus answers AccessDeniedException while set.
+    pub fn deny_org_status(&self, deny: bool) {
+        self.inner.lock().unwrap().org_status_denied = deny;
+    }
+
+    pub fn list_accounts_calls(&self) -> usize {
+        self.inner.lock().unwrap().list_accounts_calls
+    }
+
+    /// ListAccounts answers AccessDeniedException while set.
+    pub fn deny_list_accounts(&self, deny: bool) {
+        self.inner.lock().unwrap().list_accounts_denied = deny;
+    }
+
+    /// Names ListAccounts gives (others are named "account-<id>").
+    pub fn set_name(&self, id: &str, name: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .names
+            .insert(id.to_owned(), name.to_owned());
     }
 
     pub fn assume_role_calls(&self) -> usize {
@@ -230,6 +265,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let target = header("x-amz-target");
     let mut seen = Seen {
         path: req.uri().path().to_owned(),
         content_type: header("content-type"),
@@ -247,6 +283,12 @@ async fn handle(
         .unwrap_or_default();
     if seen.path == "/" && String::from_utf8_lossy(&body).contains("Action=AssumeRole") {
         return Ok(assume_role(&inner, &body));
+    }
+    if target.as_deref() == Some("AWSOrganizationsV20161128.ListAccounts") {
+        return Ok(list_accounts(&inner, &body));
+    }
+    if seen.path == ORG_STATUS_PATH {
+        return Ok(org_status(&inner));
     }
     if seen.path != OPERATION_PATH {
         inner.lock().unwrap().record(seen);
@@ -424,4 +466,95 @@ fn rfc3339(t: std::time::SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Compute Optimizer GetEnrollmentStatus for the calling account.
+fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
+    let (denied, active) = {
+        let mut inner = inner.lock().unwrap();
+        inner.org_status_calls += 1;
+        let active = inner
+            .accounts
+            .iter()
+            .filter(|a| a.status == "Active")
+            .count();
+        (inner.org_status_denied, active)
+    };
+    if denied {
+        return error(
+            403,
+            "AccessDeniedException",
+            "not authorized to GetEnrollmentStatus",
+        );
+    }
+    let body = Value::Map(vec![
+        (text("status"), text("Active")),
+        (text("memberAccountsEnrolled"), Value::Bool(true)),
+        (
+            text("numberOfMemberAccountsOptedIn"),
+            Value::Integer((active as i64).into()),
+        ),
+        (
+            text("lastUpdatedTimestamp"),
+            Value::Tag(1, Box::new(Value::Float(1_690_000_000.0))),
+        ),
+    ]);
+    reply(200, cbor(&body))
+}
+
+/// AWS Organizations ListAccounts (awsJson1_1), 20 a page at most.
+fn list_accounts(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let max = req["MaxResults"].as_u64().unwrap_or(20).clamp(1, 20) as usize;
+    let offset: usize = req["NextToken"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let (denied, page, total) = {
+        let mut inner = inner.lock().unwrap();
+        inner.list_accounts_calls += 1;
+        let page: Vec<(String, String)> = inner
+            .accounts
+            .iter()
+            .skip(offset)
+            .take(max)
+            .map(|a| {
+                let name = inner
+                    .names
+                    .get(&a.id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("account-{}", a.id));
+                (a.id.clone(), name)
+            })
+            .collect();
+        (inner.list_accounts_denied, page, inner.accounts.len())
+    };
+    let json = |status: u16, v: serde_json::Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(v.to_string())))
+            .unwrap()
+    };
+    if denied {
+        return json(
+            400,
+            serde_json::json!({"__type": "AccessDeniedException", "Message": "not authorized to ListAccounts"}),
+        );
+    }
+    let accounts: Vec<serde_json::Value> = page
+        .iter()
+        .map(|(id, name)| {
+            serde_json::json!({
+                "Id": id, "Name": name, "Email": format!("owner+{id}@example.com"),
+                "Arn": format!("arn:aws:organizations::111111111111:account/o-example/{id}"),
+                "Status": "ACTIVE", "State": "ACTIVE", "JoinedMethod": "CREATED",
+            })
+        })
+        .collect();
+    let mut out = serde_json::json!({ "Accounts": accounts });
+    if offset + max < total {
+        out["NextToken"] = serde_json::Value::String((offset + max).to_string());
+    }
+    json(200, out)
 }
