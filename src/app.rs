@@ -149,6 +149,12 @@ pub async fn run(
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
     let shared_security = server_opts.security.clone();
+    // Installed before "listening" is logged: SIGHUP's default action kills.
+    #[cfg(unix)]
+    let hangup = opts
+        .sighup
+        .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+        .flatten();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, tls, version = VERSION, "listening");
     }
@@ -158,8 +164,9 @@ pub async fn run(
         server_opts,
         shutdown.clone(),
     ));
-    if opts.sighup {
-        tokio::spawn(sighup_reloads(reload_tx, shutdown.clone()));
+    #[cfg(unix)]
+    if let Some(hup) = hangup {
+        tokio::spawn(sighup_reloads(hup, reload_tx, shutdown.clone()));
     }
 
     let mut poller = Poller::start(source, &config, state.clone());
@@ -253,11 +260,11 @@ async fn reload(
 }
 
 #[cfg(unix)]
-async fn sighup_reloads(tx: mpsc::Sender<oneshot::Sender<Result<(), String>>>, shutdown: Shutdown) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn sighup_reloads(
+    mut hup: tokio::signal::unix::Signal,
+    tx: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             Some(()) = hup.recv() => {
@@ -271,6 +278,3 @@ async fn sighup_reloads(tx: mpsc::Sender<oneshot::Sender<Result<(), String>>>, s
         }
     }
 }
-
-#[cfg(not(unix))]
-async fn sighup_reloads(_: mpsc::Sender<oneshot::Sender<Result<(), String>>>, _: Shutdown) {}

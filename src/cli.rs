@@ -111,8 +111,9 @@ pub fn main() -> ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let (trigger, shutdown) = shutdown::channel();
+        let signalled = shutdown::signal();
         tokio::spawn(async move {
-            let signal = shutdown::signal().await;
+            let signal = signalled.await;
             tracing::info!(signal, "shutting down");
             trigger.trigger();
         });

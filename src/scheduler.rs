@@ -318,6 +318,27 @@ mod tests {
     }
 
     #[test]
+    fn advice_says_what_to_fix() {
+        let mut o = PollOptions::from_config(&crate::config::Config::default());
+        o.page_size = 50;
+        o.statuses = vec![Status::Pending];
+        o.role_arn = Some("arn:aws:iam::1:role/r".into());
+        let api = |code: &str| PollError::Api {
+            page: 1,
+            attempts: 1,
+            source: ApiError::new(code, "x", false),
+        };
+        let denied = advice(&api("AccessDeniedException"), &o).unwrap();
+        assert!(denied.contains("compute-optimizer:GetEnrollmentStatusesForOrganization"));
+        assert!(denied.contains("management account or a delegated administrator"));
+        assert!(denied.contains("arn:aws:iam::1:role/r"));
+        let invalid = advice(&api("InvalidParameterValueException"), &o).unwrap();
+        assert!(invalid.contains("maxResults=50"), "{invalid}");
+        assert!(invalid.contains("[\"Pending\"]"), "{invalid}");
+        assert!(advice(&PollError::RepeatedToken { page: 2 }, &o).is_none());
+    }
+
+    #[test]
     fn page_limit_depends_on_page_size() {
         let mut o = PollOptions::from_config(&crate::config::Config::default());
         assert_eq!(o.max_pages(), 10_000);

@@ -33,27 +33,34 @@ impl Shutdown {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT, naming the signal.
-pub async fn signal() -> &'static str {
+/// Installs SIGTERM and SIGINT handlers now (so a signal that arrives
+/// before the future is first polled is not lost to the default action) and
+/// returns a future that resolves with the signal's name.
+pub fn signal() -> impl std::future::Future<Output = &'static str> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            unreachable!()
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        );
+        async move {
+            let (Ok(mut term), Ok(mut int)) = handlers else {
+                std::future::pending::<()>().await;
+                unreachable!()
+            };
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
     }
 }
 

@@ -109,6 +109,28 @@ impl Running {
     }
 }
 
+/// The binary against the stand-in, with environment credentials.
+fn against(standin: &Standin, extra_toml: &str, args: &[&str]) -> Running {
+    let path = tempdir().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n{extra_toml}",
+            standin.url()
+        ),
+    )
+    .unwrap();
+    Running::start(
+        exporter()
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(args)
+            .arg("--config")
+            .arg(&path),
+    )
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -207,23 +229,7 @@ async fn demo_serves_and_sigterm_exits_zero_quickly() {
 async fn sigint_during_a_slow_poll_cancels_it_and_exits_zero() {
     let standin = Standin::start(org(10)).await;
     standin.fault(0, Fault::Delay(Duration::from_secs(30)), 1);
-    let dir = tempdir();
-    let path = dir.join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n",
-            standin.url()
-        ),
-    )
-    .unwrap();
-    let mut run = Running::start(
-        exporter()
-            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
-            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
-            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
-            .arg(&path),
-    );
+    let mut run = against(&standin, "", &[]);
     run.addr();
     tokio::time::sleep(Duration::from_millis(300)).await;
     run.signal("INT");
@@ -234,28 +240,10 @@ async fn sigint_during_a_slow_poll_cancels_it_and_exits_zero() {
 async fn a_denied_poll_logs_what_to_fix_and_never_the_secret() {
     let standin = Standin::start(org(10)).await;
     standin.fault(0, Fault::Error(403, "AccessDeniedException"), 1);
-    let dir = tempdir();
-    let path = dir.join("c.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
-            standin.url()
-        ),
-    )
-    .unwrap();
-    let mut run = Running::start(
-        exporter()
-            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
-            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
-            .args([
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--log.level",
-                "debug",
-                "--config",
-            ])
-            .arg(&path),
+    let mut run = against(
+        &standin,
+        "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+        &["--log.level", "debug"],
     );
     run.addr();
     let line = run.wait_line("poll failed");

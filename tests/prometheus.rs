@@ -220,7 +220,8 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     let mut config = compute_optimizer_exporter::config::Config::default();
     config.aws.organizations = true;
     let e = Exporter::start_config(config, None, true).await;
-    e.wait_for(10, |t| t.contains("aws_compute_optimizer_account_info{")).await;
+    e.wait_for(10, |t| t.contains("aws_compute_optimizer_account_info{"))
+        .await;
     e.wait_polls(1).await;
     let prom = start_prometheus(e.addr, &root().join("deploy/prometheus/rules.yml"));
 
