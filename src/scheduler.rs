@@ -317,6 +317,40 @@ mod tests {
         assert!(distinct.len() > 10, "no jitter: {distinct:?}");
     }
 
+    /// An upstream that never stops handing out fresh tokens.
+    struct Endless(std::sync::atomic::AtomicUsize);
+
+    impl PageSource for Endless {
+        fn operation(&self) -> &'static str {
+            "Test"
+        }
+
+        async fn fetch_page(&self, _: &PageRequest) -> Result<Page, ApiError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Page {
+                accounts: vec![crate::model::Account {
+                    account_id: format!("{n:012}"),
+                    status: Status::Active,
+                    status_reason: None,
+                    last_updated: None,
+                }],
+                next_token: Some(format!("t{n}")),
+                skipped: 0,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_listing_stops_at_the_page_limit() {
+        let mut opts = PollOptions::from_config(&crate::config::Config::default());
+        opts.timeout = Duration::from_secs(60);
+        let state = State::new("t", "t");
+        let source = Endless(Default::default());
+        let err = poll_once(&source, &opts, &state).await.unwrap_err();
+        assert!(matches!(err, PollError::TooManyPages { limit: 10_000 }), "{err}");
+        assert_eq!(source.0.load(std::sync::atomic::Ordering::Relaxed), 10_000);
+    }
+
     #[test]
     fn advice_says_what_to_fix() {
         let mut o = PollOptions::from_config(&crate::config::Config::default());
