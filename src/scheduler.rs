@@ -347,7 +347,10 @@ mod tests {
         let state = State::new("t", "t");
         let source = Endless(Default::default());
         let err = poll_once(&source, &opts, &state).await.unwrap_err();
-        assert!(matches!(err, PollError::TooManyPages { limit: 10_000 }), "{err}");
+        assert!(
+            matches!(err, PollError::TooManyPages { limit: 10_000 }),
+            "{err}"
+        );
         assert_eq!(source.0.load(std::sync::atomic::Ordering::Relaxed), 10_000);
     }
 
