@@ -253,3 +253,48 @@ async fn an_unknown_status_is_exported_under_its_raw_value() {
     );
     exporter.stop().await;
 }
+
+#[tokio::test]
+async fn a_scrape_during_a_poll_sees_the_whole_previous_organisation() {
+    let standin = Standin::start(org(150)).await;
+    let exporter = Exporter::start(
+        &standin.url(),
+        "[poll]\ninterval = \"2s\"\ntimeout = \"2s\"\n",
+    )
+    .await;
+    let before = exporter.wait_polls(1).await;
+    // The next poll sees another organisation and stalls on its second page.
+    let renamed: Vec<OrgAccount> = org(150)
+        .into_iter()
+        .map(|mut a| {
+            a.id = a.id.replacen("1000", "2000", 1);
+            a
+        })
+        .collect();
+    standin.set_accounts(renamed);
+    standin.fault(1, Fault::Delay(std::time::Duration::from_millis(1500)), 1);
+    let polls_before = standin.requests();
+    while standin.requests() < polls_before + 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Page 2 of the new poll is in flight: the scrape answers at once, with
+    // the previous organisation exactly, none of the new one.
+    let during = exporter.metrics().await;
+    assert_eq!(
+        sample(
+            &during,
+            "aws_compute_optimizer_polls_total{result=\"success\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(enrollment_lines(&during), enrollment_lines(&before));
+    assert!(!during.contains("200000000"));
+    let after = exporter
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_polls_total{result=\"success\"}") == Some(2.0)
+        })
+        .await;
+    assert!(!after.contains("100000000"));
+    assert_eq!(status_of(&after, "200000000149", "Inactive"), Some(1.0));
+    exporter.stop().await;
+}
