@@ -82,6 +82,7 @@ pub async fn run<S: PageSource>(
     state: Arc<State>,
     shutdown: Shutdown,
 ) {
+    state.metrics.poll_interval.set(opts.interval.as_secs_f64());
     loop {
         let started = Instant::now();
         let result = tokio::select! {

@@ -49,6 +49,11 @@ async fn one_page_speaks_rpcv2_cbor_and_exports_every_account() {
     assert!(first.status_filter.is_empty());
 
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    // The staleness alert compares data age with this.
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_poll_interval_seconds"),
+        Some(1.0)
+    );
     assert_eq!(
         sample(
             &text,
