@@ -11,6 +11,8 @@ use crate::state::PollOutcome;
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub ready: bool,
+    /// When this report was made, Unix seconds.
+    pub generated_timestamp_seconds: f64,
     pub last_poll: Option<PollReport>,
     pub last_successful_poll_timestamp_seconds: Option<f64>,
     pub accounts_total: usize,
@@ -70,6 +72,7 @@ pub fn report(
     });
     StatusReport {
         ready: snap.finished_at.is_some(),
+        generated_timestamp_seconds: now_s,
         last_poll: last.map(|p| PollReport {
             success: p.error.is_none(),
             finished_timestamp_seconds: unix_seconds(p.finished_at),
@@ -120,13 +123,20 @@ fn poll_line(r: &StatusReport) -> String {
     match &r.last_poll {
         None => "No poll has finished yet.".into(),
         Some(p) if p.success => format!(
-            "Last poll succeeded in {:.2}s; {} accounts.",
-            p.duration_seconds, r.accounts_total
+            "Last poll succeeded {} ago, in {:.2}s; {} accounts.",
+            human_age(r.generated_timestamp_seconds - p.finished_timestamp_seconds),
+            p.duration_seconds,
+            r.accounts_total
         ),
         Some(p) => format!(
-            "Last poll FAILED after {:.2}s: {}. The data below is from the last successful poll.",
+            "Last poll FAILED {} ago, after {:.2}s: {}. The data shown is from the last successful poll{}.",
+            human_age(r.generated_timestamp_seconds - p.finished_timestamp_seconds),
             p.duration_seconds,
-            escape(p.error.as_deref().unwrap_or(""))
+            escape(p.error.as_deref().unwrap_or("")),
+            match r.last_successful_poll_timestamp_seconds {
+                Some(t) => format!(", {} ago", human_age(r.generated_timestamp_seconds - t)),
+                None => " (there has been none yet)".into(),
+            }
         ),
     }
 }
@@ -134,10 +144,19 @@ fn poll_line(r: &StatusReport) -> String {
 pub fn landing(version: &str, telemetry_path: &str, r: &StatusReport) -> String {
     let path = escape(telemetry_path);
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n<p>Version {}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n<p>Version {}</p>\n<p>{}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
         escape(version),
         poll_line(r),
+        counts_line(r),
     )
+}
+
+fn counts_line(r: &StatusReport) -> String {
+    r.counts
+        .iter()
+        .map(|(s, n)| format!("{}: {n}", escape(s)))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 pub fn status_html(r: &StatusReport) -> String {
@@ -155,15 +174,10 @@ pub fn status_html(r: &StatusReport) -> String {
             escape(a.status_reason.as_deref().unwrap_or("")),
         ));
     }
-    let counts: Vec<String> = r
-        .counts
-        .iter()
-        .map(|(s, n)| format!("{}: {n}", escape(s)))
-        .collect();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
         poll_line(r),
-        counts.join(" · "),
+        counts_line(r),
     )
 }
 

@@ -78,6 +78,7 @@ async fn landing_health_and_unknown_paths() {
         "href=\"/status\"",
         "Version test",
         "Last poll succeeded",
+        "Pending: ",
     ] {
         assert!(html.contains(needle), "{needle} missing from {html}");
     }

@@ -235,6 +235,10 @@ async fn a_repeated_token_fails_the_poll_instead_of_looping() {
     assert_eq!(first_poll, [None, Some("tok-100".into())]);
     let not_ready = support::get(exporter.addr, "/-/ready").await;
     assert_eq!(not_ready.status, 503);
+    let home = support::get(exporter.addr, "/").await.text();
+    assert!(home.contains("Last poll FAILED"), "{home}");
+    assert!(home.contains("already seen in this poll"), "{home}");
+    assert!(home.contains("(there has been none yet)"), "{home}");
     exporter.stop().await;
 }
 
