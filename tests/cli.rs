@@ -77,6 +77,14 @@ impl Running {
         panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n"));
     }
 
+    /// Collects the lines logged so far without waiting.
+    fn drain(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
     fn addr(&mut self) -> SocketAddr {
         let line = self.wait_line("msg=listening");
         let addr = line
@@ -261,7 +269,7 @@ async fn a_denied_poll_logs_what_to_fix_and_never_the_secret() {
     run.wait_line("poll finished");
     run.signal("TERM");
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
-    let all = run.seen.join("\n");
+    let all = run.drain();
     assert!(!all.contains("cli-secret-value"), "secret leaked:\n{all}");
 }
 
@@ -295,6 +303,56 @@ async fn json_logs_and_sighup_reload() {
     let text = get(addr, "/metrics").await.text();
     assert!(text.contains("aws_compute_optimizer_exporter_config_last_reload_successful 0"));
     assert_eq!(get(addr, "/-/healthy").await.status, 200);
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+}
+
+/// EKS IRSA: the default chain exchanges a web identity token file for
+/// session credentials through STS, and renews them before they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_credentials_are_used_and_renewed() {
+    let standin = Standin::start(org(10)).await;
+    standin.set_session_seconds(15);
+    let dir = tempdir();
+    let token = dir.join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test.token").unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "[aws]\nregion = \"eu-west-1\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_ENDPOINT_URL", standin.url())
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa")
+            .env("AWS_ROLE_SESSION_NAME", "irsa-test")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&config),
+    );
+    run.addr();
+    run.wait_line("poll finished");
+    let signed_with = |n: usize| {
+        standin.seen().iter().any(|s| {
+            s.authorization
+                .as_deref()
+                .unwrap_or("")
+                .contains(&format!("Credential=ASIASESSION{n}/"))
+        })
+    };
+    assert!(signed_with(1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !signed_with(2) {
+        assert!(
+            Instant::now() < deadline,
+            "web identity session was not renewed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = run.drain();
+    assert!(log.matches("poll finished").count() >= 3, "{log}");
+    assert!(!log.contains("poll failed"), "{log}");
     run.signal("TERM");
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
 }

@@ -281,6 +281,7 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    // STS (awsQuery): AssumeRole and AssumeRoleWithWebIdentity.
     if seen.path == "/" && String::from_utf8_lossy(&body).contains("Action=AssumeRole") {
         return Ok(assume_role(&inner, &body));
     }
@@ -431,13 +432,18 @@ fn assume_role(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
         .find_map(|kv| kv.strip_prefix("RoleSessionName="))
         .unwrap_or("session")
         .to_owned();
+    let action = if form.contains("Action=AssumeRoleWithWebIdentity") {
+        "AssumeRoleWithWebIdentity"
+    } else {
+        "AssumeRole"
+    };
     let expires = std::time::SystemTime::now() + Duration::from_secs(secs);
     let xml = format!(
-        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+        "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result>\
 <Credentials><AccessKeyId>ASIASESSION{n}</AccessKeyId><SecretAccessKey>session-secret-{n}</SecretAccessKey>\
 <SessionToken>session-token-{n}</SessionToken><Expiration>{}</Expiration></Credentials>\
 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/exporter/{session}</Arn><AssumedRoleId>AROAEXAMPLE:{session}</AssumedRoleId></AssumedRoleUser>\
-</AssumeRoleResult><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></AssumeRoleResponse>",
+</{action}Result><ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata></{action}Response>",
         rfc3339(expires)
     );
     Response::builder()
