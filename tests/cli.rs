@@ -356,3 +356,55 @@ async fn web_identity_credentials_are_used_and_renewed() {
     run.signal("TERM");
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
 }
+
+/// With no config file at all, the standard AWS variables decide region,
+/// endpoint, profile and credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_aws_environment_variables_are_honoured() {
+    let standin = Standin::start(org(5)).await;
+    let dir = tempdir();
+    let shared_config = dir.join("config");
+    std::fs::write(&shared_config, "[profile exporter]\nregion = ap-south-1\n").unwrap();
+    let credentials = dir.join("credentials");
+    std::fs::write(
+        &credentials,
+        "[exporter]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n",
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_CONFIG_FILE", &shared_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_PROFILE", "exporter")
+            .env("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", standin.url())
+            .args(["--web.listen-address", "127.0.0.1:0"]),
+    );
+    run.addr();
+    run.wait_line("poll finished");
+    let auth = standin.seen()[0].authorization.clone().unwrap();
+    assert!(auth.contains("Credential=AKIDPROFILE/"), "{auth}");
+    assert!(
+        auth.contains("/ap-south-1/compute-optimizer/aws4_request"),
+        "{auth}"
+    );
+    drop(run);
+
+    // AWS_REGION wins over the profile's region.
+    let standin = Standin::start(org(5)).await;
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_CONFIG_FILE", &shared_config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_PROFILE", "exporter")
+            .env("AWS_REGION", "eu-north-1")
+            .env("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", standin.url())
+            .args(["--web.listen-address", "127.0.0.1:0"]),
+    );
+    run.addr();
+    run.wait_line("poll finished");
+    let auth = standin.seen()[0].authorization.clone().unwrap();
+    assert!(
+        auth.contains("/eu-north-1/compute-optimizer/aws4_request"),
+        "{auth}"
+    );
+}
