@@ -290,3 +290,41 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     assert_eq!(get(e.addr, "/-/reload").await.status, 405);
     e.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_in_flight_scrape_finish() {
+    // A body far larger than the socket buffers, read slowly.
+    let standin = Standin::start(org(25_000)).await;
+    let e = Exporter::start(&standin.url(), "[poll]\ninterval = \"1m\"\n").await;
+    e.wait_for(60, |t| {
+        t.contains("aws_compute_optimizer_enrollment_accounts{")
+    })
+    .await;
+    let addr = e.addr;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = vec![0u8; 64 * 1024];
+    let n = s.read(&mut raw).await.unwrap();
+    raw.truncate(n);
+    // Shut down while most of the body is still to be sent.
+    let stopping = tokio::spawn(e.stop());
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let r = support::parse_response(&raw);
+    assert_eq!(r.status, 200);
+    let declared: usize = r.header("content-length").unwrap().parse().unwrap();
+    assert!(declared > 10_000_000, "{declared}");
+    assert_eq!(r.body.len(), declared, "the in-flight response was cut");
+    stopping.await.unwrap();
+    // And nothing new is accepted.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
