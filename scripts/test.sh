@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # promtool, and headless Chromium for the status page.
 missing=()
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
-command -v chromium >/dev/null || missing+=(chromium)
+command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "--- installing Debian packages: ${missing[*]}"
