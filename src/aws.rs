@@ -8,6 +8,7 @@
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_computeoptimizer::Client;
+use aws_sdk_computeoptimizer::config::http::HttpResponse;
 use aws_sdk_computeoptimizer::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_computeoptimizer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
@@ -210,15 +211,15 @@ impl NameSource for AwsSource {
 }
 
 /// Reduces an SDK error to a bounded code, a message and whether to retry.
-fn classify<E, R>(err: SdkError<E, R>) -> ApiError
+/// Both SDK crates use the smithy runtime's `HttpResponse`.
+fn classify<E>(err: SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HttpStatus + 'static,
 {
     let detail = error_chain(&err);
     match &err {
         SdkError::ServiceError(service) => {
-            let status = service.raw().status_code();
+            let status = service.raw().status().as_u16();
             match service.err().code() {
                 Some(code) => {
                     let message = service.err().message().unwrap_or("");
@@ -283,16 +284,4 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 fn looks_like_credentials(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
     d.contains("credential") || d.contains("identity")
-}
-
-/// The HTTP status of a raw response, whatever its concrete type.
-pub trait HttpStatus {
-    fn status_code(&self) -> u16;
-}
-
-// Both SDK crates share the smithy runtime's response type.
-impl HttpStatus for aws_sdk_computeoptimizer::config::http::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
 }

@@ -216,8 +216,6 @@ mod tests {
             finished_at: now,
             duration: Duration::from_millis(10),
             error: None,
-            accounts: 3,
-            pages: 1,
         };
         let names: AccountNames = [(
             "111111111111".to_owned(),

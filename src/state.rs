@@ -20,8 +20,6 @@ pub struct PollOutcome {
     pub finished_at: SystemTime,
     pub duration: Duration,
     pub error: Option<String>,
-    pub accounts: usize,
-    pub pages: usize,
 }
 
 pub struct State {
@@ -109,12 +107,11 @@ impl State {
                 self.count_transitions(&previous, &snap);
                 let exposition = Arc::new(Exposition::new(render_snapshot(&snap, &self.names())));
                 let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
+                let (accounts, pages) = (snap.accounts.len(), snap.pages);
                 let outcome = PollOutcome {
                     finished_at: finished,
                     duration: took,
                     error: None,
-                    accounts: snap.accounts.len(),
-                    pages: snap.pages,
                 };
                 *write(&self.exposition) = exposition;
                 *write(&self.snapshot) = Arc::new(snap);
@@ -124,8 +121,8 @@ impl State {
                 self.ready.store(true, Ordering::Release);
                 // Logged once published, so the log never runs ahead of /metrics.
                 tracing::info!(
-                    accounts = outcome.accounts,
-                    pages = outcome.pages,
+                    accounts,
+                    pages,
                     duration_ms = took.as_millis() as u64,
                     outcome = "success",
                     "poll finished"
@@ -148,8 +145,6 @@ impl State {
                     finished_at: SystemTime::now(),
                     duration: took,
                     error: Some(err.to_string()),
-                    accounts: 0,
-                    pages: 0,
                 }
             }
         };
