@@ -3,25 +3,13 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
 use support::standin::{Standin, org};
 use support::{Exporter, tempdir};
 
 /// Headless Chromium with the flags this closed network needs.
 fn chromium(args: &[&str]) -> std::process::Output {
     let profile = tempdir();
-    let found = Command::new("chromium")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`chromium` not found: run scripts/test.sh, or install Debian's `chromium` package"
-    );
-    Command::new("chromium")
+    support::debian_tool("chromium", "chromium")
         .args([
             "--headless",
             "--no-sandbox",

@@ -6,24 +6,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::standin::{Fault, Standin, org};
-use support::{Exporter, sample};
+use support::{Exporter, api_requests, enrollment_lines as enrollment, sample};
 
 const FAST: &str = "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
 
 fn requests(text: &str, result: &str) -> f64 {
-    sample(
-        text,
-        &format!(
-            "aws_compute_optimizer_api_requests_total{{operation=\"GetEnrollmentStatusesForOrganization\",result=\"{result}\"}}"
-        ),
-    )
-    .unwrap_or(0.0)
-}
-
-fn enrollment(text: &str) -> Vec<&str> {
-    text.lines()
-        .filter(|l| l.starts_with("aws_compute_optimizer_enrollment"))
-        .collect()
+    api_requests(text, "GetEnrollmentStatusesForOrganization", result)
 }
 
 #[tokio::test]

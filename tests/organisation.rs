@@ -6,18 +6,10 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::standin::{Standin, org};
-use support::{Exporter, get, sample};
+use support::{Exporter, api_requests as requests, get, sample};
 
 const FAST: &str = "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
 const NAMES: &str = "organizations = true\norganizations_interval = \"1s\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
-
-fn requests(text: &str, operation: &str, result: &str) -> f64 {
-    sample(
-        text,
-        &format!("aws_compute_optimizer_api_requests_total{{operation=\"{operation}\",result=\"{result}\"}}"),
-    )
-    .unwrap_or(0.0)
-}
 
 fn label_values(text: &str, metric: &str, label: &str) -> BTreeSet<String> {
     text.lines()

@@ -3,16 +3,9 @@
 mod support;
 
 use support::standin::{Fault, OPERATION_PATH, OrgAccount, Standin, org};
-use support::{Exporter, sample};
+use support::{Exporter, enrollment_lines, sample};
 
 const FAST: &str = "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n";
-
-fn enrollment_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .filter(|l| l.starts_with("aws_compute_optimizer_enrollment"))
-        .map(str::to_owned)
-        .collect()
-}
 
 fn status_of(text: &str, account: &str, status: &str) -> Option<f64> {
     sample(

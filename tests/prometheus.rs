@@ -18,19 +18,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A Prometheus tool, or a clear failure saying how to get it.
+/// promtool or the Prometheus server.
 fn tool(name: &str) -> Command {
-    let found = Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{name}` not found: run scripts/test.sh, or install Debian's `prometheus` package"
-    );
-    Command::new(name)
+    support::debian_tool(name, "prometheus")
 }
 
 #[test]

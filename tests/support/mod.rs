@@ -123,6 +123,40 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
 }
 
+/// `aws_compute_optimizer_api_requests_total` for one operation and result (0 if absent).
+pub fn api_requests(text: &str, operation: &str, result: &str) -> f64 {
+    sample(
+        text,
+        &format!(
+            "aws_compute_optimizer_api_requests_total{{operation=\"{operation}\",result=\"{result}\"}}"
+        ),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The `aws_compute_optimizer_enrollment*` lines of a scrape, for comparing
+/// what two scrapes export.
+pub fn enrollment_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("aws_compute_optimizer_enrollment"))
+        .collect()
+}
+
+/// A command from one of Debian's packages, or a clear failure saying how to get it.
+pub fn debian_tool(name: &str, package: &str) -> std::process::Command {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`{name}` not found: run scripts/test.sh, or install Debian's `{package}` package"
+    );
+    std::process::Command::new(name)
+}
+
 /// The value of the first sample whose line starts with `series ` in a text exposition.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
