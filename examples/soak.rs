@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use compute_optimizer_exporter::aws::{AwsSource, StaticCredentials};
 use compute_optimizer_exporter::config::Config;
-use compute_optimizer_exporter::scheduler::{PollOptions, poll_once};
+use compute_optimizer_exporter::config::PollOptions;
+use compute_optimizer_exporter::scheduler::poll_once;
 use compute_optimizer_exporter::state::State;
 
 fn rss_mb() -> f64 {

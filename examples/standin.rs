@@ -25,9 +25,14 @@ async fn main() {
         }
     }
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
-    let s = standin::Standin::serve(listener, standin::org(accounts));
+    let s = standin::Standin::serve(listener, standin::org(accounts)).await;
     s.forget_requests();
-    println!("standin listening on {} with {accounts} accounts", s.url());
+    println!(
+        "standin listening with {accounts} accounts: compute optimizer {}, sts {}, organizations {}",
+        s.url(),
+        s.sts_url(),
+        s.organizations_url()
+    );
     let mut last = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -10,55 +10,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::{AwsSource, StaticCredentials};
-use crate::config::Config;
+use crate::config::{Config, PollOptions, WebConfig};
 use crate::demo::{DEMO_ACCOUNTS, DemoSource};
-use crate::error::ApiError;
-use crate::model::{OrgStatus, Page, PageRequest, unix_seconds};
-use crate::names::{self, NameSource, NamesPage};
-use crate::scheduler::{self, PageSource, PollOptions};
+use crate::model::unix_seconds;
+use crate::names;
+use crate::scheduler;
 use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
+use crate::source::dispatch::Source;
 use crate::state::State;
 use crate::websec::WebSecurity;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("GIT_REVISION");
-
-/// Where pages come from.
-#[derive(Clone)]
-pub enum Source {
-    Aws(AwsSource),
-    Demo(Arc<DemoSource>),
-}
-
-impl PageSource for Source {
-    fn operation(&self) -> &'static str {
-        crate::aws::OPERATION
-    }
-
-    async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
-        match self {
-            Source::Aws(s) => s.fetch_page(req).await,
-            Source::Demo(s) => s.fetch_page(req).await,
-        }
-    }
-
-    async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
-        match self {
-            Source::Aws(s) => s.fetch_org_status().await,
-            Source::Demo(s) => s.fetch_org_status().await,
-        }
-    }
-}
-
-impl NameSource for Source {
-    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
-        match self {
-            Source::Aws(s) => s.list_accounts(token).await,
-            Source::Demo(s) => s.list_accounts(token).await,
-        }
-    }
-}
 
 /// Everything `run` needs besides its listener and shutdown.
 pub struct Options {
@@ -109,10 +73,13 @@ async fn make_source(
         Some(d) => Ok(Source::Demo(d.clone())),
         None => {
             let s = AwsSource::connect(&config.aws, opts.credentials.clone()).await?;
+            let a = &config.aws;
             tracing::info!(
                 region = %s.region,
-                endpoint = config.aws.endpoint_url.as_deref().unwrap_or("default"),
-                role_arn = config.aws.role_arn.as_deref().unwrap_or(""),
+                endpoint = a.endpoint_url.as_deref().unwrap_or("default"),
+                sts_endpoint = a.sts_endpoint_url.as_deref().unwrap_or("default"),
+                organizations_endpoint = a.organizations_endpoint_url.as_deref().unwrap_or("default"),
+                role_arn = a.role_arn.as_deref().unwrap_or(""),
                 "AWS client ready"
             );
             Ok(Source::Aws(s))
@@ -169,12 +136,14 @@ pub async fn run(
         tokio::spawn(sighup_reloads(hup, reload_tx, shutdown.clone()));
     }
 
+    // [web] applies at start only: every reload compares the file with this.
+    let running_web = config.web.clone();
     let mut poller = Poller::start(source, &config, state.clone());
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(reply) = reload_rx.recv() => {
-                let outcome = reload(&opts, &mut config, &demo, &mut poller, &state, &shared_security).await;
+                let outcome = reload(&opts, &mut config, &running_web, &demo, &mut poller, &state, &shared_security).await;
                 let _ = reply.send(outcome);
             }
         }
@@ -201,6 +170,7 @@ impl Poller {
             tasks.push(tokio::spawn(names::run(
                 source.clone(),
                 interval,
+                opts.clone(),
                 state.clone(),
                 stopped.clone(),
             )));
@@ -223,6 +193,7 @@ impl Poller {
 async fn reload(
     opts: &Options,
     config: &mut Config,
+    running_web: &WebConfig,
     demo: &Option<Arc<DemoSource>>,
     poller: &mut Poller,
     state: &Arc<State>,
@@ -232,8 +203,10 @@ async fn reload(
     let result = async {
         let new = load_config(opts.config_path.as_deref(), opts.listen_override.as_deref())?;
         let new_security = load_security(opts.web_config_file.as_deref())?;
-        if new.web != config.web {
-            tracing::warn!("[web] settings changed: they take effect after a restart");
+        if new.web != *running_web {
+            tracing::warn!(
+                "[web] settings in the file differ from the running ones: they take effect after a restart"
+            );
         }
         if new.aws != config.aws || new.poll != config.poll {
             let source = make_source(opts, &new, demo).await?;

@@ -1,10 +1,15 @@
 //! The edge to AWS: the only module that imports the SDK.
 //!
-//! It builds a Compute Optimizer client from aws-config's default chain
-//! (environment, shared profile, web identity, container and instance
-//! metadata), optionally assumes a role through STS, and turns one SDK call
-//! into one plain [`Page`] or one [`ApiError`]. Pagination, retries and
-//! deadlines belong to the scheduler, which sees every attempt.
+//! A client factory in the manner of yet-another-cloudwatch-exporter: one
+//! shared base from aws-config's default chain (environment, shared profile,
+//! web identity, container and instance metadata), then each service's client
+//! built from it with its own options. Endpoints are per service
+//! (`aws.endpoint_url` is Compute Optimizer's only; STS and Organizations have
+//! their own keys), so a VPC interface endpoint for one service never
+//! redirects another; the SDK's `AWS_ENDPOINT_URL_<SERVICE>` and
+//! `AWS_ENDPOINT_URL` variables apply where no key is set. Each call becomes
+//! one plain [`Page`] or one [`ApiError`]; paging, retries and deadlines
+//! belong to [`crate::paging`], which sees every attempt.
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_computeoptimizer::Client;
@@ -16,10 +21,7 @@ use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 use crate::config::AwsConfig;
 use crate::error::ApiError;
 use crate::model::{Account, OrgStatus, Page, PageRequest, Status};
-use crate::names::{NameSource, NamesPage};
-use crate::scheduler::PageSource;
-
-pub const OPERATION: &str = "GetEnrollmentStatusesForOrganization";
+use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 /// Error codes kept as they are in the `result` label; anything else the
 /// upstream sends is counted as `other` so a misbehaving endpoint cannot
@@ -70,22 +72,20 @@ pub struct AwsSource {
 }
 
 impl AwsSource {
-    /// Builds the client. Fails only when no region can be found anywhere.
+    /// Builds the clients. Fails only when no region can be found anywhere.
     pub async fn connect(
         cfg: &AwsConfig,
         credentials: Option<StaticCredentials>,
     ) -> Result<AwsSource, String> {
+        // No endpoint here: one set on the shared config reaches every client.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // The scheduler retries (and counts) each attempt itself.
+            // The paging loop retries (and counts) each attempt itself.
             .retry_config(RetryConfig::disabled());
         if let Some(region) = &cfg.region {
             loader = loader.region(Region::new(region.clone()));
         }
         if let Some(profile) = &cfg.profile {
             loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(url);
         }
         if let Some(c) = credentials {
             loader = loader.credentials_provider(Credentials::new(
@@ -96,43 +96,57 @@ impl AwsSource {
                 "static",
             ));
         }
-        let sdk = loader.load().await;
-        let region = sdk
+        let base = loader.load().await;
+        let region = base
             .region()
             .map(|r| r.to_string())
             .ok_or("no AWS region found: set aws.region in the config file, AWS_REGION, or a region in the AWS profile")?;
 
-        let base = sdk.clone();
-        let mut sdk = sdk.into_builder();
+        let mut shared = base.to_builder();
         if let Some(role) = &cfg.role_arn {
+            // STS in the configured region, at its own endpoint if one is set.
+            let sts = with_endpoint(&base, cfg.sts_endpoint_url.as_deref());
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
                 .session_name(cfg.session_name.clone())
-                .configure(&base);
+                .configure(&sts);
             if let Some(id) = &cfg.external_id {
                 assume = assume.external_id(id.clone());
             }
             // The provider caches and refreshes the session before it expires;
-            // both clients share it.
-            sdk.set_credentials_provider(Some(SharedCredentialsProvider::new(
+            // every client shares it.
+            shared.set_credentials_provider(Some(SharedCredentialsProvider::new(
                 assume.build().await,
             )));
         }
-        let sdk = sdk.build();
+        let shared = shared.build();
+        let mut co = aws_sdk_computeoptimizer::config::Builder::from(&shared);
+        if let Some(url) = &cfg.endpoint_url {
+            co = co.endpoint_url(url);
+        }
+        let organizations = cfg.organizations.then(|| {
+            let mut conf = aws_sdk_organizations::config::Builder::from(&shared);
+            if let Some(url) = &cfg.organizations_endpoint_url {
+                conf = conf.endpoint_url(url);
+            }
+            aws_sdk_organizations::Client::from_conf(conf.build())
+        });
         Ok(AwsSource {
-            client: Client::new(&sdk),
-            organizations: cfg
-                .organizations
-                .then(|| aws_sdk_organizations::Client::new(&sdk)),
+            client: Client::from_conf(co.build()),
+            organizations,
             region,
         })
     }
 }
 
-impl PageSource for AwsSource {
-    fn operation(&self) -> &'static str {
-        OPERATION
+/// `base`, with its endpoint replaced where `url` is set.
+fn with_endpoint(base: &aws_config::SdkConfig, url: Option<&str>) -> aws_config::SdkConfig {
+    match url {
+        Some(url) => base.to_builder().endpoint_url(url).build(),
+        None => base.clone(),
     }
+}
 
+impl PageSource for AwsSource {
     async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
         let out = self
             .client
@@ -141,9 +155,7 @@ impl PageSource for AwsSource {
             .await
             .map_err(classify)?;
         Ok(Some(OrgStatus {
-            status: out.status().map_or(Status::Other(String::new()), |s| {
-                Status::from_api(s.as_str())
-            }),
+            status: out.status().map(|s| Status::from_api(s.as_str())),
             status_reason: out.status_reason().map(str::to_owned),
             member_accounts_enrolled: out.member_accounts_enrolled(),
             member_accounts_opted_in: out.number_of_member_accounts_opted_in().map(i64::from),
@@ -151,7 +163,7 @@ impl PageSource for AwsSource {
         }))
     }
 
-    async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
+    async fn fetch_page(&self, req: &PageRequest) -> Result<Page<Account>, ApiError> {
         let mut call = self
             .client
             .get_enrollment_statuses_for_organization()
@@ -174,7 +186,7 @@ impl PageSource for AwsSource {
                 page.skipped += 1;
                 continue;
             };
-            page.accounts.push(Account {
+            page.items.push(Account {
                 account_id,
                 status: Status::from_api(status.as_str()),
                 status_reason: item.status_reason,
@@ -186,27 +198,32 @@ impl PageSource for AwsSource {
 }
 
 impl NameSource for AwsSource {
-    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
+    async fn list_accounts(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
         let Some(orgs) = &self.organizations else {
-            return Ok(NamesPage::default());
+            return Ok(Page::default());
         };
         let out = orgs
             .list_accounts()
-            .max_results(crate::names::PAGE_SIZE)
+            .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
             .set_next_token(token)
             .send()
             .await
             .map_err(classify)?;
         // Only ID and name: e-mail addresses and the rest stay out.
-        let names = out
-            .accounts()
-            .iter()
-            .filter_map(|a| Some((a.id()?.to_owned(), a.name()?.to_owned())))
-            .collect();
-        Ok(NamesPage {
-            names,
+        let mut page = Page {
             next_token: out.next_token().map(str::to_owned),
-        })
+            ..Page::default()
+        };
+        for a in out.accounts() {
+            match (a.id(), a.name()) {
+                (Some(id), Some(name)) => page.items.push((id.to_owned(), name.to_owned())),
+                _ => page.skipped += 1,
+            }
+        }
+        Ok(page)
     }
 }
 

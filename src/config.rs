@@ -5,13 +5,53 @@
 //! naming the file, the key and (where the file has it) the line.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::ConfigError;
 use crate::model::Status;
+
+/// A configuration that cannot be used. Always names the file, and the key
+/// and line where they are known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{}: {}{msg}", path.display(), location(*line, *column), key_prefix(key))]
+    Parse {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        key: Option<String>,
+        msg: String,
+    },
+    #[error("{}{}: {key}: {msg}", path.display(), location(*line, None))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        msg: String,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+fn key_prefix(key: &Option<String>) -> String {
+    match key {
+        Some(k) if !k.is_empty() && k != "." => format!("{k}: "),
+        _ => String::new(),
+    }
+}
 
 /// The default port: in Prometheus' exporter range (9100-9999).
 pub const DEFAULT_PORT: u16 = 9746;
@@ -54,8 +94,15 @@ pub struct AwsConfig {
     pub region: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Compute Optimizer only (e.g. a VPC interface endpoint).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// STS, for the `role_arn` hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint_url: Option<String>,
+    /// AWS Organizations, for account names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organizations_endpoint_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     /// Treated as a secret: never printed or logged.
@@ -83,6 +130,8 @@ impl Default for AwsConfig {
             region: None,
             profile: None,
             endpoint_url: None,
+            sts_endpoint_url: None,
+            organizations_endpoint_url: None,
             role_arn: None,
             external_id: None,
             session_name: "compute-optimizer-exporter".into(),
@@ -100,6 +149,7 @@ impl Default for AwsConfig {
 pub struct PollConfig {
     #[serde(with = "duration_str")]
     pub interval: Duration,
+    /// Deadline of one whole poll; when not set it is `interval`.
     #[serde(with = "duration_str")]
     pub timeout: Duration,
     pub page_size: u32,
@@ -111,7 +161,9 @@ impl Default for PollConfig {
     fn default() -> Self {
         PollConfig {
             interval: Duration::from_secs(300),
-            timeout: Duration::from_secs(60),
+            // As long as polls may take without overlapping: 30,000 accounts
+            // at 200 ms a page take 60 s, and a default must not fail them.
+            timeout: Duration::from_secs(300),
             page_size: 100,
             statuses: Vec::new(),
         }
@@ -125,6 +177,38 @@ impl PollConfig {
             .iter()
             .filter_map(|s| Status::parse_known(s))
             .collect()
+    }
+}
+
+/// What one poll needs to know, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct PollOptions {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub page_size: u8,
+    pub statuses: Vec<Status>,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub request_timeout: Duration,
+    /// Only for the advice in error logs.
+    pub role_arn: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+impl PollOptions {
+    pub fn from_config(c: &Config) -> PollOptions {
+        PollOptions {
+            interval: c.poll.interval,
+            timeout: c.poll.timeout,
+            // Validated to 1..=100 at load time.
+            page_size: c.poll.page_size.clamp(1, 100) as u8,
+            statuses: c.poll.status_filter(),
+            max_attempts: c.aws.max_attempts.max(1),
+            retry_backoff: c.aws.retry_backoff,
+            request_timeout: c.aws.request_timeout,
+            role_arn: c.aws.role_arn.clone(),
+            endpoint_url: c.aws.endpoint_url.clone(),
+        }
     }
 }
 
@@ -165,9 +249,9 @@ impl Config {
             parse_error(Some(key), e.inner())
         })?;
         let mut config = config;
-        // Defaults, then validation: an unset timeout follows a short interval.
+        // Defaults, then validation: an unset timeout is the interval.
         if line_of_key(text, "poll.timeout").is_none() {
-            config.poll.timeout = config.poll.timeout.min(config.poll.interval);
+            config.poll.timeout = config.poll.interval;
         }
         config
             .validate()
@@ -224,15 +308,20 @@ impl Config {
         )?;
 
         let a = &self.aws;
-        if let Some(url) = &a.endpoint_url {
+        for (key, url) in [
+            ("aws.endpoint_url", &a.endpoint_url),
+            ("aws.sts_endpoint_url", &a.sts_endpoint_url),
+            (
+                "aws.organizations_endpoint_url",
+                &a.organizations_endpoint_url,
+            ),
+        ] {
+            let Some(url) = url else { continue };
             let rest = url
                 .strip_prefix("https://")
                 .or_else(|| url.strip_prefix("http://"));
             if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
-                return err(
-                    "aws.endpoint_url",
-                    format!("{url:?} must be an http:// or https:// URL"),
-                );
+                return err(key, format!("{url:?} must be an http:// or https:// URL"));
             }
         }
         if let Some(region) = &a.region
@@ -513,9 +602,20 @@ mod tests {
         let c = Config::parse(Path::new("x.toml"), "").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.poll.interval, Duration::from_secs(300));
-        assert_eq!(c.poll.timeout, Duration::from_secs(60));
+        assert_eq!(c.poll.timeout, Duration::from_secs(300));
         assert_eq!(c.poll.page_size, 100);
         assert_eq!(c.web.listen_address, ":9746");
+    }
+
+    #[test]
+    fn the_default_timeout_polls_a_large_organisation() {
+        // 30,000 accounts, 300 pages at 200 ms each: 60 s of paging.
+        let c = Config::parse(Path::new("x.toml"), "").unwrap();
+        assert!(
+            c.poll.timeout >= Duration::from_secs(60) * 5 / 4,
+            "{:?} leaves no margin for a 60 s poll",
+            c.poll.timeout
+        );
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::ApiError;
 use crate::model::{Account, OrgStatus, Page, PageRequest, Status, unix_seconds};
-use crate::names::{NameSource, NamesPage};
-use crate::scheduler::PageSource;
+use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 pub const DEMO_ACCOUNTS: usize = 300;
 const DAY: f64 = 86_400.0;
@@ -151,10 +150,6 @@ impl DemoOrg {
 }
 
 impl PageSource for DemoSource {
-    fn operation(&self) -> &'static str {
-        crate::aws::OPERATION
-    }
-
     async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
         let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
         let opted_in = org
@@ -163,7 +158,7 @@ impl PageSource for DemoSource {
             .filter(|a| a.account.status == Status::Active)
             .count();
         Ok(Some(OrgStatus {
-            status: Status::Active,
+            status: Some(Status::Active),
             status_reason: None,
             member_accounts_enrolled: true,
             member_accounts_opted_in: Some(opted_in as i64),
@@ -171,7 +166,7 @@ impl PageSource for DemoSource {
         }))
     }
 
-    async fn fetch_page(&self, req: &PageRequest) -> Result<Page, ApiError> {
+    async fn fetch_page(&self, req: &PageRequest) -> Result<Page<Account>, ApiError> {
         // A little latency, as a real page has.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut org = self.org.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,7 +198,7 @@ impl PageSource for DemoSource {
             .collect();
         let next_token = (end < matching.len()).then(|| format!("demo-{}:{end}", org.generation));
         Ok(Page {
-            accounts,
+            items: accounts,
             next_token,
             skipped: 0,
         })
@@ -225,10 +220,13 @@ const TEAMS: [&str; 10] = [
 const STAGES: [&str; 4] = ["prod", "staging", "dev", "sandbox"];
 
 impl NameSource for DemoSource {
-    async fn list_accounts(&self, token: Option<String>) -> Result<NamesPage, ApiError> {
+    async fn list_accounts(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
         let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
         let offset: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
-        let page = crate::names::PAGE_SIZE as usize;
+        let page = usize::from(ORGANIZATIONS_PAGE_SIZE);
         let names = org
             .accounts
             .iter()
@@ -246,9 +244,10 @@ impl NameSource for DemoSource {
             })
             .collect();
         let next = offset + page;
-        Ok(NamesPage {
-            names,
+        Ok(Page {
+            items: names,
             next_token: (next < org.accounts.len()).then(|| next.to_string()),
+            skipped: 0,
         })
     }
 }
@@ -274,7 +273,7 @@ mod tests {
         loop {
             let page = demo.fetch_page(&req(token)).await.unwrap();
             pages += 1;
-            for a in page.accounts {
+            for a in page.items {
                 assert!(ids.insert(a.account_id));
             }
             token = page.next_token;

@@ -1,48 +1,10 @@
-//! Error types. Each renders as one line that says what is wrong and where.
+//! API and poll errors. Each renders as one line that says what is wrong,
+//! and a failed poll also says how to fix it ([`PollError::advice`]).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// A configuration that cannot be used. Always names the file, and the key
-/// and line where they are known.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read config file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}{}: {}{msg}", path.display(), location(*line, *column), key_prefix(key))]
-    Parse {
-        path: PathBuf,
-        line: Option<usize>,
-        column: Option<usize>,
-        key: Option<String>,
-        msg: String,
-    },
-    #[error("{}{}: {key}: {msg}", path.display(), location(*line, None))]
-    Invalid {
-        path: PathBuf,
-        line: Option<usize>,
-        key: String,
-        msg: String,
-    },
-}
-
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!(":{l}:{c}"),
-        (Some(l), None) => format!(":{l}"),
-        _ => String::new(),
-    }
-}
-
-fn key_prefix(key: &Option<String>) -> String {
-    match key {
-        Some(k) if !k.is_empty() && k != "." => format!("{k}: "),
-        _ => String::new(),
-    }
-}
+use crate::config::{PollOptions, format_duration};
+use crate::model::Status;
 
 /// One failed API attempt, reduced to what the exporter needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,25 +29,36 @@ impl ApiError {
     }
 }
 
-/// Why a poll did not produce a complete organisation.
+/// Why a listing (every page of one operation) did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PollError {
-    #[error("page {page} failed after {attempts} attempt(s): {source}")]
+    #[error("{operation} page {page} failed after {attempts} attempt(s): {source}")]
     Api {
+        operation: &'static str,
         page: usize,
         attempts: u32,
         source: ApiError,
     },
-    #[error("poll did not finish within {}s (reached page {page})", timeout.as_secs_f64())]
-    Timeout { timeout: Duration, page: usize },
+    #[error("{operation} did not finish within {} (reached page {page})", format_duration(*timeout))]
+    Timeout {
+        operation: &'static str,
+        timeout: Duration,
+        page: usize,
+    },
     #[error(
-        "page {page} returned a nextToken already seen in this poll; stopping instead of looping"
+        "{operation} page {page} returned a nextToken already seen in this poll; stopping instead of looping"
     )]
-    RepeatedToken { page: usize },
-    #[error("page {page} was empty but carried a nextToken; refusing to follow it")]
-    EmptyPageWithToken { page: usize },
-    #[error("more than {limit} pages; no real organisation needs that many, stopping")]
-    TooManyPages { limit: usize },
+    RepeatedToken {
+        operation: &'static str,
+        page: usize,
+    },
+    #[error(
+        "{operation} returned more than {limit} pages; no real organisation needs that many, stopping"
+    )]
+    TooManyPages {
+        operation: &'static str,
+        limit: usize,
+    },
 }
 
 impl PollError {
@@ -95,8 +68,62 @@ impl PollError {
             PollError::Api { source, .. } => &source.code,
             PollError::Timeout { .. } => "timeout",
             PollError::RepeatedToken { .. } => "repeated_token",
-            PollError::EmptyPageWithToken { .. } => "empty_page",
             PollError::TooManyPages { .. } => "too_many_pages",
+        }
+    }
+
+    /// What is wrong and how to fix it, for the log line of a failed poll.
+    pub fn advice(&self, opts: &PollOptions) -> Option<String> {
+        let role = match &opts.role_arn {
+            Some(r) => {
+                format!(" (the exporter assumes role {r}: check that role's policy and trust)")
+            }
+            None => String::new(),
+        };
+        let endpoint = match &opts.endpoint_url {
+            Some(u) => format!("aws.endpoint_url ({u})"),
+            None => "the regional endpoint (aws.region, AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER)".into(),
+        };
+        match self.code() {
+            "AccessDeniedException"
+            | "MissingAuthenticationToken"
+            | "credentials"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "ExpiredTokenException"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch" => Some(format!(
+                "the credentials need IAM permission compute-optimizer:GetEnrollmentStatusesForOrganization, and the call must come from the organisation's management account or a delegated administrator for Compute Optimizer{role}"
+            )),
+            "InvalidParameterValueException" => Some(format!(
+                "the request was rejected as invalid: maxResults={} statuses={:?}; check poll.page_size and poll.statuses",
+                opts.page_size,
+                opts.statuses.iter().map(Status::as_str).collect::<Vec<_>>()
+            )),
+            "ThrottlingException" | "TooManyRequestsException" => Some(format!(
+                "AWS is throttling the exporter: raise poll.interval (now {}), aws.retry_backoff (now {}) or aws.max_attempts (now {})",
+                format_duration(opts.interval),
+                format_duration(opts.retry_backoff),
+                opts.max_attempts
+            )),
+            "InternalServerException" | "ServiceUnavailableException" | "ServiceException" => {
+                Some(format!(
+                    "AWS answered with server errors; they are usually brief: raise aws.max_attempts (now {}) to ride them out",
+                    opts.max_attempts
+                ))
+            }
+            "network" => Some(format!(
+                "cannot reach Compute Optimizer: check DNS resolution and egress to {endpoint} (security groups, NACLs, a VPC interface endpoint for compute-optimizer in private subnets), and HTTPS_PROXY/NO_PROXY where a proxy is required"
+            )),
+            "invalid_response" => Some(format!(
+                "the answer was not a Compute Optimizer response: check that {endpoint} reaches Compute Optimizer and not a proxy or another service"
+            )),
+            "timeout" => Some(format!(
+                "raise poll.timeout (now {}) or aws.request_timeout (now {})",
+                format_duration(opts.timeout),
+                format_duration(opts.request_timeout)
+            )),
+            _ => None,
         }
     }
 }

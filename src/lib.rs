@@ -6,10 +6,14 @@
 //! * [`cli`]: flags, config loading, logging, runtime; `main.rs` only calls it.
 //! * [`config`]: the TOML file, defaults then validation, one-line errors.
 //! * [`app`]: wires server, scheduler and reloads under one [`shutdown`].
-//! * [`aws`]: the only module that imports the AWS SDK; one call in, one
-//!   plain [`model::Page`] or [`error::ApiError`] out.
+//! * [`source`]: the traits every source of pages implements, and the
+//!   dispatch between them.
+//! * [`aws`]: the only module that imports the AWS SDK; a client per
+//!   service, one call in, one plain [`model::Page`] or [`error::ApiError`] out.
 //! * [`demo`]: a simulated organisation for `--demo`.
-//! * [`scheduler`]: pagination, retries, deadlines, and the poll loop.
+//! * [`paging`]: the one paging loop (tokens, caps, retries, deadlines) that
+//!   every listing uses.
+//! * [`scheduler`]: the enrollment poll loop; [`names`]: account names.
 //! * [`state`]: what a finished poll publishes, swapped in one step.
 //! * [`metrics`]: the cached organisation exposition (plain and gzip) and the
 //!   exporter's own live metrics.
@@ -26,8 +30,10 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod pages;
+pub mod paging;
 pub mod scheduler;
 pub mod server;
 pub mod shutdown;
+pub mod source;
 pub mod state;
 pub mod websec;

@@ -35,6 +35,11 @@ pub const MEMBERS_OPTED_IN: &str = "aws_compute_optimizer_organization_member_ac
 
 const FROM_POLL: &str =
     "Comes from the background poll of GetEnrollmentStatusesForOrganization, not from the scrape.";
+const FROM_ORG_STATUS: &str =
+    "Comes from the background poll of GetEnrollmentStatus, not from the scrape.";
+
+/// The `reason` of `aws_compute_optimizer_skipped_items_total`.
+pub const SKIPPED_MISSING: &str = "missing_account_id_or_status";
 
 /// The exporter's own metrics.
 pub struct SelfMetrics {
@@ -163,6 +168,7 @@ impl SelfMetrics {
         for result in ["success", "failure"] {
             polls.with_label_values(&[result]);
         }
+        accounts_skipped.with_label_values(&[SKIPPED_MISSING]);
         for from in &Status::KNOWN {
             for to in Status::KNOWN.iter().filter(|to| *to != from) {
                 transitions.with_label_values(&[from.as_str(), to.as_str()]);
@@ -269,19 +275,21 @@ pub fn render_snapshot(snap: &Snapshot, names: &AccountNames) -> String {
     }
 
     if let Some(org) = &snap.org {
-        header(
-            &mut out,
-            MANAGEMENT_STATUS,
-            &format!(
-                "Enrollment status of the calling (management or delegated administrator) account, from GetEnrollmentStatus: 1 for its current status, 0 for the others. {FROM_POLL}"
-            ),
-        );
-        one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{"), &org.status);
+        if let Some(status) = &org.status {
+            header(
+                &mut out,
+                MANAGEMENT_STATUS,
+                &format!(
+                    "Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}"
+                ),
+            );
+            one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{"), status);
+        }
         header(
             &mut out,
             MEMBERS_ENROLLED,
             &format!(
-                "1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_POLL}"
+                "1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}"
             ),
         );
         let _ = writeln!(
@@ -294,7 +302,7 @@ pub fn render_snapshot(snap: &Snapshot, names: &AccountNames) -> String {
                 &mut out,
                 MEMBERS_OPTED_IN,
                 &format!(
-                    "Number of member accounts opted in, as GetEnrollmentStatus reports it (numberOfMemberAccountsOptedIn). {FROM_POLL}"
+                    "Number of member accounts opted in (numberOfMemberAccountsOptedIn). {FROM_ORG_STATUS}"
                 ),
             );
             let _ = writeln!(out, "{MEMBERS_OPTED_IN} {n}");
@@ -499,12 +507,12 @@ mod tests {
         )
         .unwrap();
         let mgmt = GaugeVec::new(
-            Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account, from GetEnrollmentStatus: 1 for its current status, 0 for the others. {FROM_POLL}")),
+            Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}")),
             &["status"],
         )
         .unwrap();
-        let enrolled = Gauge::with_opts(Opts::new(MEMBERS_ENROLLED, format!("1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_POLL}"))).unwrap();
-        let opted = Gauge::with_opts(Opts::new(MEMBERS_OPTED_IN, format!("Number of member accounts opted in, as GetEnrollmentStatus reports it (numberOfMemberAccountsOptedIn). {FROM_POLL}"))).unwrap();
+        let enrolled = Gauge::with_opts(Opts::new(MEMBERS_ENROLLED, format!("1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}"))).unwrap();
+        let opted = Gauge::with_opts(Opts::new(MEMBERS_OPTED_IN, format!("Number of member accounts opted in (numberOfMemberAccountsOptedIn). {FROM_ORG_STATUS}"))).unwrap();
         for a in snap.accounts.values() {
             for s in Status::KNOWN.iter().chain(std::iter::once(&a.status)) {
                 let v = if *s == a.status { 1.0 } else { 0.0 };
@@ -524,9 +532,11 @@ mod tests {
                 .set(1.0);
         }
         if let Some(org) = &snap.org {
-            for s in Status::KNOWN.iter().chain(std::iter::once(&org.status)) {
-                mgmt.with_label_values(&[s.as_str()])
-                    .set(if *s == org.status { 1.0 } else { 0.0 });
+            if let Some(status) = &org.status {
+                for s in Status::KNOWN.iter().chain(std::iter::once(status)) {
+                    mgmt.with_label_values(&[s.as_str()])
+                        .set(if s == status { 1.0 } else { 0.0 });
+                }
             }
             enrolled.set(if org.member_accounts_enrolled {
                 1.0
@@ -559,10 +569,10 @@ mod tests {
             );
             let names = names(&snap);
             snap.org = Some(crate::model::OrgStatus {
-                status: if n == 7 {
-                    Status::Other("Odd".into())
-                } else {
-                    Status::Active
+                status: match n {
+                    7 => Some(Status::Other("Odd".into())),
+                    1000 => None,
+                    _ => Some(Status::Active),
                 },
                 status_reason: None,
                 member_accounts_enrolled: n != 1,
@@ -628,5 +638,8 @@ mod tests {
         ));
         assert!(text.contains("# HELP aws_compute_optimizer_up "));
         assert!(text.contains("aws_compute_optimizer_polls_total{result=\"failure\"} 0"));
+        assert!(text.contains(
+            "aws_compute_optimizer_skipped_items_total{reason=\"missing_account_id_or_status\"} 0"
+        ));
     }
 }

@@ -88,20 +88,31 @@ pub struct PageRequest {
     pub statuses: Vec<Status>,
 }
 
-/// One page of `GetEnrollmentStatusesForOrganization`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Page {
-    pub accounts: Vec<Account>,
+/// One page of any listing the exporter makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next_token: Option<String>,
-    /// Items the upstream sent without an account ID; counted, not exported.
+    /// Items the upstream sent without a field we need; counted, not exported.
     pub skipped: usize,
+}
+
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page {
+            items: Vec::new(),
+            next_token: None,
+            skipped: 0,
+        }
+    }
 }
 
 /// The calling (management or delegated administrator) account's own
 /// enrollment, from `GetEnrollmentStatus`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrgStatus {
-    pub status: Status,
+    /// `None` when the answer carried no status: no series is made up for it.
+    pub status: Option<Status>,
     pub status_reason: Option<String>,
     /// Whether the opt-in covers the organisation's member accounts.
     pub member_accounts_enrolled: bool,

@@ -2,95 +2,42 @@
 //! interval. Optional (`aws.organizations`), and never able to fail or delay
 //! the enrollment poll: a failure is counted, logged, and the last names kept.
 
-use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
-use crate::error::ApiError;
+use crate::config::PollOptions;
+use crate::error::PollError;
 use crate::model::AccountNames;
+use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
+use crate::source::{LIST_ACCOUNTS, NameSource, ORGANIZATIONS_PAGE_SIZE};
 use crate::state::State;
 
-pub const OPERATION: &str = "ListAccounts";
-
-/// ListAccounts allows at most 20 per page.
-pub const PAGE_SIZE: i32 = 20;
-
-/// An organisation with more accounts than this is not real.
-const MAX_PAGES: usize = 1_000_000 / PAGE_SIZE as usize;
-
-/// One page of account IDs and names.
-#[derive(Debug, Default)]
-pub struct NamesPage {
-    pub names: Vec<(String, String)>,
-    pub next_token: Option<String>,
-}
-
-pub trait NameSource: Send + Sync + 'static {
-    fn list_accounts(
-        &self,
-        token: Option<String>,
-    ) -> impl Future<Output = Result<NamesPage, ApiError>> + Send;
-}
-
-/// Lists every account under one deadline; stops on a repeated token.
+/// Lists every account under one deadline, by the paging loop's rules.
 pub async fn list_all<S: NameSource>(
     source: &S,
     state: &State,
     timeout: Duration,
-) -> Result<AccountNames, ApiError> {
-    let deadline = Instant::now() + timeout;
-    let mut names = AccountNames::new();
-    let mut seen = HashSet::new();
-    let mut token = None;
-    for _ in 0..MAX_PAGES {
-        let page = match timeout_at(deadline, source.list_accounts(token.clone())).await {
-            Ok(Ok(page)) => {
-                state.count_request(OPERATION, "success");
-                page
-            }
-            Ok(Err(e)) => {
-                state.count_request(OPERATION, &e.code);
-                return Err(e);
-            }
-            Err(_) => {
-                state.count_request(OPERATION, "timeout");
-                return Err(ApiError::new(
-                    "timeout",
-                    "ListAccounts did not finish in time",
-                    true,
-                ));
-            }
-        };
-        names.extend(page.names);
-        match page.next_token {
-            Some(t) if !t.is_empty() => {
-                if !seen.insert(t.clone()) {
-                    return Err(ApiError::new(
-                        "repeated_token",
-                        "ListAccounts repeated a NextToken",
-                        false,
-                    ));
-                }
-                token = Some(t);
-            }
-            _ => return Ok(names),
-        }
-    }
-    Err(ApiError::new(
-        "too_many_pages",
-        "ListAccounts returned too many pages",
-        false,
-    ))
+    opts: &PollOptions,
+) -> Result<AccountNames, PollError> {
+    let listing = Listing::new(
+        LIST_ACCOUNTS,
+        usize::from(ORGANIZATIONS_PAGE_SIZE),
+        timeout,
+        opts,
+        state,
+    );
+    let listed = paging::list_all(&listing, |token| source.list_accounts(token)).await?;
+    Ok(listed.items.into_iter().collect())
 }
 
 /// Refreshes names now, then every `interval`, until shutdown.
 pub async fn run<S: NameSource>(
     source: S,
     interval: Duration,
+    opts: PollOptions,
     state: Arc<State>,
     shutdown: Shutdown,
 ) {
@@ -98,7 +45,7 @@ pub async fn run<S: NameSource>(
         let started = Instant::now();
         let timeout = interval.min(Duration::from_secs(300));
         let result = tokio::select! {
-            r = list_all(&source, &state, timeout) => r,
+            r = list_all(&source, &state, timeout, &opts) => r,
             _ = shutdown.wait() => return,
         };
         match result {
@@ -109,9 +56,9 @@ pub async fn run<S: NameSource>(
                 tracing::info!(accounts = count, "account names refreshed");
             }
             Err(e) => tracing::warn!(
-                code = %e.code,
+                code = e.code(),
                 error = %e,
-                advice = "grant organizations:ListAccounts (management or delegated administrator account); enrollment data is unaffected",
+                advice = "grant organizations:ListAccounts (management or delegated administrator account), and check aws.organizations_endpoint_url; enrollment data is unaffected",
                 "listing account names failed; keeping the last names"
             ),
         }

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::config::PollOptions;
 use crate::error::PollError;
 use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
 use crate::model::{AccountNames, Snapshot, Status, unix_seconds};
-use crate::scheduler::{PollOptions, advice};
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ impl State {
                 outcome
             }
             Err(err) => {
-                let advice = advice(&err, opts);
+                let advice = err.advice(opts);
                 m.up.set(0.0);
                 m.polls.with_label_values(&["failure"]).inc();
                 tracing::error!(

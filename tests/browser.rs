@@ -36,7 +36,7 @@ async fn the_status_page_renders_and_a_hostile_name_stays_text() {
         "<img src=x onerror=\"document.title='pwned'\">",
     );
     let e = Exporter::start(
-        &standin.url(),
+        &standin,
         "organizations = true\norganizations_interval = \"1m\"\n[poll]\ninterval = \"1m\"\n",
     )
     .await;

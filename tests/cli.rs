@@ -21,6 +21,10 @@ fn exporter() -> Command {
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_ORGANIZATIONS",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
@@ -123,8 +127,8 @@ fn against(standin: &Standin, extra_toml: &str, args: &[&str]) -> Running {
     std::fs::write(
         &path,
         format!(
-            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n{extra_toml}",
-            standin.url()
+            "[aws]\nregion = \"eu-west-1\"\n{}{extra_toml}",
+            standin.endpoint_keys()
         ),
     )
     .unwrap();
@@ -324,7 +328,8 @@ async fn web_identity_credentials_are_used_and_renewed() {
     .unwrap();
     let mut run = Running::start(
         exporter()
-            .env("AWS_ENDPOINT_URL", standin.url())
+            .env("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", standin.url())
+            .env("AWS_ENDPOINT_URL_STS", standin.sts_url())
             .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
             .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa")
             .env("AWS_ROLE_SESSION_NAME", "irsa-test")
@@ -353,6 +358,7 @@ async fn web_identity_credentials_are_used_and_renewed() {
     let log = run.drain();
     assert!(log.matches("poll finished").count() >= 3, "{log}");
     assert!(!log.contains("poll failed"), "{log}");
+    assert_eq!(standin.misrouted(), Vec::<String>::new());
     run.signal("TERM");
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
 }

@@ -168,6 +168,8 @@ fn the_shipped_example_is_valid_and_spells_out_every_default() {
         "region",
         "profile",
         "endpoint_url",
+        "sts_endpoint_url",
+        "organizations_endpoint_url",
         "role_arn",
         "external_id",
     ] {

@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use compute_optimizer_exporter::config::{Config, DEFAULT_PORT};
 use serde_norway::Value;
 
+mod support;
+
+use support::Exporter;
+use support::standin::{Standin, org};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -88,35 +93,50 @@ fn kubernetes_manifests_match_the_exporter() {
     );
 }
 
-#[test]
-fn the_iam_policy_grants_exactly_what_the_exporter_calls() {
-    let policy: serde_json::Value = serde_json::from_str(&read("deploy/iam-policy.json")).unwrap();
-    let granted: BTreeSet<String> = policy["Statement"]
+/// Every statement's actions, as IAM names them.
+fn actions(path: &str) -> BTreeSet<String> {
+    let policy: serde_json::Value = serde_json::from_str(&read(path)).unwrap();
+    policy["Statement"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::Array(a) => a.clone(),
+            one => vec![one.clone()],
+        })
         .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let called: BTreeSet<String> = [
-        format!(
-            "compute-optimizer:{}",
-            compute_optimizer_exporter::aws::OPERATION
-        ),
-        format!(
-            "compute-optimizer:{}",
-            compute_optimizer_exporter::scheduler::ORG_STATUS_OPERATION
-        ),
-        format!(
-            "organizations:{}",
-            compute_optimizer_exporter::names::OPERATION
-        ),
-    ]
-    .into();
-    assert_eq!(granted, called);
-    let trust: serde_json::Value =
-        serde_json::from_str(&read("deploy/iam-trust-policy.json")).unwrap();
-    assert_eq!(trust["Statement"][0]["Action"], "sts:AssumeRole");
+        .collect()
+}
+
+/// The policies are checked against what the stand-ins really received while
+/// the exporter ran with every feature that calls AWS switched on, not
+/// against a list written by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
+    let standin = Standin::start(org(30)).await;
+    let exporter = Exporter::start(
+        &standin,
+        "role_arn = \"arn:aws:iam::123456789012:role/compute-optimizer-exporter\"\n\
+         external_id = \"x\"\norganizations = true\norganizations_interval = \"1h\"\n\
+         [poll]\ninterval = \"1h\"\n",
+    )
+    .await;
+    exporter
+        .wait_for(20, |t| {
+            t.contains("aws_compute_optimizer_account_info{")
+                && t.contains("aws_compute_optimizer_organization_member_accounts_enrolled ")
+        })
+        .await;
+    exporter.stop().await;
+    assert_eq!(standin.misrouted(), Vec::<String>::new());
+    let called = standin.operations();
+    // The assumed role holds the read permissions; the hop into it is the
+    // runner's permission and the target role's trust.
+    let (hop, reads): (BTreeSet<String>, BTreeSet<String>) =
+        called.into_iter().partition(|op| op.starts_with("sts:"));
+    assert_eq!(actions("deploy/iam-policy.json"), reads);
+    assert_eq!(hop, BTreeSet::from(["sts:AssumeRole".to_owned()]));
+    assert_eq!(actions("deploy/iam-trust-policy.json"), hop);
 }
 
 #[test]

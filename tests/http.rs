@@ -98,11 +98,7 @@ async fn landing_health_and_unknown_paths() {
 async fn ready_only_after_the_first_successful_poll() {
     let standin = Standin::start(org(10)).await;
     standin.fault(0, Fault::Delay(Duration::from_millis(1500)), 1);
-    let e = Exporter::start(
-        &standin.url(),
-        "[poll]\ninterval = \"5s\"\ntimeout = \"5s\"\n",
-    )
-    .await;
+    let e = Exporter::start(&standin, "[poll]\ninterval = \"5s\"\ntimeout = \"5s\"\n").await;
     let r = get(e.addr, "/-/ready").await;
     assert_eq!(r.status, 503);
     assert_eq!(get(e.addr, "/-/healthy").await.status, 200);
@@ -295,7 +291,7 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
 async fn shutdown_lets_an_in_flight_scrape_finish() {
     // A body far larger than the socket buffers, read slowly.
     let standin = Standin::start(org(25_000)).await;
-    let e = Exporter::start(&standin.url(), "[poll]\ninterval = \"1m\"\n").await;
+    let e = Exporter::start(&standin, "[poll]\ninterval = \"1m\"\n").await;
     e.wait_for(60, |t| {
         t.contains("aws_compute_optimizer_enrollment_accounts{")
     })

@@ -29,7 +29,7 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
     let standin = Standin::start(org(45)).await;
     standin.set_name("100000000002", "<script>alert(1)</script>");
     standin.set_name("100000000003", "team \"quoted\" \\ name");
-    let e = Exporter::start(&standin.url(), NAMES).await;
+    let e = Exporter::start(&standin, NAMES).await;
     let text = e
         .wait_for(10, |t| {
             t.contains("aws_compute_optimizer_account_info{")
@@ -69,7 +69,7 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
 #[tokio::test]
 async fn names_are_off_by_default() {
     let standin = Standin::start(org(5)).await;
-    let e = Exporter::start(&standin.url(), FAST).await;
+    let e = Exporter::start(&standin, FAST).await;
     let text = e.wait_polls(2).await;
     assert!(!text.contains("aws_compute_optimizer_account_info"));
     assert_eq!(standin.list_accounts_calls(), 0);
@@ -80,7 +80,7 @@ async fn names_are_off_by_default() {
 async fn failing_names_never_fail_the_enrollment_poll() {
     let standin = Standin::start(org(30)).await;
     standin.deny_list_accounts(true);
-    let e = Exporter::start(&standin.url(), NAMES).await;
+    let e = Exporter::start(&standin, NAMES).await;
     let text = e
         .wait_for(10, |t| {
             requests(t, "ListAccounts", "AccessDeniedException") >= 2.0
@@ -116,7 +116,7 @@ async fn failing_names_never_fail_the_enrollment_poll() {
 #[tokio::test]
 async fn the_calling_accounts_enrollment_is_exported_and_its_failure_is_harmless() {
     let standin = Standin::start(org(40)).await;
-    let e = Exporter::start(&standin.url(), FAST).await;
+    let e = Exporter::start(&standin, FAST).await;
     let text = e.wait_polls(1).await;
     assert!(standin.org_status_calls() >= 1);
     assert_eq!(
@@ -175,10 +175,31 @@ async fn the_calling_accounts_enrollment_is_exported_and_its_failure_is_harmless
     e.stop().await;
 }
 
+/// An answer without `status` makes no series up: no empty `status` label.
+#[tokio::test]
+async fn a_calling_account_status_that_is_absent_is_not_exported() {
+    let standin = Standin::start(org(8)).await;
+    standin.org_status_without_status(true);
+    let e = Exporter::start(&standin, "[poll]\ninterval = \"1h\"\n").await;
+    let text = e.wait_polls(1).await;
+    assert_eq!(requests(&text, "GetEnrollmentStatus", "success"), 1.0);
+    assert!(!text.contains("status=\"\""), "{text}");
+    assert!(!text.contains("aws_compute_optimizer_management_account_enrollment_status"));
+    // What the answer did carry is still exported.
+    assert_eq!(
+        sample(
+            &text,
+            "aws_compute_optimizer_organization_member_accounts_enrolled"
+        ),
+        Some(1.0)
+    );
+    e.stop().await;
+}
+
 #[tokio::test]
 async fn transitions_are_counted_between_polls() {
     let standin = Standin::start(org(40)).await;
-    let e = Exporter::start(&standin.url(), FAST).await;
+    let e = Exporter::start(&standin, FAST).await;
     let text = e.wait_polls(1).await;
     let pending_to_active =
         "aws_compute_optimizer_enrollment_status_transitions_total{from=\"Pending\",to=\"Active\"}";

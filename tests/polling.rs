@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::standin::{Fault, OPERATION_PATH, OrgAccount, Standin, org};
 use support::{Exporter, enrollment_lines, sample};
 
@@ -19,7 +21,7 @@ fn status_of(text: &str, account: &str, status: &str) -> Option<f64> {
 #[tokio::test]
 async fn one_page_speaks_rpcv2_cbor_and_exports_every_account() {
     let standin = Standin::start(org(40)).await;
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let exporter = Exporter::start(&standin, FAST).await;
     let text = exporter.wait_polls(1).await;
 
     let seen = standin.seen();
@@ -82,7 +84,7 @@ async fn one_page_speaks_rpcv2_cbor_and_exports_every_account() {
 #[tokio::test]
 async fn many_pages_cost_exactly_ceil_n_over_100_requests() {
     let standin = Standin::start(org(250)).await;
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let exporter = Exporter::start(&standin, FAST).await;
     let text = exporter.wait_polls(1).await;
     let seen = standin.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
@@ -110,14 +112,15 @@ async fn many_pages_cost_exactly_ceil_n_over_100_requests() {
 async fn page_size_and_status_filter_are_sent() {
     let standin = Standin::start(org(100)).await;
     let exporter = Exporter::start(
-        &standin.url(),
+        &standin,
         "[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\npage_size = 10\nstatuses = [\"Pending\", \"Failed\"]\n",
     )
     .await;
     let text = exporter.wait_polls(1).await;
     let seen = standin.seen();
-    // 50 matching accounts, 10 a page.
-    assert_eq!(seen.len(), 5);
+    // AWS cuts pages before filtering: 100 accounts, 10 a page, 10 requests
+    // for the 50 matching accounts.
+    assert_eq!(seen.len(), 10);
     assert!(seen.iter().all(|s| s.max_results == Some(10)));
     assert!(
         seen.iter()
@@ -140,10 +143,50 @@ async fn page_size_and_status_filter_are_sent() {
     exporter.stop().await;
 }
 
+/// A filtered listing as AWS shapes it: most pages are empty but carry a
+/// token. Every page is followed and every matching account exported.
+#[tokio::test]
+async fn a_filtered_listing_with_empty_pages_exports_every_match() {
+    let mut accounts = org(2000);
+    for (i, a) in accounts.iter_mut().enumerate() {
+        a.status = match i {
+            150 | 1999 => "Pending".into(),
+            777 => "Failed".into(),
+            _ => "Active".into(),
+        };
+    }
+    let standin = Standin::start(accounts).await;
+    let exporter = Exporter::start(
+        &standin,
+        "[poll]\ninterval = \"1h\"\nstatuses = [\"Pending\", \"Failed\"]\n",
+    )
+    .await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    // 20 pages, 17 of them empty with a token, all followed.
+    assert_eq!(standin.seen().len(), 20);
+    for (id, status) in [
+        ("100000000150", "Pending"),
+        ("100000000777", "Failed"),
+        ("100000001999", "Pending"),
+    ] {
+        assert_eq!(status_of(&text, id, status), Some(1.0), "{id}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(
+                |l| l.starts_with("aws_compute_optimizer_enrollment_status{") && l.ends_with(" 1")
+            )
+            .count(),
+        3
+    );
+    exporter.stop().await;
+}
+
 #[tokio::test]
 async fn changes_between_polls_are_picked_up_and_vanished_accounts_vanish() {
     let standin = Standin::start(org(120)).await;
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let exporter = Exporter::start(&standin, FAST).await;
     let text = exporter.wait_polls(1).await;
     assert_eq!(status_of(&text, "100000000002", "Pending"), Some(1.0));
     assert!(status_of(&text, "100000000119", "Active").is_some());
@@ -170,17 +213,18 @@ async fn changes_between_polls_are_picked_up_and_vanished_accounts_vanish() {
 #[tokio::test]
 async fn an_error_on_a_middle_page_keeps_the_last_good_data() {
     let standin = Standin::start(org(250)).await;
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    // The second poll sees a smaller organisation and fails on its second page.
+    standin.fault(0, Fault::Pass, 1);
+    standin.fault(0, Fault::Replace(org(150)), 1);
+    standin.fault(1, Fault::Pass, 1);
+    standin.fault(1, Fault::Error(403, "AccessDeniedException"), 1);
+    let exporter = Exporter::start(&standin, FAST).await;
     let good = exporter.wait_polls(1).await;
     let last_success = sample(
         &good,
         "aws_compute_optimizer_last_successful_poll_timestamp_seconds",
     )
     .unwrap();
-
-    // The organisation changes, but the next poll fails on its second page.
-    standin.set_accounts(org(150));
-    standin.fault(1, Fault::Error(403, "AccessDeniedException"), 1);
     let bad = exporter.wait_polls(2).await;
     assert_eq!(sample(&bad, "aws_compute_optimizer_up"), Some(0.0));
     assert_eq!(enrollment_lines(&bad), enrollment_lines(&good));
@@ -213,19 +257,18 @@ async fn an_error_on_a_middle_page_keeps_the_last_good_data() {
 async fn a_repeated_token_fails_the_poll_instead_of_looping() {
     let standin = Standin::start(org(300)).await;
     standin.fault(1, Fault::RepeatToken, 1);
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    // One poll only, so every request seen is that poll's.
+    let exporter = Exporter::start(&standin, "[poll]\ninterval = \"1h\"\n").await;
     let text = exporter.wait_polls(1).await;
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
     assert!(!text.contains("aws_compute_optimizer_enrollment_status{"));
     // Page 1, page 2 (which repeats its token): two requests, then stop.
-    assert_eq!(standin.seen()[..2].len(), 2);
-    let first_poll: Vec<_> = standin
+    let tokens: Vec<_> = standin
         .seen()
         .iter()
-        .take(2)
         .map(|s| s.next_token.clone())
         .collect();
-    assert_eq!(first_poll, [None, Some("tok-100".into())]);
+    assert_eq!(tokens, [None, Some("tok-100".into())]);
     let not_ready = support::get(exporter.addr, "/-/ready").await;
     assert_eq!(not_ready.status, 503);
     let home = support::get(exporter.addr, "/").await.text();
@@ -240,7 +283,7 @@ async fn an_unknown_status_is_exported_under_its_raw_value() {
     let mut accounts = org(8);
     accounts[1].status = "Suspended".into();
     let standin = Standin::start(accounts).await;
-    let exporter = Exporter::start(&standin.url(), FAST).await;
+    let exporter = Exporter::start(&standin, FAST).await;
     let text = exporter.wait_polls(1).await;
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
     assert_eq!(status_of(&text, "100000000001", "Suspended"), Some(1.0));
@@ -259,13 +302,7 @@ async fn an_unknown_status_is_exported_under_its_raw_value() {
 #[tokio::test]
 async fn a_scrape_during_a_poll_sees_the_whole_previous_organisation() {
     let standin = Standin::start(org(150)).await;
-    let exporter = Exporter::start(
-        &standin.url(),
-        "[poll]\ninterval = \"2s\"\ntimeout = \"2s\"\n",
-    )
-    .await;
-    let before = exporter.wait_polls(1).await;
-    // The next poll sees another organisation and stalls on its second page.
+    // The second poll sees another organisation and stalls on its second page.
     let renamed: Vec<OrgAccount> = org(150)
         .into_iter()
         .map(|mut a| {
@@ -273,11 +310,20 @@ async fn a_scrape_during_a_poll_sees_the_whole_previous_organisation() {
             a
         })
         .collect();
-    standin.set_accounts(renamed);
-    standin.fault(1, Fault::Delay(std::time::Duration::from_millis(1500)), 1);
-    let polls_before = standin.requests();
-    while standin.requests() < polls_before + 2 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    standin.fault(0, Fault::Pass, 1);
+    standin.fault(0, Fault::Replace(renamed), 1);
+    standin.fault(1, Fault::Pass, 1);
+    standin.fault(1, Fault::Delay(Duration::from_millis(1500)), 1);
+    let exporter = Exporter::start(&standin, "[poll]\ninterval = \"2s\"\ntimeout = \"2s\"\n").await;
+    let before = exporter.wait_polls(1).await;
+    // Two requests of the first poll, then the second poll's first two.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while standin.requests() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second poll did not reach its second page"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Page 2 of the new poll is in flight: the scrape answers at once, with
     // the previous organisation exactly, none of the new one.

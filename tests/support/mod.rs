@@ -171,15 +171,22 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the exporter against `endpoint` with `extra` TOML appended to a
-    /// base config (fast intervals, static test credentials).
-    pub async fn start(endpoint: &str, extra: &str) -> Exporter {
+    /// Starts the exporter against the stand-in, each service at its own
+    /// endpoint, with `extra` TOML appended to a base config (fast retries,
+    /// static test credentials).
+    pub async fn start(standin: &standin::Standin, extra: &str) -> Exporter {
         let toml = format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\nretry_backoff = \"10ms\"\n{extra}"
+            "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n{extra}",
+            standin.endpoint_keys()
         );
+        Exporter::start_toml(&toml).await
+    }
+
+    /// Starts the exporter with exactly this config file (static test credentials).
+    pub async fn start_toml(toml: &str) -> Exporter {
         let dir = tempdir();
         let path = dir.join("config.toml");
-        std::fs::write(&path, &toml).unwrap();
+        std::fs::write(&path, toml).unwrap();
         Exporter::start_with(Some(&path), false).await
     }
 

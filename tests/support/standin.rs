@@ -1,11 +1,21 @@
-//! A local stand-in for AWS Compute Optimizer speaking the wire protocol the
-//! pinned SDK sends: Smithy RPCv2 CBOR (`POST
-//! /service/ComputeOptimizerService/operation/<Op>`, `smithy-protocol:
-//! rpc-v2-cbor`, CBOR bodies, timestamps as CBOR tag 1, error codes in
-//! `__type`). Tests script faults per page; every request is recorded.
+//! Local stand-ins for the three AWS services the exporter calls, each on its
+//! own address and each refusing what is not its own, as AWS does:
+//!
+//! * Compute Optimizer: Smithy RPCv2 CBOR (`POST
+//!   /service/ComputeOptimizerService/operation/<Op>`, `smithy-protocol:
+//!   rpc-v2-cbor`, CBOR bodies, timestamps as CBOR tag 1, error codes in
+//!   `__type`), signed for `compute-optimizer`. A status filter is applied
+//!   after the page is cut, so filtered listings hand out empty pages that
+//!   carry a token, as AWS list APIs do.
+//! * STS: awsQuery (form-encoded `Action=AssumeRole…`, XML answers).
+//! * Organizations: awsJson1_1 (`X-Amz-Target: AWSOrganizationsV20161128.<Op>`).
+//!
+//! A request that reaches the wrong service is answered with that service's
+//! own "unknown operation" error and recorded in [`Standin::misrouted`].
+//! Tests script faults per page; every request is recorded.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,9 +42,16 @@ pub struct OrgAccount {
     pub last_updated: f64,
 }
 
-/// What a scripted page does instead of answering normally.
+/// What a scripted page does instead of answering normally. Faults for a
+/// page are consumed one per request, so a queue such as `[Pass, Error]`
+/// scripts "the first poll succeeds, the second fails" with no race against
+/// the poll interval.
 #[derive(Debug, Clone)]
 pub enum Fault {
+    /// Answer normally (a placeholder in a page's queue).
+    Pass,
+    /// Replace the organisation, then answer normally.
+    Replace(Vec<OrgAccount>),
     /// An AWS error: HTTP status and error code (`__type`).
     Error(u16, &'static str),
     /// Wait this long, then answer normally.
@@ -51,9 +68,29 @@ pub enum Fault {
     EmptyWithToken,
 }
 
+/// Which AWS service a listener plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    ComputeOptimizer,
+    Sts,
+    Organizations,
+}
+
+impl Service {
+    /// The SigV4 signing name, which is also the IAM action prefix.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::ComputeOptimizer => "compute-optimizer",
+            Service::Sts => "sts",
+            Service::Organizations => "organizations",
+        }
+    }
+}
+
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub service: Service,
     pub path: String,
     pub content_type: Option<String>,
     pub smithy_protocol: Option<String>,
@@ -82,6 +119,14 @@ struct Inner {
     list_accounts_denied: bool,
     /// Off for long runs (soak, load), where keeping every request would grow.
     forget: bool,
+    /// Every page takes this long to answer.
+    latency: Duration,
+    /// GetEnrollmentStatus answers without a `status` field.
+    org_status_without_status: bool,
+    /// `service:Operation` of every request a service answered as its own.
+    operations: BTreeSet<String>,
+    /// Requests that reached a service they were not meant for.
+    misrouted: Vec<String>,
 }
 
 impl Inner {
@@ -93,48 +138,80 @@ impl Inner {
     }
 }
 
+/// The three services, sharing one organisation.
 #[derive(Clone)]
 pub struct Standin {
+    /// Compute Optimizer.
     pub addr: SocketAddr,
+    pub sts_addr: SocketAddr,
+    pub organizations_addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Standin {
-    /// Starts on 127.0.0.1:0 with the given organisation.
+    /// Starts each service on its own 127.0.0.1 port with the given organisation.
     pub async fn start(accounts: Vec<OrgAccount>) -> Standin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Standin::serve(listener, accounts)
+        Standin::serve(listener, accounts).await
     }
 
-    pub fn serve(listener: TcpListener, accounts: Vec<OrgAccount>) -> Standin {
-        let addr = listener.local_addr().unwrap();
+    /// Compute Optimizer on `listener`; STS and Organizations on ports of their own.
+    pub async fn serve(listener: TcpListener, accounts: Vec<OrgAccount>) -> Standin {
         let inner = Arc::new(Mutex::new(Inner {
             accounts,
             ..Default::default()
         }));
-        let shared = inner.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let inner = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let inner = inner.clone();
-                        async move { handle(req, inner).await }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Standin { addr, inner }
+        let sts = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let organizations = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Standin {
+            addr: listen(listener, Service::ComputeOptimizer, inner.clone()),
+            sts_addr: listen(sts, Service::Sts, inner.clone()),
+            organizations_addr: listen(organizations, Service::Organizations, inner.clone()),
+            inner,
+        }
     }
 
+    /// Compute Optimizer's endpoint.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn sts_url(&self) -> String {
+        format!("http://{}", self.sts_addr)
+    }
+
+    pub fn organizations_url(&self) -> String {
+        format!("http://{}", self.organizations_addr)
+    }
+
+    /// `[aws]` keys that send each service to its own stand-in.
+    pub fn endpoint_keys(&self) -> String {
+        format!(
+            "endpoint_url = \"{}\"\nsts_endpoint_url = \"{}\"\norganizations_endpoint_url = \"{}\"\n",
+            self.url(),
+            self.sts_url(),
+            self.organizations_url()
+        )
+    }
+
+    /// Requests that reached the wrong service (each as "service got what").
+    pub fn misrouted(&self) -> Vec<String> {
+        self.inner.lock().unwrap().misrouted.clone()
+    }
+
+    /// `service:Operation` of every request answered, as IAM names actions.
+    pub fn operations(&self) -> BTreeSet<String> {
+        self.inner.lock().unwrap().operations.clone()
+    }
+
+    /// Every Compute Optimizer page takes `d` to answer.
+    pub fn set_latency(&self, d: Duration) {
+        self.inner.lock().unwrap().latency = d;
+    }
+
+    /// GetEnrollmentStatus answers without a `status` field while set.
+    pub fn org_status_without_status(&self, on: bool) {
+        self.inner.lock().unwrap().org_status_without_status = on;
     }
 
     pub fn set_accounts(&self, accounts: Vec<OrgAccount>) {
@@ -255,7 +332,93 @@ fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
+fn listen(listener: TcpListener, service: Service, inner: Arc<Mutex<Inner>>) -> SocketAddr {
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let inner = inner.clone();
+                    async move { handle(service, req, inner).await }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The SigV4 credential scope's region and service, if the request is signed.
+fn scope(authorization: Option<&str>) -> Option<(String, String)> {
+    let credential = authorization?.split("Credential=").nth(1)?;
+    let mut parts = credential.split(',').next()?.split('/');
+    let (_key, _date) = (parts.next()?, parts.next()?);
+    Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+}
+
+/// What a request asks for: `Some(operation)` when it is this service's own.
+fn operation_of(service: Service, path: &str, target: Option<&str>, body: &[u8]) -> Option<String> {
+    match service {
+        Service::ComputeOptimizer => {
+            let op = path.strip_prefix("/service/ComputeOptimizerService/operation/")?;
+            [
+                "GetEnrollmentStatusesForOrganization",
+                "GetEnrollmentStatus",
+            ]
+            .contains(&op)
+            .then(|| op.to_owned())
+        }
+        Service::Sts => {
+            let form = String::from_utf8_lossy(body);
+            let action = form.split('&').find_map(|kv| kv.strip_prefix("Action="))?;
+            (path == "/" && ["AssumeRole", "AssumeRoleWithWebIdentity"].contains(&action))
+                .then(|| action.to_owned())
+        }
+        Service::Organizations => {
+            let op = target?.strip_prefix("AWSOrganizationsV20161128.")?;
+            ORGANIZATIONS_OPERATIONS
+                .contains(&op)
+                .then(|| op.to_owned())
+        }
+    }
+}
+
+const ORGANIZATIONS_OPERATIONS: &[&str] = &["ListAccounts"];
+
+/// The service's own answer to a request it does not serve.
+fn unknown_operation(service: Service) -> Response<Full<Bytes>> {
+    match service {
+        Service::ComputeOptimizer => error(404, "UnknownOperationException", "unknown operation"),
+        Service::Sts => Response::builder()
+            .status(400)
+            .header("content-type", "text/xml")
+            .body(Full::new(Bytes::from_static(
+                b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>Could not find operation</Message></Error></ErrorResponse>",
+            )))
+            .unwrap(),
+        Service::Organizations => json_reply(
+            400,
+            serde_json::json!({"__type": "UnknownOperationException", "message": "unknown operation"}),
+        ),
+    }
+}
+
+fn json_reply(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap()
+}
+
 async fn handle(
+    service: Service,
     req: Request<Incoming>,
     inner: Arc<Mutex<Inner>>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
@@ -267,6 +430,7 @@ async fn handle(
     };
     let target = header("x-amz-target");
     let mut seen = Seen {
+        service,
         path: req.uri().path().to_owned(),
         content_type: header("content-type"),
         smithy_protocol: header("smithy-protocol"),
@@ -281,19 +445,54 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    // STS (awsQuery): AssumeRole and AssumeRoleWithWebIdentity.
-    if seen.path == "/" && String::from_utf8_lossy(&body).contains("Action=AssumeRole") {
-        return Ok(assume_role(&inner, &body));
+    let Some(operation) = operation_of(service, &seen.path, target.as_deref(), &body) else {
+        let what = target.unwrap_or_else(|| {
+            format!(
+                "{} {}",
+                seen.path,
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            )
+        });
+        let mut inner = inner.lock().unwrap();
+        inner
+            .misrouted
+            .push(format!("{} got {what}", service.signing_name()));
+        inner.record(seen);
+        return Ok(unknown_operation(service));
+    };
+    // Signed for this service, as AWS checks (the web identity exchange is unsigned).
+    let signed_for = scope(seen.authorization.as_deref()).map(|(_, s)| s);
+    if operation != "AssumeRoleWithWebIdentity"
+        && signed_for.as_deref() != Some(service.signing_name())
+    {
+        let mut inner = inner.lock().unwrap();
+        inner.misrouted.push(format!(
+            "{} got {operation} signed for {signed_for:?}",
+            service.signing_name()
+        ));
+        inner.record(seen);
+        return Ok(unknown_operation(service));
     }
-    if target.as_deref() == Some("AWSOrganizationsV20161128.ListAccounts") {
-        return Ok(list_accounts(&inner, &body));
+    inner
+        .lock()
+        .unwrap()
+        .operations
+        .insert(format!("{}:{operation}", service.signing_name()));
+    match operation.as_str() {
+        "AssumeRole" | "AssumeRoleWithWebIdentity" => return Ok(assume_role(&inner, &body)),
+        "ListAccounts" => return Ok(list_accounts(&inner, &body)),
+        "GetEnrollmentStatus" => return Ok(org_status(&inner)),
+        _ => {}
     }
-    if seen.path == ORG_STATUS_PATH {
-        return Ok(org_status(&inner));
-    }
-    if seen.path != OPERATION_PATH {
-        inner.lock().unwrap().record(seen);
-        return Ok(error(404, "UnknownOperationException", "unknown operation"));
+    if seen.smithy_protocol.as_deref() != Some("rpc-v2-cbor") {
+        return Ok(error(
+            400,
+            "SerializationException",
+            "smithy-protocol must be rpc-v2-cbor",
+        ));
     }
     let input: Value = match ciborium::from_reader(&body[..]) {
         Ok(v) => v,
@@ -338,7 +537,7 @@ async fn handle(
         },
     };
     let page_index = offset / page_size;
-    let (fault, items, total) = {
+    let (fault, items, total, latency) = {
         let mut inner = inner.lock().unwrap();
         let filter = seen.status_filter.clone();
         inner.record(seen.clone());
@@ -346,26 +545,28 @@ async fn handle(
             .faults
             .get_mut(&page_index)
             .and_then(|q| q.pop_front());
-        // Only this page's items are cloned, so large organisations stay cheap.
-        let matching = |a: &&OrgAccount| filter.is_empty() || filter.contains(&a.status);
-        let total = if filter.is_empty() {
-            inner.accounts.len()
-        } else {
-            inner.accounts.iter().filter(matching).count()
-        };
+        if let Some(Fault::Replace(accounts)) = &fault {
+            inner.accounts = accounts.clone();
+        }
+        // AWS cuts the page first and filters it after: a filtered page can
+        // be empty and still carry a token. Only this page's items are
+        // cloned, so large organisations stay cheap.
         let items: Vec<OrgAccount> = inner
             .accounts
             .iter()
-            .filter(matching)
             .skip(offset)
             .take(page_size)
+            .filter(|a| filter.is_empty() || filter.contains(&a.status))
             .cloned()
             .collect();
-        (fault, items, total)
+        (fault, items, inner.accounts.len(), inner.latency)
     };
-    let end = (offset + items.len()).min(total);
+    let end = (offset + page_size).min(total);
     let mut next = (end < total).then(|| format!("tok-{end}"));
     let mut items: Vec<&OrgAccount> = items.iter().collect();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match fault {
         Some(Fault::Error(status, code)) => return Ok(error(status, code, "scripted fault")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -384,7 +585,7 @@ async fn handle(
             items.clear();
             next = Some(format!("tok-{end}"));
         }
-        None => {}
+        Some(Fault::Pass | Fault::Replace(_)) | None => {}
     }
     Ok(reply(200, page_body(&items, next.as_deref())))
 }
@@ -476,7 +677,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 
 /// Compute Optimizer GetEnrollmentStatus for the calling account.
 fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
-    let (denied, active) = {
+    let (denied, active, without_status) = {
         let mut inner = inner.lock().unwrap();
         inner.org_status_calls += 1;
         let active = inner
@@ -484,7 +685,11 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
             .iter()
             .filter(|a| a.status == "Active")
             .count();
-        (inner.org_status_denied, active)
+        (
+            inner.org_status_denied,
+            active,
+            inner.org_status_without_status,
+        )
     };
     if denied {
         return error(
@@ -493,8 +698,7 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
             "not authorized to GetEnrollmentStatus",
         );
     }
-    let body = Value::Map(vec![
-        (text("status"), text("Active")),
+    let mut fields = vec![
         (text("memberAccountsEnrolled"), Value::Bool(true)),
         (
             text("numberOfMemberAccountsOptedIn"),
@@ -504,8 +708,11 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
             text("lastUpdatedTimestamp"),
             Value::Tag(1, Box::new(Value::Float(1_690_000_000.0))),
         ),
-    ]);
-    reply(200, cbor(&body))
+    ];
+    if !without_status {
+        fields.push((text("status"), text("Active")));
+    }
+    reply(200, cbor(&Value::Map(fields)))
 }
 
 /// AWS Organizations ListAccounts (awsJson1_1), 20 a page at most.
@@ -535,13 +742,7 @@ fn list_accounts(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
             .collect();
         (inner.list_accounts_denied, page, inner.accounts.len())
     };
-    let json = |status: u16, v: serde_json::Value| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(Full::new(Bytes::from(v.to_string())))
-            .unwrap()
-    };
+    let json = json_reply;
     if denied {
         return json(
             400,

@@ -1,0 +1,325 @@
+//! The one paging loop: every listing the exporter makes (enrollment
+//! statuses, account names) follows `nextToken` here, under the same rules.
+//!
+//! * Every page until the token is absent or empty, as the SDK's own
+//!   paginators end a listing.
+//! * An empty page that carries a token is followed: AWS cuts a page before
+//!   it applies a filter, so a filtered listing (`poll.statuses`) can hand
+//!   out many empty pages before the next match.
+//! * Loops are impossible all the same: a token seen before in the same
+//!   listing, or more pages than [`MAX_ITEMS`] could fill, fails it.
+//! * One deadline for the whole listing; each attempt is also cut at
+//!   `aws.request_timeout`. Failed attempts are retried with full-jitter
+//!   exponential backoff, but only while the next attempt could still start
+//!   before the deadline: otherwise the listing fails with the error it
+//!   actually hit, not a generic timeout.
+//! * Every attempt is counted in `aws_compute_optimizer_api_requests_total`.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::{Instant, timeout_at};
+
+use crate::config::{PollOptions, format_duration};
+use crate::error::{ApiError, PollError};
+use crate::model::Page;
+use crate::state::State;
+
+/// No real organisation has more accounts than this; an upstream that keeps
+/// handing out new tokens past it is broken, and we stop.
+pub const MAX_ITEMS: usize = 1_000_000;
+
+/// Longest wait between two attempts, whatever the backoff doubling says.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// One listing: what it is called, how it pages, how long it may take.
+#[derive(Clone, Copy)]
+pub struct Listing<'a> {
+    pub operation: &'static str,
+    pub page_size: usize,
+    pub timeout: Duration,
+    pub deadline: Instant,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub request_timeout: Duration,
+    pub state: &'a State,
+}
+
+impl<'a> Listing<'a> {
+    /// A listing that starts now, with the retry settings of `opts`.
+    pub fn new(
+        operation: &'static str,
+        page_size: usize,
+        timeout: Duration,
+        opts: &PollOptions,
+        state: &'a State,
+    ) -> Listing<'a> {
+        Listing {
+            operation,
+            page_size: page_size.max(1),
+            timeout,
+            deadline: Instant::now() + timeout,
+            max_attempts: opts.max_attempts.max(1),
+            retry_backoff: opts.retry_backoff,
+            request_timeout: opts.request_timeout,
+            state,
+        }
+    }
+
+    pub fn max_pages(&self) -> usize {
+        MAX_ITEMS.div_ceil(self.page_size)
+    }
+}
+
+/// Every item of every page.
+#[derive(Debug)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub pages: usize,
+    pub skipped: usize,
+}
+
+/// Follows `nextToken` from the first page to the last; `fetch` asks for the
+/// page after the token it is given (`None`: the first page).
+pub async fn list_all<T, F, Fut>(l: &Listing<'_>, mut fetch: F) -> Result<Listed<T>, PollError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<T>, ApiError>>,
+{
+    let mut out = Listed {
+        items: Vec::new(),
+        pages: 0,
+        skipped: 0,
+    };
+    let mut seen = HashSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page_no = out.pages + 1;
+        if page_no > l.max_pages() {
+            return Err(PollError::TooManyPages {
+                operation: l.operation,
+                limit: l.max_pages(),
+            });
+        }
+        let page = fetch_with_retries(l, page_no, || fetch(token.clone())).await?;
+        out.pages = page_no;
+        out.skipped += page.skipped;
+        out.items.extend(page.items);
+        match page.next_token {
+            Some(t) if !t.is_empty() => {
+                if !seen.insert(t.clone()) {
+                    return Err(PollError::RepeatedToken {
+                        operation: l.operation,
+                        page: page_no,
+                    });
+                }
+                token = Some(t);
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// One page, retried within the listing's deadline.
+async fn fetch_with_retries<T, F, Fut>(
+    l: &Listing<'_>,
+    page_no: usize,
+    mut attempt_once: F,
+) -> Result<Page<T>, PollError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Page<T>, ApiError>>,
+{
+    let timed_out = || PollError::Timeout {
+        operation: l.operation,
+        timeout: l.timeout,
+        page: page_no,
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = Instant::now();
+        if now >= l.deadline {
+            return Err(timed_out());
+        }
+        let attempt_deadline = l.deadline.min(now + l.request_timeout);
+        let err = match timeout_at(attempt_deadline, attempt_once()).await {
+            Ok(Ok(page)) => {
+                l.state.count_request(l.operation, "success");
+                return Ok(page);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => ApiError::new(
+                "timeout",
+                format!(
+                    "no response within {}",
+                    format_duration(attempt_deadline - now)
+                ),
+                true,
+            ),
+        };
+        l.state.count_request(l.operation, &err.code);
+        if err.code == "timeout" && Instant::now() >= l.deadline {
+            return Err(timed_out());
+        }
+        let delay = backoff(l.retry_backoff, attempt);
+        // No attempt could start before the deadline: fail with what we hit.
+        if !err.retryable || attempt >= l.max_attempts || Instant::now() + delay >= l.deadline {
+            return Err(PollError::Api {
+                operation: l.operation,
+                page: page_no,
+                attempts: attempt,
+                source: err,
+            });
+        }
+        tracing::debug!(operation = l.operation, page = page_no, attempt, code = %err.code, delay_ms = delay.as_millis() as u64, "retrying page");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in [0, base * 2^(attempt-1)].
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16))
+        .min(MAX_BACKOFF);
+    ceiling.mul_f64(random_unit())
+}
+
+/// A uniform number in [0, 1) from std's randomly seeded hasher; jitter needs
+/// no more than that.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn listing(state: &State, page_size: usize, timeout: Duration) -> Listing<'_> {
+        let mut opts = PollOptions::from_config(&crate::config::Config::default());
+        opts.retry_backoff = Duration::from_millis(1);
+        Listing::new("Test", page_size, timeout, &opts, state)
+    }
+
+    fn page(items: Vec<u32>, next: Option<&str>) -> Page<u32> {
+        Page {
+            items,
+            next_token: next.map(str::to_owned),
+            skipped: 0,
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        let base = Duration::from_millis(100);
+        let mut distinct = HashSet::new();
+        for attempt in 1..=20 {
+            let d = backoff(base, attempt);
+            let ceiling = (base * 2u32.pow((attempt - 1).min(16))).min(MAX_BACKOFF);
+            assert!(d <= ceiling, "attempt {attempt}: {d:?} > {ceiling:?}");
+            distinct.insert(d);
+        }
+        assert!(distinct.len() > 10, "no jitter: {distinct:?}");
+    }
+
+    #[tokio::test]
+    async fn an_endless_listing_stops_at_the_page_limit() {
+        let state = State::new("t", "t");
+        let l = listing(&state, 100, Duration::from_secs(60));
+        let calls = AtomicUsize::new(0);
+        let err = list_all(&l, |_| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            async move { Ok(page(vec![1], Some(&format!("t{n}")))) }
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PollError::TooManyPages { limit: 10_000, .. }),
+            "{err}"
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 10_000);
+    }
+
+    #[tokio::test]
+    async fn empty_pages_with_a_token_are_followed_to_the_end() {
+        let state = State::new("t", "t");
+        let l = listing(&state, 10, Duration::from_secs(10));
+        let got = list_all(&l, |token| async move {
+            let n: usize = token.map_or(0, |t| t.parse().unwrap());
+            // Nine empty pages between two matches, as a filter makes them.
+            let items = if n % 10 == 0 { vec![n as u32] } else { vec![] };
+            Ok(page(
+                items,
+                (n < 49).then(|| (n + 1).to_string()).as_deref(),
+            ))
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.pages, 50);
+        assert_eq!(got.items, [0, 10, 20, 30, 40]);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_token_stops_the_listing() {
+        let state = State::new("t", "t");
+        let l = listing(&state, 10, Duration::from_secs(10));
+        let calls = AtomicUsize::new(0);
+        let err = list_all(&l, |_| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            // Empty, and always the same token: a loop.
+            async { Ok(page(vec![], Some("same"))) }
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, PollError::RepeatedToken { page: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_backoff_past_the_deadline_fails_with_the_cause_it_hit() {
+        let state = State::new("t", "t");
+        let mut l = listing(&state, 10, Duration::from_millis(300));
+        // Each backoff is up to 10 s: the second attempt can never start in time.
+        l.retry_backoff = Duration::from_secs(10);
+        l.max_attempts = 10;
+        let calls = AtomicUsize::new(0);
+        let started = Instant::now();
+        let err = list_all(&l, |_| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n == 0 {
+                    // Fails with 5 ms of the deadline left.
+                    tokio::time::sleep(Duration::from_millis(295)).await;
+                    Err(ApiError::new("ThrottlingException", "slow down", true))
+                } else {
+                    Ok(page(vec![], None))
+                }
+            }
+        })
+        .await;
+        // Jitter draws a delay under 5 ms one time in 2,000: then the retry
+        // starts in time and the page succeeds.
+        match err {
+            Ok(_) => assert_eq!(calls.load(Ordering::Relaxed), 2),
+            Err(e) => {
+                assert_eq!(e.code(), "ThrottlingException", "{e}");
+                assert!(e.to_string().contains("after 1 attempt(s)"), "{e}");
+                // It fails at once instead of sleeping to the deadline first.
+                assert!(started.elapsed() < Duration::from_millis(300 + 200));
+            }
+        }
+    }
+}

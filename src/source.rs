@@ -1,0 +1,41 @@
+//! Where enrollment statuses and account names come from: the AWS SDK
+//! ([`crate::aws`]) or the simulated organisation of `--demo`
+//! ([`crate::demo`]). The scheduler, the names refresher and the paging loop
+//! only know these traits; [`dispatch::Source`] picks one at start-up.
+
+pub mod dispatch;
+
+use std::future::Future;
+
+use crate::error::ApiError;
+use crate::model::{Account, OrgStatus, Page, PageRequest};
+
+/// Operation names, as the `operation` label and IAM know them.
+pub const ENROLLMENTS: &str = "GetEnrollmentStatusesForOrganization";
+pub const ORG_STATUS: &str = "GetEnrollmentStatus";
+pub const LIST_ACCOUNTS: &str = "ListAccounts";
+
+/// Organizations list operations allow at most 20 per page.
+pub const ORGANIZATIONS_PAGE_SIZE: u8 = 20;
+
+/// Pages of enrollment statuses, and the caller's own enrollment.
+pub trait PageSource: Send + Sync + 'static {
+    fn fetch_page(
+        &self,
+        req: &PageRequest,
+    ) -> impl Future<Output = Result<Page<Account>, ApiError>> + Send;
+
+    /// The calling account's own enrollment (`GetEnrollmentStatus`), asked
+    /// once per poll; `Ok(None)` where a source has no such thing.
+    fn fetch_org_status(&self) -> impl Future<Output = Result<Option<OrgStatus>, ApiError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// Pages of account IDs and names (`ListAccounts`).
+pub trait NameSource: Send + Sync + 'static {
+    fn list_accounts(
+        &self,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+}

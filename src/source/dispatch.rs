@@ -1,0 +1,43 @@
+//! The source chosen at start-up: AWS, or the `--demo` organisation.
+
+use std::sync::Arc;
+
+use crate::aws::AwsSource;
+use crate::demo::DemoSource;
+use crate::error::ApiError;
+use crate::model::{Account, OrgStatus, Page, PageRequest};
+use crate::source::{NameSource, PageSource};
+
+#[derive(Clone)]
+pub enum Source {
+    Aws(AwsSource),
+    Demo(Arc<DemoSource>),
+}
+
+impl PageSource for Source {
+    async fn fetch_page(&self, req: &PageRequest) -> Result<Page<Account>, ApiError> {
+        match self {
+            Source::Aws(s) => s.fetch_page(req).await,
+            Source::Demo(s) => s.fetch_page(req).await,
+        }
+    }
+
+    async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
+        match self {
+            Source::Aws(s) => s.fetch_org_status().await,
+            Source::Demo(s) => s.fetch_org_status().await,
+        }
+    }
+}
+
+impl NameSource for Source {
+    async fn list_accounts(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_accounts(token).await,
+            Source::Demo(s) => s.list_accounts(token).await,
+        }
+    }
+}
