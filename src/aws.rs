@@ -124,7 +124,12 @@ impl AwsSource {
             co = co.endpoint_url(url);
         }
         let organizations = cfg.organizations.then(|| {
-            let mut conf = aws_sdk_organizations::config::Builder::from(&shared);
+            // Organizations is global: AWS's own endpoint rules sign for the
+            // partition's home region whatever aws.region is, but with a
+            // custom endpoint (key or variable) the SDK would sign for
+            // aws.region, which AWS refuses. Pinning the region does both.
+            let mut conf = aws_sdk_organizations::config::Builder::from(&shared)
+                .region(Region::new(organizations_region(&region)));
             if let Some(url) = &cfg.organizations_endpoint_url {
                 conf = conf.endpoint_url(url);
             }
@@ -138,10 +143,27 @@ impl AwsSource {
     }
 }
 
-/// `base`, with its endpoint replaced where `url` is set.
+/// The region Organizations requests are signed for in `region`'s partition.
+fn organizations_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "cn-northwest-1"
+    } else if region.starts_with("us-gov-") {
+        "us-gov-west-1"
+    } else {
+        "us-east-1"
+    }
+}
+
+/// `base`, with its endpoint replaced where `url` is set. The endpoint is
+/// marked as set in code: otherwise the SDK ranks `AWS_ENDPOINT_URL` (and
+/// the service's own variable) above it, and the key would be ignored.
 fn with_endpoint(base: &aws_config::SdkConfig, url: Option<&str>) -> aws_config::SdkConfig {
     match url {
-        Some(url) => base.to_builder().endpoint_url(url).build(),
+        Some(url) => {
+            let mut b = base.to_builder().endpoint_url(url);
+            b.insert_origin("endpoint_url", aws_types::origin::Origin::shared_config());
+            b.build()
+        }
         None => base.clone(),
     }
 }

@@ -81,6 +81,15 @@ impl Running {
         panic!("no line with {needle:?}; saw:\n{}", self.seen.join("\n"));
     }
 
+    /// Waits for a line containing each needle, in any order.
+    fn wait_lines(&mut self, needles: &[&str]) {
+        for needle in needles {
+            if !self.seen.iter().any(|l| l.contains(needle)) {
+                self.wait_line(needle);
+            }
+        }
+    }
+
     /// Collects the lines logged so far without waiting.
     fn drain(&mut self) -> String {
         while let Ok(line) = self.lines.try_recv() {
@@ -413,4 +422,207 @@ async fn standard_aws_environment_variables_are_honoured() {
         auth.contains("/eu-north-1/compute-optimizer/aws4_request"),
         "{auth}"
     );
+}
+
+/// Every way of pointing the exporter at an endpoint reaches exactly the
+/// service it names: a call that lands on another service's stand-in is
+/// refused there and recorded. The run assumes a role (STS) and lists names
+/// (Organizations), so all three services are called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_setting_reaches_its_own_service_only() {
+    type Case = (
+        &'static str,
+        fn(&Standin) -> (String, Vec<(&'static str, String)>),
+    );
+    let cases: [Case; 5] = [
+        (
+            "config key for Compute Optimizer only, the others from their variables",
+            |s| {
+                (
+                    format!("endpoint_url = \"{}\"\n", s.url()),
+                    vec![
+                        ("AWS_ENDPOINT_URL_STS", s.sts_url()),
+                        ("AWS_ENDPOINT_URL_ORGANIZATIONS", s.organizations_url()),
+                    ],
+                )
+            },
+        ),
+        (
+            "a config key per service, over a global variable that points elsewhere",
+            |s| {
+                (
+                    s.endpoint_keys(),
+                    vec![("AWS_ENDPOINT_URL", "http://127.0.0.1:9".into())],
+                )
+            },
+        ),
+        ("the global variable reaches Compute Optimizer", |s| {
+            (
+                String::new(),
+                vec![
+                    ("AWS_ENDPOINT_URL", s.url()),
+                    ("AWS_ENDPOINT_URL_STS", s.sts_url()),
+                    ("AWS_ENDPOINT_URL_ORGANIZATIONS", s.organizations_url()),
+                ],
+            )
+        }),
+        ("the global variable reaches STS", |s| {
+            (
+                String::new(),
+                vec![
+                    ("AWS_ENDPOINT_URL", s.sts_url()),
+                    ("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", s.url()),
+                    ("AWS_ENDPOINT_URL_ORGANIZATIONS", s.organizations_url()),
+                ],
+            )
+        }),
+        ("the global variable reaches Organizations", |s| {
+            (
+                String::new(),
+                vec![
+                    ("AWS_ENDPOINT_URL", s.organizations_url()),
+                    ("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", s.url()),
+                    ("AWS_ENDPOINT_URL_STS", s.sts_url()),
+                ],
+            )
+        }),
+    ];
+    for (name, setup) in cases {
+        let standin = Standin::start(org(30)).await;
+        let (keys, env) = setup(&standin);
+        let path = tempdir().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[aws]\nregion = \"eu-west-1\"\n{keys}role_arn = \"arn:aws:iam::123456789012:role/compute-optimizer-exporter\"\norganizations = true\n[poll]\ninterval = \"1h\"\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = exporter();
+        cmd.env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&path);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut run = Running::start(&mut cmd);
+        run.wait_lines(&["poll finished", "account names refreshed"]);
+        assert_eq!(standin.misrouted(), Vec::<String>::new(), "{name}");
+        let ops: Vec<String> = standin.operations().into_iter().collect();
+        assert_eq!(
+            ops,
+            [
+                "compute-optimizer:GetEnrollmentStatus",
+                "compute-optimizer:GetEnrollmentStatusesForOrganization",
+                "organizations:ListAccounts",
+                "sts:AssumeRole",
+            ],
+            "{name}"
+        );
+        // STS is called in the configured region, like the others.
+        // Organizations is a global service, signed for us-east-1.
+        let regions: Vec<String> = standin.signed_regions().into_iter().collect();
+        assert_eq!(
+            regions,
+            [
+                "compute-optimizer eu-west-1",
+                "organizations us-east-1",
+                "sts eu-west-1"
+            ],
+            "{name}"
+        );
+    }
+}
+
+/// Defaults poll a large, slow organisation successfully (the timeout
+/// follows the interval), and a poll close to its deadline says which setting
+/// to raise. Scaled down in time: 30 pages at 140 ms against a 5 s interval
+/// is the ratio of 300 pages at 200 ms against a few minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_slow_organisation_polls_under_defaults_and_warns_near_the_deadline() {
+    let standin = Standin::start(org(3000)).await;
+    standin.set_latency(Duration::from_millis(140));
+    let mut run = against(&standin, "[poll]\ninterval = \"5s\"\n", &[]);
+    let done = run.wait_line("poll finished");
+    assert!(done.contains("accounts=3000"), "{done}");
+    let warning = run.wait_line("used most of poll.timeout");
+    assert!(warning.contains("level=warn"), "{warning}");
+    assert!(warning.contains("raise poll.interval"), "{warning}");
+    assert!(!run.drain().contains("poll failed"));
+    drop(run);
+
+    // An explicit poll.timeout is honoured: the same organisation fails it.
+    let mut run = against(
+        &standin,
+        "[poll]\ninterval = \"5s\"\ntimeout = \"2s\"\n",
+        &[],
+    );
+    let failed = run.wait_line("poll failed");
+    assert!(failed.contains("code=timeout"), "{failed}");
+    assert!(failed.contains("raise poll.timeout"), "{failed}");
+}
+
+/// `[web]` applies at start only: while the file's `[web]` differs from the
+/// running one, every reload says so, not just the first.
+#[test]
+fn every_reload_warns_while_web_settings_differ_from_the_running_ones() {
+    let dir = tempdir();
+    let path = dir.join("c.toml");
+    std::fs::write(&path, "[poll]\ninterval = \"1m\"\n").unwrap();
+    let mut run = Running::start(
+        exporter()
+            .args(["--demo", "--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&path),
+    );
+    run.addr();
+    std::fs::write(
+        &path,
+        "[web]\nmax_connections = 9\n[poll]\ninterval = \"1m\"\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        run.signal("HUP");
+        run.wait_line("configuration reloaded");
+    }
+    let log = run.drain();
+    assert_eq!(
+        log.matches("take effect after a restart").count(),
+        2,
+        "{log}"
+    );
+    // Back to the running settings: no more warnings.
+    std::fs::write(&path, "[poll]\ninterval = \"1m\"\n").unwrap();
+    run.signal("HUP");
+    run.wait_line("configuration reloaded");
+    let log = run.drain();
+    assert_eq!(
+        log.matches("take effect after a restart").count(),
+        2,
+        "{log}"
+    );
+}
+
+/// A connection failure says where to look: DNS, egress, proxy, endpoint.
+#[test]
+fn a_network_failure_logs_what_to_check() {
+    // Nothing listens on the discard port of loopback.
+    let path = tempdir().join("c.toml");
+    std::fs::write(
+        &path,
+        "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1\n[poll]\ninterval = \"1h\"\n",
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&path),
+    );
+    let line = run.wait_line("poll failed");
+    assert!(line.contains("code=network"), "{line}");
+    for needle in ["DNS", "egress", "HTTPS_PROXY", "http://127.0.0.1:9"] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
 }

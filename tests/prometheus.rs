@@ -361,6 +361,26 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         })
         .await;
     }
+    // The stuck-accounts table lists each stuck account once, named.
+    let (_, table) = exprs
+        .iter()
+        .find(|(title, _)| title.starts_with("Accounts in Pending or Failed"))
+        .expect("the stuck-accounts table");
+    let stuck: BTreeSet<String> = accounts_in(&scrape, "Pending")
+        .union(&accounts_in(&scrape, "Failed"))
+        .cloned()
+        .collect();
+    let rows = query(&prom, &table.replace("$instance", ".*")).await;
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["metric"]["account_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), stuck.len(), "one row per stuck account: {ids:?}");
+    assert_eq!(
+        ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        stuck
+    );
+    assert!(rows.iter().all(|r| r["metric"]["account_name"].is_string()));
     let values = api(
         &prom,
         &format!(

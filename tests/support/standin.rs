@@ -127,6 +127,8 @@ struct Inner {
     operations: BTreeSet<String>,
     /// Requests that reached a service they were not meant for.
     misrouted: Vec<String>,
+    /// `service region` of every signed request answered.
+    signed_regions: BTreeSet<String>,
 }
 
 impl Inner {
@@ -202,6 +204,11 @@ impl Standin {
     /// `service:Operation` of every request answered, as IAM names actions.
     pub fn operations(&self) -> BTreeSet<String> {
         self.inner.lock().unwrap().operations.clone()
+    }
+
+    /// `service region` of every signed request answered, e.g. "sts eu-west-1".
+    pub fn signed_regions(&self) -> BTreeSet<String> {
+        self.inner.lock().unwrap().signed_regions.clone()
     }
 
     /// Every Compute Optimizer page takes `d` to answer.
@@ -476,11 +483,24 @@ async fn handle(
         inner.record(seen);
         return Ok(unknown_operation(service));
     }
-    inner
-        .lock()
-        .unwrap()
-        .operations
-        .insert(format!("{}:{operation}", service.signing_name()));
+    // Organizations is global: AWS accepts only signatures scoped to us-east-1.
+    if service == Service::Organizations
+        && scope(seen.authorization.as_deref()).is_some_and(|(region, _)| region != "us-east-1")
+    {
+        return Ok(json_reply(
+            400,
+            serde_json::json!({"__type": "InvalidSignatureException", "message": "Credential should be scoped to a valid region."}),
+        ));
+    }
+    {
+        let mut inner = inner.lock().unwrap();
+        inner
+            .operations
+            .insert(format!("{}:{operation}", service.signing_name()));
+        if let Some((region, signed)) = scope(seen.authorization.as_deref()) {
+            inner.signed_regions.insert(format!("{signed} {region}"));
+        }
+    }
     match operation.as_str() {
         "AssumeRole" | "AssumeRoleWithWebIdentity" => return Ok(assume_role(&inner, &body)),
         "ListAccounts" => return Ok(list_accounts(&inner, &body)),
