@@ -38,6 +38,8 @@ pub struct Options {
     pub sighup: bool,
     /// `--web.config.file`: TLS and basic auth, re-read on reload.
     pub web_config_file: Option<PathBuf>,
+    /// `--web.enable-lifecycle`: serve `POST /-/reload` (SIGHUP always reloads).
+    pub enable_lifecycle: bool,
 }
 
 fn load_security(path: Option<&std::path::Path>) -> Result<WebSecurity, String> {
@@ -48,12 +50,16 @@ fn load_security(path: Option<&std::path::Path>) -> Result<WebSecurity, String> 
 }
 
 /// Loads the configuration file (or defaults) and applies CLI overrides.
+/// `--demo` without a file gets settings that show the simulation moving,
+/// on every load, so a reload keeps them.
 pub fn load_config(
     path: Option<&std::path::Path>,
     listen_override: Option<&str>,
+    demo: bool,
 ) -> Result<Config, String> {
     let mut config = match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None if demo => Config::demo(),
         None => Config::default(),
     };
     if let Some(addr) = listen_override {
@@ -110,7 +116,7 @@ pub async fn run(
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
     let mut server_opts = ServerOptions::from_config(&config.web);
-    server_opts.reload = Some(reload_tx.clone());
+    server_opts.reload = opts.enable_lifecycle.then(|| reload_tx.clone());
     *server_opts
         .security
         .write()
@@ -201,7 +207,11 @@ async fn reload(
 ) -> Result<(), String> {
     let m = &state.metrics;
     let result = async {
-        let new = load_config(opts.config_path.as_deref(), opts.listen_override.as_deref())?;
+        let new = load_config(
+            opts.config_path.as_deref(),
+            opts.listen_override.as_deref(),
+            opts.demo,
+        )?;
         let new_security = load_security(opts.web_config_file.as_deref())?;
         if new.web != *running_web {
             tracing::warn!(

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::Write as _;
+
 use clap::Parser;
 
 use crate::app::{self, Options, REVISION, VERSION};
@@ -34,6 +36,9 @@ pub struct Args {
     /// TLS and basic authentication, in the Prometheus exporter-toolkit's YAML format.
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// Serve POST /-/reload (as Prometheus' flag; off by default). SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
     /// Validate the configuration, print it (secrets redacted) and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
@@ -60,25 +65,21 @@ pub struct Args {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config = match app::load_config(args.config.as_deref(), args.listen_address.as_deref())
-    {
+    let config = match app::load_config(
+        args.config.as_deref(),
+        args.listen_address.as_deref(),
+        args.demo,
+    ) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_error(&e);
             return ExitCode::from(1);
         }
     };
-    if args.demo && args.config.is_none() {
-        // The simulated organisation moves every poll; show it moving.
-        config.poll.interval = Duration::from_secs(15);
-        config.poll.timeout = Duration::from_secs(10);
-        config.aws.organizations = true;
-        config.aws.organizations_interval = Duration::from_secs(60);
-    }
     if let Some(web) = &args.web_config_file
         && let Err(e) = crate::websec::WebSecurity::load(web)
     {
-        eprintln!("error: {e}");
+        say_error(&e);
         return ExitCode::from(1);
     }
     if args.check_config {
@@ -86,7 +87,9 @@ pub fn main() -> ExitCode {
             .config
             .as_ref()
             .map_or("defaults".into(), |p| p.display().to_string());
-        println!(
+        // A closed pipe (`| head -1`) is not an error worth a panic.
+        let _ = writeln!(
+            std::io::stdout().lock(),
             "# {source}: configuration is valid\n{}",
             config.effective_toml()
         );
@@ -101,7 +104,7 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
             credentials: None,
             sighup: true,
             web_config_file: args.web_config_file.clone(),
+            enable_lifecycle: args.enable_lifecycle,
         };
         app::run(listener, opts, state, shutdown).await
     });
@@ -134,9 +138,14 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once, as a log line: logging is up by now.
             tracing::error!(error = %e, "cannot start");
-            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `error: ...` on stderr; a closed stderr is ignored, never a panic.
+fn say_error(e: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "error: {e}");
 }

@@ -216,6 +216,17 @@ const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
+    /// `--demo` without a config file: the simulated organisation moves every
+    /// poll, so poll often, and show its simulated account names.
+    pub fn demo() -> Config {
+        let mut c = Config::default();
+        c.poll.interval = Duration::from_secs(15);
+        c.poll.timeout = Duration::from_secs(10);
+        c.aws.organizations = true;
+        c.aws.organizations_interval = Duration::from_secs(60);
+        c
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -246,7 +257,13 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| parse_error(None, &e))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            parse_error(Some(key), e.inner())
+            let mut err = parse_error(Some(key.clone()), e.inner());
+            if SECRET_KEYS.contains(&key.as_str())
+                && let ConfigError::Parse { msg, .. } = &mut err
+            {
+                *msg = without_values(msg);
+            }
+            err
         })?;
         let mut config = config;
         // Defaults, then validation: an unset timeout is the interval.
@@ -271,11 +288,17 @@ impl Config {
         if let Err(e) = parse_listen_address(&w.listen_address) {
             return err("web.listen_address", e);
         }
-        if !w.telemetry_path.starts_with('/') || w.telemetry_path.len() < 2 {
+        let path_ok = w.telemetry_path.len() >= 2
+            && w.telemetry_path.starts_with('/')
+            && w.telemetry_path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"?#%\\\"<>`{}|^".contains(c))
+            && !w.telemetry_path.contains("//");
+        if !path_ok {
             return err(
                 "web.telemetry_path",
                 format!(
-                    "{:?} must be an absolute path other than \"/\" such as \"/metrics\"",
+                    "{:?} must be an absolute path other than \"/\", without spaces, query or escapes, such as \"/metrics\"",
                     w.telemetry_path
                 ),
             );
@@ -556,6 +579,26 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Keys whose values are secrets: never printed, not even in an error.
+const SECRET_KEYS: &[&str] = &["aws.external_id"];
+
+/// A serde message without the value it quotes: "invalid type: integer
+/// `123`, expected a string" becomes "invalid type: integer, expected a
+/// string" (and likewise `string "..."`). For errors about secrets, whatever
+/// their type or shape; other messages (field names) are left as they are.
+pub fn without_values(msg: &str) -> String {
+    let Some(at) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .find_map(|p| msg.find(p).map(|i| i + p.len()))
+    else {
+        return msg.to_owned();
+    };
+    let rest = &msg[at..];
+    let kind_end = rest.find([' ', ',']).unwrap_or(rest.len());
+    let tail = rest.find(", expected").map_or("", |i| &rest[i..]);
+    format!("{}{}{tail}", &msg[..at], &rest[..kind_end])
+}
+
 /// Keeps messages to one line (toml's own messages sometimes wrap).
 fn one_line(s: &str) -> String {
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -627,6 +670,30 @@ mod tests {
             "[poll]\ninterval = \"10s\"\ntimeout = \"60s\"\n",
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted() {
+        for value in [
+            "98765432109876",
+            "[\"s3cr3t-list\"]",
+            "{ a = \"s3cr3t-table\" }",
+            "1.5e300",
+        ] {
+            let text =
+                format!("[aws]\nrole_arn = \"arn:aws:iam::1:role/r\"\nexternal_id = {value}\n");
+            let err = Config::parse(Path::new("x.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("aws.external_id"), "{err}");
+            for secret in ["98765432109876", "s3cr3t", "1.5e300"] {
+                assert!(!err.contains(secret), "{value}: {err}");
+            }
+        }
+        assert_eq!(
+            without_values("invalid type: integer `12`, expected a string"),
+            "invalid type: integer, expected a string"
+        );
     }
 
     #[test]

@@ -207,7 +207,11 @@ async fn handle(
     opts: &ServerOptions,
     security: &WebSecurity,
 ) -> Response<Chunks> {
-    if security.requires_auth() && !security.authorize(req.headers().get(header::AUTHORIZATION)) {
+    if security.requires_auth()
+        && !security
+            .authorize(req.headers().get(header::AUTHORIZATION))
+            .await
+    {
         let mut r = respond(
             StatusCode::UNAUTHORIZED,
             TEXT,
@@ -236,6 +240,21 @@ async fn handle(
     if path == "/-/reload" {
         if *req.method() != Method::POST && *req.method() != Method::PUT {
             return not_allowed("POST, PUT");
+        }
+        if opts.reload.is_none() {
+            // As Prometheus answers without --web.enable-lifecycle.
+            return respond(
+                StatusCode::FORBIDDEN,
+                TEXT,
+                Chunks::text("Lifecycle API is not enabled.\n"),
+            );
+        }
+        if !same_origin(&req) {
+            return respond(
+                StatusCode::FORBIDDEN,
+                TEXT,
+                Chunks::text("cross-origin request refused\n"),
+            );
         }
         return reload(opts).await;
     }
@@ -342,6 +361,25 @@ async fn reload(opts: &ServerOptions) -> Response<Chunks> {
             Chunks::text("shutting down\n"),
         ),
     }
+}
+
+/// False when a browser says the request comes from another site: an
+/// `Origin` header whose host is not the `Host` the request was sent to. A
+/// page open in an operator's browser cannot make it reload the exporter.
+/// Tools such as curl and Prometheus send no `Origin` and pass.
+fn same_origin(req: &Request<Incoming>) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin_host = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+    });
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// True when `Accept-Encoding` allows gzip (a `q=0` refuses it).

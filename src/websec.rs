@@ -13,10 +13,19 @@
 //! ```
 //!
 //! Unknown keys are errors (a silently ignored security setting is worse than
-//! a refusal to start). Relative paths are relative to the file.
+//! a refusal to start), and so is everything exporter-toolkit refuses: a
+//! client CA without a client auth type, a file that does not exist or parse,
+//! a malformed bcrypt hash, an empty user name or one containing `:`.
+//! Relative paths are relative to the file.
+//!
+//! bcrypt is slow by design, so it never runs on the async workers: checks
+//! run one at a time on the blocking pool, a verified login is cached (keyed
+//! by user, password and hash, so a changed password is not accepted), and an
+//! unknown user costs as much as the most expensive known one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -32,8 +41,43 @@ use tokio_rustls::TlsAcceptor;
 struct WebConfigFile {
     #[serde(default)]
     tls_server_config: Option<TlsFile>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_users")]
     basic_auth_users: BTreeMap<String, String>,
+}
+
+/// The users map, refusing a user named twice (YAML would keep the last).
+fn unique_users<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Users;
+    impl<'de> serde::de::Visitor<'de> for Users {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of user names to bcrypt hashes")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut users = BTreeMap::new();
+            while let Some((user, hash)) = m.next_entry::<String, String>()? {
+                if users.contains_key(&user) {
+                    return Err(serde::de::Error::custom(format!(
+                        "basic_auth_users: duplicate user {user:?}"
+                    )));
+                }
+                users.insert(user, hash);
+            }
+            Ok(users)
+        }
+    }
+    d.deserialize_any(Users)
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,19 +97,42 @@ struct TlsFile {
 pub struct WebSecurity {
     pub tls: Option<TlsAcceptor>,
     users: BTreeMap<String, String>,
+    /// The most expensive user's hash: unknown users are checked against it,
+    /// so their cost says nothing about which names exist.
+    decoy: Option<String>,
     /// SHA-256 of user, password and hash for credentials already verified,
     /// so a scrape does not pay for bcrypt every time.
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// One bcrypt check at a time: a flood of wrong passwords queues here
+    /// and leaves the other core to the scrapes.
+    bcrypt_slot: tokio::sync::Semaphore,
 }
 
 const MAX_CACHED: usize = 256;
 
+/// bcrypt only reads 72 bytes; a longer password is refused, never cut.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+
+/// Costs exporter-toolkit's bcrypt accepts start at 4; above 16 a single
+/// check holds a CPU for seconds, which is an outage, not security.
+const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=16;
+
 impl WebSecurity {
     pub fn none() -> WebSecurity {
+        WebSecurity::new(None, BTreeMap::new())
+    }
+
+    fn new(tls: Option<TlsAcceptor>, users: BTreeMap<String, String>) -> WebSecurity {
+        let decoy = users
+            .values()
+            .max_by_key(|h| bcrypt::HashParts::from_str(h).map_or(0, |p| p.get_cost()))
+            .cloned();
         WebSecurity {
-            tls: None,
-            users: BTreeMap::new(),
+            tls,
+            users,
+            decoy,
             verified: Mutex::new(HashSet::new()),
+            bcrypt_slot: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -81,15 +148,33 @@ impl WebSecurity {
                     .location()
                     .map(|l| format!(":{}:{}", l.line(), l.column()))
                     .unwrap_or_default();
-                let msg = e.to_string();
+                // Values here are password hashes: never quote them.
+                let msg = crate::config::without_values(&e.to_string());
                 let msg = msg.split(" at line ").next().unwrap_or(&msg);
                 format!("{name}{at}: {msg}")
             })?
         };
         for (user, hash) in &file.basic_auth_users {
-            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$")) {
+            if user.is_empty() || user.contains(':') {
+                return Err(format!(
+                    "{name}: basic_auth_users: user name {user:?} must be non-empty and contain no ':'"
+                ));
+            }
+            let parts =
+                (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
+                    .then(|| bcrypt::HashParts::from_str(hash).ok())
+                    .flatten();
+            let Some(parts) = parts else {
                 return Err(format!(
                     "{name}: basic_auth_users.{user}: not a bcrypt hash (expected $2y$..., e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+                ));
+            };
+            if !BCRYPT_COSTS.contains(&parts.get_cost()) {
+                return Err(format!(
+                    "{name}: basic_auth_users.{user}: bcrypt cost {} is outside {}-{}",
+                    parts.get_cost(),
+                    BCRYPT_COSTS.start(),
+                    BCRYPT_COSTS.end()
                 ));
             }
         }
@@ -98,11 +183,7 @@ impl WebSecurity {
             Some(t) => Some(tls_acceptor(&t, dir, &name.to_string())?),
             None => None,
         };
-        Ok(WebSecurity {
-            tls,
-            users: file.basic_auth_users,
-            verified: Mutex::new(HashSet::new()),
-        })
+        Ok(WebSecurity::new(tls, file.basic_auth_users))
     }
 
     pub fn requires_auth(&self) -> bool {
@@ -110,29 +191,20 @@ impl WebSecurity {
     }
 
     /// Checks an `Authorization: Basic ...` header against the users.
-    pub fn authorize(&self, header: Option<&HeaderValue>) -> bool {
+    pub async fn authorize(&self, header: Option<&HeaderValue>) -> bool {
         if self.users.is_empty() {
             return true;
         }
-        let Some((user, password)) = header
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-        else {
+        let Some((user, password)) = header.and_then(basic_credentials) else {
             return false;
         };
-        let Some(hash) = self.users.get(&user) else {
-            // Same cost as a wrong password, so user names cannot be probed by timing.
-            if let Some(any) = self.users.values().next() {
-                let _ = bcrypt::verify(&password, any);
-            }
+        if password.len() > MAX_PASSWORD_BYTES {
             return false;
+        }
+        let (known, hash) = match (self.users.get(&user), &self.decoy) {
+            (Some(hash), _) => (true, hash.clone()),
+            (None, Some(decoy)) => (false, decoy.clone()),
+            (None, None) => return false,
         };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
@@ -142,14 +214,20 @@ impl WebSecurity {
             .chain_update(hash.as_bytes())
             .finalize()
             .into();
-        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.contains(&key) {
+        if known && self.cache().contains(&key) {
             return true;
         }
-        drop(cache);
-        let ok = bcrypt::verify(&password, hash).unwrap_or(false);
+        let Ok(_slot) = self.bcrypt_slot.acquire().await else {
+            return false;
+        };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false)
+            && known;
         if ok {
-            cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self.cache();
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
@@ -157,9 +235,34 @@ impl WebSecurity {
         }
         ok
     }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// User and password of an `Authorization: Basic` header (the scheme name
+/// is case-insensitive, RFC 9110).
+fn basic_credentials(header: &HeaderValue) -> Option<(String, String)> {
+    let value = header.to_str().ok()?.trim();
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 fn tls_acceptor(t: &TlsFile, dir: &Path, name: &str) -> Result<TlsAcceptor, String> {
+    if t.client_ca_file.is_some() && t.client_auth_type.is_none() {
+        return Err(format!(
+            "{name}: tls_server_config.client_ca_file is set but client_auth_type is not: set client_auth_type to RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file"
+        ));
+    }
     let resolve = |p: &Path| {
         if p.is_absolute() {
             p.to_owned()
@@ -204,7 +307,12 @@ fn tls_acceptor(t: &TlsFile, dir: &Path, name: &str) -> Result<TlsAcceptor, Stri
         .map_err(|e| format!("{name}: tls_server_config: {e}"))?;
     let auth = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
     let builder = match (auth, &t.client_ca_file) {
-        ("NoClientCert", _) => builder.with_no_client_auth(),
+        ("NoClientCert", None) => builder.with_no_client_auth(),
+        ("NoClientCert", Some(_)) => {
+            return Err(format!(
+                "{name}: tls_server_config.client_ca_file is set but client_auth_type is NoClientCert: no client certificate would be checked"
+            ));
+        }
         ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", Some(ca)) => {
             let ca_path = resolve(ca);
             let mut roots = rustls::RootCertStore::empty();
@@ -262,8 +370,8 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {b}")).unwrap()
     }
 
-    #[test]
-    fn basic_auth_checks_bcrypt_and_caches() {
+    #[tokio::test]
+    async fn basic_auth_checks_bcrypt_and_caches() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let dir = std::env::temp_dir().join(format!("websec-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -271,19 +379,47 @@ mod tests {
         std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
         let sec = WebSecurity::load(&path).unwrap();
         assert!(sec.requires_auth());
-        assert!(sec.authorize(Some(&basic("alice", "s3cret"))));
-        assert!(sec.authorize(Some(&basic("alice", "s3cret")))); // cached
-        assert!(!sec.authorize(Some(&basic("alice", "wrong"))));
-        assert!(!sec.authorize(Some(&basic("bob", "s3cret"))));
-        assert!(!sec.authorize(None));
-        assert!(!sec.authorize(Some(&HeaderValue::from_static("Basic !!!"))));
-        assert!(WebSecurity::none().authorize(None));
+        assert!(sec.authorize(Some(&basic("alice", "s3cret"))).await);
+        assert!(sec.authorize(Some(&basic("alice", "s3cret"))).await); // cached
+        assert!(!sec.authorize(Some(&basic("alice", "wrong"))).await);
+        assert!(!sec.authorize(Some(&basic("bob", "s3cret"))).await);
+        assert!(!sec.authorize(None).await);
+        assert!(
+            !sec.authorize(Some(&HeaderValue::from_static("Basic !!!")))
+                .await
+        );
+        assert!(WebSecurity::none().authorize(None).await);
+        // The scheme is case-insensitive.
+        let lower = basic("alice", "s3cret")
+            .to_str()
+            .unwrap()
+            .replacen("Basic", "basic", 1);
+        assert!(
+            sec.authorize(Some(&HeaderValue::from_str(&lower).unwrap()))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn a_password_longer_than_72_bytes_is_refused_not_cut() {
+        let password = "A".repeat(72);
+        let hash = bcrypt::hash(&password, 4).unwrap();
+        let dir = std::env::temp_dir().join(format!("websec-72-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        let sec = WebSecurity::load(&path).unwrap();
+        assert!(sec.authorize(Some(&basic("alice", &password))).await);
+        let longer = format!("{password}EXTRA");
+        assert!(!sec.authorize(Some(&basic("alice", &longer))).await);
     }
 
     #[test]
     fn bad_files_are_one_line_errors() {
         let dir = std::env::temp_dir().join(format!("websec-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let h4 = bcrypt::hash("x", 4).unwrap();
+        let h31 = h4.replacen("$04$", "$31$", 1);
         for (text, needle) in [
             (
                 "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n",
@@ -298,11 +434,41 @@ mod tests {
                 "unknown field `cipher_suites`",
             ),
             ("basic_auth_users: [\n", "web.yml:"),
+            (
+                "basic_auth_users:\n  alice: $2y$10$short\n",
+                "basic_auth_users.alice: not a bcrypt hash",
+            ),
+            (
+                format!("basic_auth_users:\n  alice: {h31}\n").leak(),
+                "bcrypt cost 31 is outside 4-16",
+            ),
+            (
+                format!("basic_auth_users:\n  '': {h4}\n").leak(),
+                "must be non-empty and contain no ':'",
+            ),
+            (
+                format!("basic_auth_users:\n  'a:b': {h4}\n").leak(),
+                "must be non-empty and contain no ':'",
+            ),
+            (
+                format!("basic_auth_users:\n  alice: {h4}\n  alice: {h4}\n").leak(),
+                "duplicate",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca.crt\n",
+                "client_ca_file is set but client_auth_type is not",
+            ),
+            // A number where a hash belongs: refused, and never quoted.
+            (
+                "basic_auth_users:\n  alice: 123456789\n",
+                "alice: not a bcrypt hash",
+            ),
         ] {
             let path = dir.join("web.yml");
             std::fs::write(&path, text).unwrap();
             let err = WebSecurity::load(&path).err().unwrap();
-            assert!(err.contains(needle), "{err}");
+            assert!(err.contains(needle), "{needle}: {err}");
+            assert!(!err.contains("123456789") && !err.contains("$2b$"), "{err}");
             assert!(!err.contains('\n'), "{err}");
         }
         let err = WebSecurity::load(&dir.join("missing.yml")).err().unwrap();

@@ -9,6 +9,22 @@ use compute_optimizer_exporter::config::Config;
 const CASES: &[(&str, &[&str])] = &[
     ("syntax_error.toml", &["syntax_error.toml:2:"]),
     (
+        "telemetry_path_with_space.toml",
+        &[
+            "telemetry_path_with_space.toml:2:",
+            "web.telemetry_path",
+            "without spaces",
+        ],
+    ),
+    (
+        "external_id_wrong_type.toml",
+        &[
+            "external_id_wrong_type.toml:3:",
+            "aws.external_id",
+            "invalid type: integer, expected a string",
+        ],
+    ),
+    (
         "unknown_key.toml",
         &[
             "unknown_key.toml:3:1:",

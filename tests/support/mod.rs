@@ -191,7 +191,7 @@ impl Exporter {
     }
 
     pub async fn start_with(config_path: Option<&Path>, demo: bool) -> Exporter {
-        let config = app::load_config(config_path, None).expect("valid test config");
+        let config = app::load_config(config_path, None, demo).expect("valid test config");
         Exporter::start_config(config, config_path, demo).await
     }
 
@@ -220,6 +220,7 @@ impl Exporter {
             }),
             sighup: false,
             web_config_file: web_config_file.map(Path::to_owned),
+            enable_lifecycle: true,
         };
         let task = tokio::spawn(app::run(listener, opts, state.clone(), shutdown));
         Exporter {
