@@ -257,7 +257,11 @@ mod tests {
         let got = list_all(&l, |token| async move {
             let n: usize = token.map_or(0, |t| t.parse().unwrap());
             // Nine empty pages between two matches, as a filter makes them.
-            let items = if n % 10 == 0 { vec![n as u32] } else { vec![] };
+            let items = if n.is_multiple_of(10) {
+                vec![n as u32]
+            } else {
+                vec![]
+            };
             Ok(page(
                 items,
                 (n < 49).then(|| (n + 1).to_string()).as_deref(),

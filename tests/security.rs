@@ -22,6 +22,8 @@ struct Demo {
 }
 
 impl Demo {
+    // The child is killed and waited for in `Drop`, which the lint cannot see.
+    #[allow(clippy::zombie_processes)]
     fn start(args: &[&str]) -> Demo {
         let log = tempdir().join("stderr.log");
         let mut child = Command::new(BIN)
@@ -46,6 +48,7 @@ impl Demo {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("no listening line:\n{text}");
             }
             std::thread::sleep(Duration::from_millis(20));
