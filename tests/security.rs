@@ -145,36 +145,14 @@ async fn secrets_of_any_type_never_appear_in_any_output() {
         format!("{{ x = \"{SECRET}\" }}"),
     ] {
         std::fs::write(&config, format!("[aws]\n{role}external_id = {value}\n")).unwrap();
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("--check-config")
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(1), "{all}");
+        let all = refused_check("--config", &config);
         assert!(all.contains("aws.external_id"), "{all}");
         assert!(!all.contains(SECRET), "{value}: {all}");
     }
     // A hash given as a number in the web config.
     let web = dir.join("web.yml");
     std::fs::write(&web, format!("basic_auth_users:\n  alice: {SECRET}\n")).unwrap();
-    let out = Command::new(BIN)
-        .arg("--web.config.file")
-        .arg(&web)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = refused_check("--web.config.file", &web);
     assert!(!all.contains(SECRET), "{all}");
 
     // A running exporter whose file turns bad: the refused reload's answer
@@ -199,6 +177,23 @@ async fn secrets_of_any_type_never_appear_in_any_output() {
     for page in pages {
         assert!(!page.contains(SECRET), "{page}");
     }
+}
+
+/// `--check-config` with `flag file`, which must be refused; all it printed.
+fn refused_check(flag: &str, file: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .arg(flag)
+        .arg(file)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    all
 }
 
 /// `--check-config | head -1`: the reader is gone before anything is
