@@ -32,7 +32,6 @@ use tokio::net::TcpListener;
 
 pub const OPERATION_PATH: &str =
     "/service/ComputeOptimizerService/operation/GetEnrollmentStatusesForOrganization";
-pub const ORG_STATUS_PATH: &str = "/service/ComputeOptimizerService/operation/GetEnrollmentStatus";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrgAccount {
@@ -64,8 +63,6 @@ pub enum Fault {
     Truncated,
     /// Answer normally but hand out this page's own token again.
     RepeatToken,
-    /// No items, but a next token.
-    EmptyWithToken,
 }
 
 /// Which AWS service a listener plays.
@@ -583,7 +580,7 @@ async fn handle(
     };
     let end = (offset + page_size).min(total);
     let mut next = (end < total).then(|| format!("tok-{end}"));
-    let mut items: Vec<&OrgAccount> = items.iter().collect();
+    let items: Vec<&OrgAccount> = items.iter().collect();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -601,10 +598,6 @@ async fn handle(
         }
         // Script it on a page after the first: that page's own token comes back.
         Some(Fault::RepeatToken) => next = seen.next_token.clone().or(next),
-        Some(Fault::EmptyWithToken) => {
-            items.clear();
-            next = Some(format!("tok-{end}"));
-        }
         Some(Fault::Pass | Fault::Replace(_)) | None => {}
     }
     Ok(reply(200, page_body(&items, next.as_deref())))
