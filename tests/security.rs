@@ -99,29 +99,19 @@ async fn reload_over_http_is_off_unless_enabled_and_sighup_still_reloads() {
 #[tokio::test]
 async fn reload_refuses_cross_origin_requests() {
     let demo = Demo::start(&["--web.enable-lifecycle"]);
-    let host = demo.addr.to_string();
-    let evil = [("Content-Length", "0"), ("Origin", "http://evil.example")];
-    let r = request(demo.addr, "POST", "/-/reload", &evil).await;
-    assert_eq!(r.status, 403);
+    let reload_from = |origin: String| async move {
+        let headers = [("Content-Length", "0"), ("Origin", origin.as_str())];
+        request(demo.addr, "POST", "/-/reload", &headers).await
+    };
+    // Another site, and a look-alike: the right port on another host.
+    for origin in [
+        "http://evil.example".to_owned(),
+        format!("http://127.0.0.2:{}", demo.addr.port()),
+    ] {
+        assert_eq!(reload_from(origin.clone()).await.status, 403, "{origin}");
+    }
     assert!(!demo.log().contains("configuration reloaded"));
-    // A look-alike: the right port on another host.
-    let other = format!("http://127.0.0.2:{}", demo.addr.port());
-    let r = request(
-        demo.addr,
-        "POST",
-        "/-/reload",
-        &[("Content-Length", "0"), ("Origin", &other)],
-    )
-    .await;
-    assert_eq!(r.status, 403);
-    let own = format!("http://{host}");
-    let r = request(
-        demo.addr,
-        "POST",
-        "/-/reload",
-        &[("Content-Length", "0"), ("Origin", &own)],
-    )
-    .await;
+    let r = reload_from(format!("http://{}", demo.addr)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Tools send no Origin at all.
     assert_eq!(
