@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::{AwsSource, StaticCredentials};
 use crate::config::{Config, PollOptions, WebConfig};
+use crate::conns::{self, Limits};
 use crate::demo::{DEMO_ACCOUNTS, DemoSource};
 use crate::model::unix_seconds;
 use crate::names;
@@ -46,6 +47,21 @@ fn load_security(path: Option<&std::path::Path>) -> Result<WebSecurity, String> 
     match path {
         Some(p) => WebSecurity::load(p),
         None => Ok(WebSecurity::none()),
+    }
+}
+
+/// Lowers the connection caps to what the open-files limit allows: past it,
+/// `accept` fails and every client waits, the scraper included.
+fn fit_to_open_files(limits: &mut Limits, budget: u64) {
+    if limits.max_connections as u64 > budget {
+        let fitted = usize::try_from(budget).unwrap_or(usize::MAX);
+        tracing::warn!(
+            configured = limits.max_connections,
+            used = fitted,
+            "web.max_connections is above what the open-files limit (ulimit -n) allows; raise LimitNOFILE or lower it"
+        );
+        limits.max_connections = fitted;
+        limits.max_per_source = limits.max_per_source.min(fitted);
     }
 }
 
@@ -116,6 +132,7 @@ pub async fn run(
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
     let mut server_opts = ServerOptions::from_config(&config.web);
+    fit_to_open_files(&mut server_opts.limits, conns::connection_budget());
     server_opts.reload = opts.enable_lifecycle.then(|| reload_tx.clone());
     *server_opts
         .security

@@ -70,10 +70,19 @@ pub struct WebConfig {
     /// `host:port`; `:port` listens on every IPv4 address.
     pub listen_address: String,
     pub telemetry_path: String,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Open connections at most (lowered to the open-files limit); at the
+    /// cap, connections that never sent a request are closed first.
     pub max_connections: usize,
+    /// Open connections from one source address at most.
+    pub max_connections_per_source: usize,
     #[serde(with = "duration_str")]
     pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// A response the client stops reading for this long is dropped.
+    #[serde(with = "duration_str")]
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -81,8 +90,11 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: format!(":{DEFAULT_PORT}"),
             telemetry_path: "/metrics".into(),
-            max_connections: 64,
+            max_connections: 1024,
+            max_connections_per_source: 64,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            write_stall_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -317,18 +329,33 @@ impl Config {
                 format!("{:?} is taken by another endpoint", w.telemetry_path),
             );
         }
-        if !(1..=10_000).contains(&w.max_connections) {
+        if !(1..=100_000).contains(&w.max_connections) {
             return err(
                 "web.max_connections",
-                format!("{} must be between 1 and 10000", w.max_connections),
+                format!("{} must be between 1 and 100000", w.max_connections),
             );
         }
-        check_range(
-            "web.header_read_timeout",
-            w.header_read_timeout,
-            Duration::from_millis(100),
-            Duration::from_secs(300),
-        )?;
+        if !(1..=100_000).contains(&w.max_connections_per_source) {
+            return err(
+                "web.max_connections_per_source",
+                format!(
+                    "{} must be between 1 and 100000",
+                    w.max_connections_per_source
+                ),
+            );
+        }
+        for (key, value) in [
+            ("web.header_read_timeout", w.header_read_timeout),
+            ("web.idle_timeout", w.idle_timeout),
+            ("web.write_stall_timeout", w.write_stall_timeout),
+        ] {
+            check_range(
+                key,
+                value,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?;
+        }
 
         let a = &self.aws;
         for (key, url) in [

@@ -17,12 +17,14 @@
 //! * [`state`]: what a finished poll publishes, swapped in one step.
 //! * [`metrics`]: the cached organisation exposition (plain and gzip) and the
 //!   exporter's own live metrics.
-//! * [`server`] and [`pages`]: HTTP endpoints and the pages for people.
+//! * [`server`] and [`pages`]: HTTP endpoints and the pages for people;
+//!   [`conns`]: which connections the server keeps (caps, shedding, timeouts).
 
 pub mod app;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod conns;
 pub mod demo;
 pub mod error;
 pub mod logging;

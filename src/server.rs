@@ -2,9 +2,9 @@
 //! pages and `/-/reload`.
 //!
 //! `run` takes its listener and shutdown handle (as mini-redis does) so tests
-//! bind `127.0.0.1:0`. Connections are capped, header reads are timed out and
-//! request bodies are never read, so a slow or hostile client cannot starve a
-//! scrape.
+//! bind `127.0.0.1:0`. Which connections stay open is [`crate::conns`]'s
+//! decision; header reads are timed out and request bodies are never read, so
+//! a slow or hostile client cannot starve a scrape.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,7 +22,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::conns::{self, InFlight, Limits, Table, Ticket, Tracked};
 
 use crate::metrics::CONTENT_TYPE;
 use crate::pages;
@@ -42,8 +44,8 @@ pub type SharedSecurity = Arc<RwLock<Arc<WebSecurity>>>;
 #[derive(Clone)]
 pub struct ServerOptions {
     pub telemetry_path: String,
-    pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub limits: Limits,
     pub reload: Option<ReloadHandle>,
     pub security: SharedSecurity,
 }
@@ -56,16 +58,44 @@ impl ServerOptions {
     pub fn from_config(c: &crate::config::WebConfig) -> ServerOptions {
         ServerOptions {
             telemetry_path: c.telemetry_path.clone(),
-            max_connections: c.max_connections,
             header_read_timeout: c.header_read_timeout,
+            limits: Limits {
+                max_connections: c.max_connections,
+                max_per_source: c.max_connections_per_source.min(c.max_connections),
+                header_read_timeout: c.header_read_timeout,
+                idle_timeout: c.idle_timeout,
+                write_stall_timeout: c.write_stall_timeout,
+            },
             reload: None,
             security: Arc::new(RwLock::new(Arc::new(WebSecurity::none()))),
         }
     }
 }
 
+/// Connections the kernel completes before `accept` takes them (Linux caps it
+/// at `net.core.somaxconn`, 4096 by default). Deep enough that a burst of
+/// hostile connects does not drop a scraper's SYN, which costs it a
+/// one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves until shutdown, then stops accepting and lets in-flight responses
 /// finish (up to [`DRAIN_TIMEOUT`]).
+///
+/// Every connection is accepted at once and handed to the [`Table`], which
+/// keeps it, sheds another to make room, or refuses it; nothing waits in a
+/// queue behind a hostile client.
 pub async fn run(
     listener: TcpListener,
     state: Arc<State>,
@@ -73,60 +103,81 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(opts.max_connections));
+    let table = Table::new(opts.limits);
     let opts = Arc::new(opts);
+    let reaper = tokio::spawn(reap(table.clone(), shutdown.clone()));
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.wait() => break,
-        };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        _ = shutdown.wait() => break,
+                    }
                 }
             },
             _ = shutdown.wait() => break,
         };
+        let Some(ticket) = table.admit(peer.ip()) else {
+            // Every other connection is busy answering: this one waits its turn
+            // by reconnecting, not by holding a descriptor.
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        conns::cap_send_buffer(&stream);
+        let io = Tracked::new(stream, ticket.activity.clone());
         let security = current(&opts.security);
         let state = state.clone();
         let opts = opts.clone();
-        match security.tls.clone() {
-            None => {
-                let conn = graceful.watch(connection(TokioIo::new(stream), state, opts, security));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                // The handshake counts against the header read timeout too.
-                let timeout = opts.header_read_timeout;
-                let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    if let Ok(Ok(tls)) = handshake.await {
-                        let conn = connection(TokioIo::new(tls), state, opts, security);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let serve = async {
+                match security.tls.clone() {
+                    None => {
+                        let conn = connection(TokioIo::new(io), state, opts, security, &ticket);
                         let _ = watcher.watch(conn).await;
                     }
-                    drop(permit);
-                });
+                    Some(acceptor) => {
+                        // The handshake counts against the header read timeout too.
+                        let timeout = opts.header_read_timeout;
+                        if let Ok(Ok(tls)) =
+                            tokio::time::timeout(timeout, acceptor.accept(io)).await
+                        {
+                            let conn =
+                                connection(TokioIo::new(tls), state, opts, security, &ticket);
+                            let _ = watcher.watch(conn).await;
+                        }
+                    }
+                }
+            };
+            // Dropping the connection closes the socket.
+            tokio::select! {
+                _ = serve => {}
+                _ = ticket.closed() => {}
             }
-        }
+        });
     }
     drop(listener);
+    reaper.abort();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after the drain timeout; closing them");
+        }
+    }
+}
+
+/// Applies the table's timeouts once a second until shutdown.
+async fn reap(table: Arc<Table>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => table.reap(),
+            _ = shutdown.wait() => return,
         }
     }
 }
@@ -137,16 +188,22 @@ fn connection<IO>(
     state: Arc<State>,
     opts: Arc<ServerOptions>,
     security: Arc<WebSecurity>,
+    ticket: &Ticket,
 ) -> impl hyper_util::server::graceful::GracefulConnection
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let timeout = opts.header_read_timeout;
+    let activity = ticket.activity.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
         let opts = opts.clone();
         let security = security.clone();
-        async move { Ok::<_, Infallible>(handle(req, &state, &opts, &security).await) }
+        let in_flight = activity.request();
+        async move {
+            let response = handle(req, &state, &opts, &security).await;
+            Ok::<_, Infallible>(response.map(|body| body.held_by(in_flight)))
+        }
     });
     http1::Builder::new()
         .timer(TokioTimer::new())
@@ -157,11 +214,17 @@ where
 
 /// A response body made of shared chunks: the cached exposition is sent
 /// without copying it.
-pub struct Chunks(VecDeque<Bytes>);
+pub struct Chunks(VecDeque<Bytes>, Option<InFlight>);
 
 impl Chunks {
     pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
-        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect(), None)
+    }
+
+    /// Keeps the connection marked busy until hyper has taken the body.
+    fn held_by(mut self, in_flight: InFlight) -> Chunks {
+        self.1 = Some(in_flight);
+        self
     }
 
     fn text(s: impl Into<String>) -> Chunks {
@@ -177,7 +240,11 @@ impl Body for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        let next = self.0.pop_front();
+        if self.0.is_empty() {
+            self.1 = None;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -2,7 +2,9 @@
 //! exporter started in-process on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod standin;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -17,7 +19,7 @@ use compute_optimizer_exporter::config::Config;
 use compute_optimizer_exporter::shutdown::{self, Trigger};
 use compute_optimizer_exporter::state::State;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 pub struct HttpResponse {
     pub status: u16,
@@ -50,26 +52,46 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection.
+/// One HTTP/1.1 request over a fresh connection; panics if it fails.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    try_request(addr, method, path, headers)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One HTTP/1.1 request over a fresh connection, up to 10 s.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
         .await
-        .expect("response within 10s")
-        .expect("read");
-    parse_response(&raw)
+        .map_err(|_| "no response within 10s".to_owned())?
+        .map_err(|e| format!("read: {e}"))?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(format!("incomplete response ({} bytes)", raw.len()));
+    }
+    Ok(parse_response(&raw))
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
@@ -205,7 +227,8 @@ impl Exporter {
         demo: bool,
         web_config_file: Option<&Path>,
     ) -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener =
+            compute_optimizer_exporter::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::new("test", "test"));
         let (trigger, shutdown) = shutdown::channel();

@@ -1,0 +1,556 @@
+//! Which connections the server keeps, so no client can starve a scrape.
+//!
+//! The server accepts every connection at once and decides here whether it
+//! may stay. The rules, all in [`Table`]:
+//!
+//! * **A cap sized to the file descriptors** (`web.max_connections`, lowered
+//!   to what `RLIMIT_NOFILE` leaves after a reserve).
+//! * **A per-source cap** (`web.max_connections_per_source`): a few
+//!   addresses cannot fill the table.
+//! * **Shedding instead of queueing.** When a cap is reached, a connection
+//!   of the source holding the most is closed to make room: the oldest that
+//!   has never completed a request (an idle socket, a slowloris header, a
+//!   stalled TLS handshake), else the longest-idle keep-alive one. A crowd
+//!   from a few addresses so only ever sheds its own connections, and a
+//!   scraper's one connection is never chosen while anyone holds more. A
+//!   new connection is refused only when every other one is busy answering.
+//! * **Timeouts that need no cooperation from the client**, enforced by one
+//!   reaper: a response that makes no progress for `web.write_stall_timeout`
+//!   (requests pipelined and never read), a keep-alive connection idle for
+//!   `web.idle_timeout`, a connection with no complete request after
+//!   `web.header_read_timeout`.
+//! * **Bounded kernel memory:** each socket's send buffer is capped at
+//!   [`SEND_BUFFER_BYTES`], so unread responses pin at most that much each
+//!   instead of the kernel's autotuned megabytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+/// The kernel doubles this for bookkeeping: about 256 KiB per socket at most,
+/// enough to keep a LAN link busy with the gzip body.
+pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
+/// File descriptors kept back from connections: the AWS clients, the log,
+/// config and TLS files read on reload.
+pub const FD_RESERVE: u64 = 64;
+
+/// What the table enforces (from `[web]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_per_source: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_stall_timeout: Duration,
+}
+
+/// Raises the soft open-files limit to the hard one, as Go's runtime does at
+/// start, and returns how many connections that leaves room for.
+pub fn connection_budget() -> u64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        unsafe {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                if lim.rlim_cur < lim.rlim_max {
+                    let raised = libc::rlimit {
+                        rlim_cur: lim.rlim_max,
+                        rlim_max: lim.rlim_max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                        lim.rlim_cur = lim.rlim_max;
+                    }
+                }
+                // `rlim_t` is not u64 on every platform.
+                #[allow(clippy::unnecessary_cast)]
+                return (lim.rlim_cur as u64).saturating_sub(FD_RESERVE).max(1);
+            }
+        }
+    }
+    u64::MAX
+}
+
+/// Milliseconds since the table was made; 0 means "never" in the atomics.
+fn millis(base: Instant) -> u64 {
+    (base.elapsed().as_millis() as u64).max(1)
+}
+
+/// What a connection has done, updated lock-free by its IO and service.
+pub struct Activity {
+    base: Instant,
+    requests: AtomicU64,
+    in_flight: AtomicUsize,
+    last_io: AtomicU64,
+    /// When a write first returned `Pending` without progress since; 0 if
+    /// the last write went through.
+    write_blocked_since: AtomicU64,
+}
+
+impl Activity {
+    fn new(base: Instant) -> Activity {
+        Activity {
+            base,
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_io: AtomicU64::new(millis(base)),
+            write_blocked_since: AtomicU64::new(0),
+        }
+    }
+
+    /// A request was parsed; the returned guard marks it answered when dropped
+    /// (with the response body).
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn io(&self) {
+        self.last_io.store(millis(self.base), Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.io();
+        self.write_blocked_since.store(0, Ordering::Relaxed);
+    }
+
+    fn write_pending(&self) {
+        let _ = self.write_blocked_since.compare_exchange(
+            0,
+            millis(self.base),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn served(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.write_blocked_since.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Held by a response body until it has been handed to the connection.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Entry {
+    source: IpAddr,
+    accepted: u64,
+    activity: Arc<Activity>,
+    close: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    conns: HashMap<u64, Entry>,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let Some(n) = self.per_source.get_mut(&e.source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&e.source);
+            }
+        }
+        Some(e)
+    }
+
+    /// The connection to close to make room, among those `eligible`. From
+    /// the source holding the most connections (so a crowd from a few
+    /// addresses makes room out of its own share, never a lone scraper's),
+    /// the oldest connection that never completed a request (ids only grow),
+    /// else the longest idle. Busy connections are never chosen.
+    fn victim(&self, eligible: impl Fn(&Entry) -> bool) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, e)| eligible(e) && (!e.activity.served() || e.activity.idle()))
+            .min_by_key(|(id, e)| {
+                let held = self.per_source.get(&e.source).copied().unwrap_or(0);
+                let served = e.activity.served();
+                let age = if served {
+                    e.activity.last_io.load(Ordering::Relaxed)
+                } else {
+                    **id
+                };
+                (std::cmp::Reverse(held), served, age)
+            })
+            .map(|(id, _)| *id)
+    }
+
+    fn evict(&mut self, id: u64) {
+        if let Some(e) = self.remove(id) {
+            // `notify_one` stores a permit, so a task not yet waiting still sees it.
+            e.close.notify_one();
+        }
+    }
+}
+
+/// Every open connection, with the limits that decide which may stay.
+pub struct Table {
+    limits: Limits,
+    base: Instant,
+    inner: Mutex<Inner>,
+    shed: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// Why connections were closed early, for the exporter's own metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub open: usize,
+    pub shed: u64,
+    pub refused: u64,
+}
+
+impl Table {
+    pub fn new(limits: Limits) -> Arc<Table> {
+        Arc::new(Table {
+            limits,
+            base: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+            shed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            open: self.lock().conns.len(),
+            shed: self.shed.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Admits a connection from `source`, closing another to make room if a
+    /// cap is reached; `None` means refuse it (every other one is busy).
+    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Ticket> {
+        let mut inner = self.lock();
+        let from_source = inner.per_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.limits.max_per_source {
+            let Some(id) = inner.victim(|e| e.source == source) else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            inner.evict(id);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        if inner.conns.len() >= self.limits.max_connections {
+            let Some(id) = inner.victim(|_| true) else {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            inner.evict(id);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let activity = Arc::new(Activity::new(self.base));
+        let close = Arc::new(Notify::new());
+        inner.conns.insert(
+            id,
+            Entry {
+                source,
+                accepted: millis(self.base),
+                activity: activity.clone(),
+                close: close.clone(),
+            },
+        );
+        *inner.per_source.entry(source).or_default() += 1;
+        Some(Ticket {
+            id,
+            table: self.clone(),
+            activity,
+            close,
+        })
+    }
+
+    /// Closes every connection past one of its timeouts; the server calls
+    /// this about once a second.
+    pub fn reap(&self) {
+        let now = millis(self.base);
+        let past = |since: u64, limit: Duration| {
+            since != 0 && now.saturating_sub(since) >= limit.as_millis() as u64
+        };
+        let l = self.limits;
+        let mut inner = self.lock();
+        let expired: Vec<u64> = inner
+            .conns
+            .iter()
+            .filter(|(_, e)| {
+                let a = &e.activity;
+                let blocked = a.write_blocked_since.load(Ordering::Relaxed);
+                let last_io = a.last_io.load(Ordering::Relaxed);
+                past(blocked, l.write_stall_timeout)
+                    || (!a.served() && past(e.accepted, l.header_read_timeout))
+                    || (a.served() && a.idle() && past(last_io, l.idle_timeout))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            inner.evict(id);
+        }
+    }
+}
+
+/// A connection's place in the table, released when dropped.
+pub struct Ticket {
+    id: u64,
+    table: Arc<Table>,
+    pub activity: Arc<Activity>,
+    close: Arc<Notify>,
+}
+
+impl Ticket {
+    /// Resolves when the table wants this connection closed.
+    pub async fn closed(&self) {
+        self.close.notified().await
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.table.lock().remove(self.id);
+    }
+}
+
+/// Caps a socket's send buffer (see [`SEND_BUFFER_BYTES`]).
+pub fn cap_send_buffer(stream: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER_BYTES);
+}
+
+/// A transport that reports its reads and writes to an [`Activity`], below
+/// TLS so a handshake counts too.
+pub struct Tracked<IO> {
+    io: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO> Tracked<IO> {
+    pub fn new(io: IO, activity: Arc<Activity>) -> Tracked<IO> {
+        Tracked { io, activity }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.io();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> Tracked<IO> {
+    fn track<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match &r {
+            Poll::Ready(Ok(_)) => self.activity.wrote(),
+            Poll::Pending => self.activity.write_pending(),
+            Poll::Ready(Err(_)) => {}
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.track(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.track(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.track(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, per_source: usize) -> Limits {
+        Limits {
+            max_connections: max,
+            max_per_source: per_source,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_stall_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn a_full_table_sheds_the_oldest_connection_that_never_sent_a_request() {
+        let t = Table::new(limits(3, 10));
+        let a = t.admit(ip(2)).unwrap();
+        let b = t.admit(ip(2)).unwrap();
+        let _served = b.activity.request();
+        let c = t.admit(ip(3)).unwrap();
+        // Full: `a` is the oldest that never completed a request.
+        let d = t.admit(ip(1)).unwrap();
+        assert_eq!(t.counts().open, 3);
+        assert_eq!(t.counts().shed, 1);
+        assert!(polled_ready(a.closed()));
+        for other in [&b, &c, &d] {
+            assert!(!polled_ready(other.closed()));
+        }
+    }
+
+    #[test]
+    fn busy_connections_are_never_shed_and_a_newcomer_is_refused_instead() {
+        let t = Table::new(limits(2, 10));
+        let a = t.admit(ip(2)).unwrap();
+        let b = t.admit(ip(3)).unwrap();
+        let _ga = a.activity.request();
+        let _gb = b.activity.request();
+        assert!(t.admit(ip(1)).is_none());
+        assert_eq!(t.counts().refused, 1);
+        // Once `b` has answered and gone idle, it makes room.
+        drop(_gb);
+        assert!(t.admit(ip(1)).is_some());
+        assert!(polled_ready(b.closed()));
+    }
+
+    #[test]
+    fn a_full_table_sheds_from_the_source_holding_the_most() {
+        let t = Table::new(limits(4, 10));
+        let lone = t.admit(ip(1)).unwrap();
+        let crowd: Vec<Ticket> = (0..3).map(|_| t.admit(ip(2)).unwrap()).collect();
+        // `lone` is the oldest, but 127.0.0.2 holds three.
+        let _newcomer = t.admit(ip(3)).unwrap();
+        assert!(!polled_ready(lone.closed()));
+        assert!(polled_ready(crowd[0].closed()));
+    }
+
+    #[test]
+    fn a_source_at_its_cap_sheds_its_own_connections_only() {
+        let t = Table::new(limits(100, 2));
+        let other = t.admit(ip(9)).unwrap();
+        let a = t.admit(ip(2)).unwrap();
+        let _b = t.admit(ip(2)).unwrap();
+        let _c = t.admit(ip(2)).unwrap();
+        assert!(polled_ready(a.closed()));
+        assert!(!polled_ready(other.closed()));
+        assert_eq!(t.counts().open, 3);
+    }
+
+    #[test]
+    fn a_dropped_ticket_frees_its_place() {
+        let t = Table::new(limits(1, 1));
+        let a = t.admit(ip(2)).unwrap();
+        let _g = a.activity.request();
+        assert!(t.admit(ip(2)).is_none());
+        drop(_g);
+        drop(a);
+        assert_eq!(t.counts().open, 0);
+        assert!(t.admit(ip(2)).is_some());
+    }
+
+    #[test]
+    fn the_reaper_closes_stalled_writes_and_connections_that_never_send_a_request() {
+        let mut l = limits(10, 10);
+        l.header_read_timeout = Duration::ZERO;
+        l.write_stall_timeout = Duration::ZERO;
+        l.idle_timeout = Duration::from_secs(3600);
+        let t = Table::new(l);
+        let fresh = t.admit(ip(2)).unwrap();
+        let stalled = t.admit(ip(3)).unwrap();
+        let _g = stalled.activity.request();
+        stalled.activity.write_pending();
+        let idle = t.admit(ip(4)).unwrap();
+        drop(idle.activity.request());
+        std::thread::sleep(Duration::from_millis(5));
+        t.reap();
+        assert!(polled_ready(fresh.closed()));
+        assert!(polled_ready(stalled.closed()));
+        assert!(
+            !polled_ready(idle.closed()),
+            "idle for less than idle_timeout"
+        );
+        assert_eq!(t.counts().open, 1);
+
+        l.idle_timeout = Duration::ZERO;
+        let t = Table::new(l);
+        let idle = t.admit(ip(4)).unwrap();
+        drop(idle.activity.request());
+        let busy = t.admit(ip(5)).unwrap();
+        let _answering = busy.activity.request();
+        std::thread::sleep(Duration::from_millis(5));
+        t.reap();
+        assert!(polled_ready(idle.closed()));
+        assert!(
+            !polled_ready(busy.closed()),
+            "still answering, writes not stalled"
+        );
+    }
+
+    /// Polls a future once: true if it is ready.
+    fn polled_ready(f: impl std::future::Future<Output = ()>) -> bool {
+        let mut f = std::pin::pin!(f);
+        let waker = std::task::Waker::noop();
+        f.as_mut().poll(&mut Context::from_waker(waker)).is_ready()
+    }
+}
