@@ -2,7 +2,7 @@
 //! points the test suite's hostile crowd at it from 127.0.0.2–127.0.0.9, and
 //! scrapes from a fresh connection every 50 ms.
 //!
-//!     scripts/attackbench.sh [CONNECTIONS=2000] [SECONDS=20] [--tls]
+//!     scripts/attackbench.sh [CONNECTIONS=2000] [SECONDS=20] [--tls | --wrong-passwords]
 //!
 //! Prints the scrape success rate, p50/p99/max latency, the exporter's peak
 //! RSS and what the kernel holds for its unread responses.
@@ -19,6 +19,8 @@ use support::attack;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let tls = args.iter().any(|a| a == "--tls");
+    // Basic auth only (bcrypt cost 10), and a crowd of wrong passwords.
+    let auth = args.iter().any(|a| a == "--wrong-passwords");
     let mut numbers = args.iter().filter_map(|a| a.parse::<u64>().ok());
     let connections = numbers.next().unwrap_or(2000) as usize;
     let seconds = numbers.next().unwrap_or(20);
@@ -37,7 +39,20 @@ async fn main() {
     if tls {
         cmd.arg("--web.config.file")
             .arg(support::tls::web_config(""));
+    } else if auth {
+        let web = support::tempdir().join("web.yml");
+        let hash = bcrypt::hash("correct horse", 10).expect("bcrypt");
+        std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{hash}'\n"))
+            .expect("web config");
+        cmd.arg("--web.config.file").arg(web);
     }
+    let good = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "prometheus:correct horse"
+        )
+    );
     let child = Exporter(cmd.spawn().unwrap_or_else(|e| panic!("{bin}: {e}")));
     let scrape = || async {
         if tls {
@@ -51,7 +66,11 @@ async fn main() {
             .filter(|r| r.status == 200)
             .is_some()
         } else {
-            support::try_request(addr, "GET", "/metrics", &[("Accept-Encoding", "gzip")])
+            let mut headers = vec![("Accept-Encoding", "gzip")];
+            if auth {
+                headers.push(("Authorization", good.as_str()));
+            }
+            support::try_request(addr, "GET", "/metrics", &headers)
                 .await
                 .is_ok_and(|r| r.status == 200 && !r.decoded().is_empty())
         }
@@ -62,12 +81,12 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let crowd = attack::Attack::start(
-        addr,
-        connections,
-        &attack::ALL,
-        Duration::from_secs(seconds + 10),
-    );
+    let kinds: &[attack::Kind] = if auth {
+        &[attack::Kind::WrongPassword]
+    } else {
+        &attack::ALL
+    };
+    let crowd = attack::Attack::start(addr, connections, kinds, Duration::from_secs(seconds + 10));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = Instant::now() + Duration::from_secs(seconds);
     let (mut times, mut failed, mut held) = (Vec::new(), 0, 0);
@@ -102,20 +121,25 @@ async fn main() {
             })
     };
     let total = times.len() + failed;
+    let (transport, crowd_kind) = match (tls, auth) {
+        (true, _) => (
+            "TLS + basic auth",
+            "idle, slowloris, pipelined never read, stalled TLS",
+        ),
+        (false, true) => (
+            "plain HTTP + basic auth, bcrypt cost 10",
+            "wrong passwords back to back",
+        ),
+        _ => (
+            "plain HTTP",
+            "idle, slowloris, pipelined never read, stalled TLS",
+        ),
+    };
+    println!("transport          {transport}");
+    println!("hostile slots      {connections} from 127.0.0.2-9 ({crowd_kind})");
     println!(
-        "transport          {}",
-        if tls {
-            "TLS + basic auth"
-        } else {
-            "plain HTTP"
-        }
-    );
-    println!(
-        "hostile slots      {connections} from 127.0.0.2-9 (idle, slowloris, pipelined never read, stalled TLS)"
-    );
-    println!(
-        "crowd              {} connects, {} closed by the exporter, {held} held at most",
-        report.connects, report.closed_by_server
+        "crowd              {} connects, {} closed by the exporter, {held} held at most, {} wrong passwords refused",
+        report.connects, report.closed_by_server, report.refused_guesses
     );
     println!(
         "scrapes            {}/{total} succeeded ({:.1}%)",

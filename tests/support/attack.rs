@@ -36,6 +36,9 @@ pub enum Kind {
     Pipelined,
     /// The first bytes of a TLS record that never completes.
     StalledTls,
+    /// Requests with a wrong basic-auth password, one after another on a
+    /// keep-alive connection, each answer read (plain HTTP).
+    WrongPassword,
 }
 
 pub const ALL: [Kind; 4] = [
@@ -51,6 +54,7 @@ struct Counters {
     failed_connects: AtomicU64,
     closed_by_server: AtomicU64,
     held: AtomicU64,
+    refused_guesses: AtomicU64,
 }
 
 /// What the crowd did.
@@ -59,6 +63,8 @@ pub struct Report {
     pub connects: u64,
     pub failed_connects: u64,
     pub closed_by_server: u64,
+    /// Wrong passwords answered with 401.
+    pub refused_guesses: u64,
 }
 
 pub struct Attack {
@@ -122,6 +128,7 @@ impl Attack {
             connects: self.counters.connects.load(Ordering::Relaxed),
             failed_connects: self.counters.failed_connects.load(Ordering::Relaxed),
             closed_by_server: self.counters.closed_by_server.load(Ordering::Relaxed),
+            refused_guesses: self.counters.refused_guesses.load(Ordering::Relaxed),
         }
     }
 }
@@ -154,7 +161,7 @@ async fn hold(
             Some(mut stream) => {
                 counters.connects.fetch_add(1, Ordering::Relaxed);
                 counters.held.fetch_add(1, Ordering::Relaxed);
-                let closed = misbehave(&mut stream, kind, &done).await;
+                let closed = misbehave(&mut stream, kind, &done, &counters).await;
                 counters.held.fetch_sub(1, Ordering::Relaxed);
                 if closed {
                     counters.closed_by_server.fetch_add(1, Ordering::Relaxed);
@@ -180,12 +187,18 @@ async fn connect(source: IpAddr, target: SocketAddr) -> Option<TcpStream> {
 /// Plays `kind` on the connection until the server closes it (true) or the
 /// attack ends (false). Checks every 100 ms; never reads a response except
 /// to notice the end of the stream.
-async fn misbehave(stream: &mut TcpStream, kind: Kind, done: &impl Fn() -> bool) -> bool {
+async fn misbehave(
+    stream: &mut TcpStream,
+    kind: Kind,
+    done: &impl Fn() -> bool,
+    counters: &Counters,
+) -> bool {
     let opening: &[u8] = match kind {
         Kind::Idle => b"",
         Kind::Slowloris => b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
         Kind::Pipelined => b"",
         Kind::StalledTls => &[0x16, 0x03, 0x01, 0x02, 0x00],
+        Kind::WrongPassword => return guess_passwords(stream, done, counters).await,
     };
     if stream.write_all(opening).await.is_err() {
         return true;
@@ -223,6 +236,39 @@ async fn misbehave(stream: &mut TcpStream, kind: Kind, done: &impl Fn() -> bool)
         }
         ticks += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Sends wrong passwords until the server closes the connection (true) or
+/// the attack ends (false); reads each 401 before the next guess.
+async fn guess_passwords(
+    stream: &mut TcpStream,
+    done: &impl Fn() -> bool,
+    counters: &Counters,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    // "prometheus:guess" in base64.
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic cHJvbWV0aGV1czpndWVzcw==\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    while !done() {
+        if stream.write_all(request).await.is_err() {
+            return true;
+        }
+        // Up to the end of the 401's small body; the answer may take a
+        // while, as bcrypt checks queue.
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"Unauthorized\n") {
+            match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+                Err(_) if done() => return false,
+                Err(_) => {}
+            }
+        }
+        if seen.starts_with(b"HTTP/1.1 401") {
+            counters.refused_guesses.fetch_add(1, Ordering::Relaxed);
+        }
     }
     false
 }
