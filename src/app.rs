@@ -121,6 +121,7 @@ pub async fn run(
         .demo
         .then(|| Arc::new(DemoSource::new(DEMO_ACCOUNTS, 0x5eed)));
     let mut config = opts.config.clone();
+    state.set_simulated(opts.demo);
     let security = load_security(opts.web_config_file.as_deref())?;
     let tls = security.tls.is_some();
     let source = make_source(&opts, &config, &demo).await?;

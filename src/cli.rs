@@ -28,7 +28,7 @@ const LONG_VERSION: &str = concat!(
 #[command(name = "compute-optimizer-exporter", version = LONG_VERSION)]
 pub struct Args {
     /// Configuration file (TOML). Without it, defaults and the AWS default chain are used.
-    #[arg(long = "config", value_name = "FILE")]
+    #[arg(long = "config.file", visible_alias = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, overriding web.listen_address (e.g. ":9746", "127.0.0.1:9746").
     #[arg(long = "web.listen-address", value_name = "ADDR")]
@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
     /// Validate the configuration, print it (secrets redacted) and exit.
-    #[arg(long = "check-config")]
+    #[arg(long = "config.check", visible_alias = "check-config")]
     pub check_config: bool,
     /// Serve a simulated organisation of 300 accounts; no AWS access needed.
     #[arg(long)]

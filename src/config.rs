@@ -120,6 +120,10 @@ pub struct AwsConfig {
     /// Treated as a secret: never printed or logged.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub external_id: Option<String>,
+    /// A file holding the external ID (e.g. a mounted Kubernetes Secret),
+    /// read at every load into `external_id`; relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id_file: Option<PathBuf>,
     pub session_name: String,
     /// Attempts per page, the first included.
     pub max_attempts: u32,
@@ -146,6 +150,7 @@ impl Default for AwsConfig {
             organizations_endpoint_url: None,
             role_arn: None,
             external_id: None,
+            external_id_file: None,
             session_name: "compute-optimizer-exporter".into(),
             max_attempts: 3,
             retry_backoff: Duration::from_secs(1),
@@ -245,7 +250,41 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(path, &text)
+        let mut config = Config::parse(path, &text)?;
+        config.read_external_id_file(path, &text)?;
+        Ok(config)
+    }
+
+    /// Fills `aws.external_id` from `aws.external_id_file`, so every load
+    /// (and so every reload) reads the file afresh. The value is never part
+    /// of an error.
+    fn read_external_id_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let Some(file) = &self.aws.external_id_file else {
+            return Ok(());
+        };
+        let file = path.parent().unwrap_or(Path::new(".")).join(file);
+        let invalid = |msg: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of_key(text, "aws.external_id_file"),
+            key: "aws.external_id_file".into(),
+            msg,
+        };
+        let id = std::fs::read_to_string(&file)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+        // A Secret created with `--from-file` often ends in a newline.
+        let id = id.trim_end_matches(['\n', '\r']);
+        let valid = (2..=1224).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c));
+        if !valid {
+            return Err(invalid(format!(
+                "{} must hold one external ID: 2-1224 characters of letters, digits and +=,.@:/-_",
+                file.display()
+            )));
+        }
+        self.aws.external_id = Some(id.to_owned());
+        Ok(())
     }
 
     /// Parses and validates config text; `path` is only used in messages.
@@ -395,11 +434,22 @@ impl Config {
                 ),
             );
         }
-        if a.external_id.is_some() && a.role_arn.is_none() {
+        if a.external_id.is_some() && a.external_id_file.is_some() {
             return err(
-                "aws.external_id",
-                "is only used when assuming a role: set aws.role_arn too".into(),
+                "aws.external_id_file",
+                "set either aws.external_id or aws.external_id_file, not both".into(),
             );
+        }
+        for (key, set) in [
+            ("aws.external_id", a.external_id.is_some()),
+            ("aws.external_id_file", a.external_id_file.is_some()),
+        ] {
+            if set && a.role_arn.is_none() {
+                return err(
+                    key,
+                    "is only used when assuming a role: set aws.role_arn too".into(),
+                );
+            }
         }
         let name_ok = (2..=64).contains(&a.session_name.len())
             && a.session_name

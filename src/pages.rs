@@ -11,6 +11,8 @@ use crate::state::PollOutcome;
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub ready: bool,
+    /// `--demo`: the organisation is simulated, nothing comes from AWS.
+    pub simulated: bool,
     /// When this report was made, Unix seconds.
     pub generated_timestamp_seconds: f64,
     pub last_poll: Option<PollReport>,
@@ -72,6 +74,7 @@ pub fn report(
     });
     StatusReport {
         ready: snap.finished_at.is_some(),
+        simulated: false,
         generated_timestamp_seconds: now_s,
         last_poll: last.map(|p| PollReport {
             success: p.error.is_none(),
@@ -117,7 +120,18 @@ pub fn human_age(seconds: f64) -> String {
     }
 }
 
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}.Failed{color:#b00}.Pending{color:#a60}";
+// Account IDs, names, statuses and ages never wrap; reasons do.
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}td:not(:last-child){white-space:nowrap}.Failed{color:#b00}.Pending{color:#a60}.demo{background:#fff3cd;border:1px solid #e0c36c;padding:.5em .8em}";
+
+/// A banner on every page in `--demo`, so a screenshot cannot pass for a
+/// real organisation.
+fn demo_banner(r: &StatusReport) -> &'static str {
+    if r.simulated {
+        "<p class=\"demo\"><strong>Demo:</strong> this organisation is simulated (<code>--demo</code>); nothing on this page comes from AWS.</p>\n"
+    } else {
+        ""
+    }
+}
 
 fn poll_line(r: &StatusReport) -> String {
     match &r.last_poll {
@@ -144,7 +158,8 @@ fn poll_line(r: &StatusReport) -> String {
 pub fn landing(version: &str, telemetry_path: &str, r: &StatusReport) -> String {
     let path = escape(telemetry_path);
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n<p>Version {}</p>\n<p>{}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n{}<p>Exports the AWS Compute Optimizer enrollment status (Active, Inactive, Pending, Failed) of every account in an AWS Organization to Prometheus, polled from <code>GetEnrollmentStatusesForOrganization</code>, so accounts stuck in Pending or Failed can be graphed and alerted on.</p>\n<p>Version {}</p>\n<p>{}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
+        demo_banner(r),
         escape(version),
         poll_line(r),
         counts_line(r),
@@ -175,7 +190,8 @@ pub fn status_html(r: &StatusReport) -> String {
         ));
     }
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n{}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
+        demo_banner(r),
         poll_line(r),
         counts_line(r),
     )
@@ -231,6 +247,21 @@ mod tests {
         assert!(html.contains("<td>&lt;script&gt;alert(2)&lt;/script&gt;</td>"));
         assert!(html.contains("5d 0h"));
         assert!(html.contains("1h 0m"));
+    }
+
+    #[test]
+    fn only_the_reason_column_wraps() {
+        let html = status_html(&report(
+            &Snapshot::default(),
+            &AccountNames::new(),
+            None,
+            SystemTime::now(),
+        ));
+        assert!(html.contains("td:not(:last-child){white-space:nowrap}"));
+        assert!(
+            html.contains("<th>Reason</th></tr>"),
+            "the reason is the last column"
+        );
     }
 
     #[test]

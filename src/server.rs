@@ -340,12 +340,13 @@ async fn handle(
             Chunks::text("Not ready: no poll has completed yet\n"),
         ),
         _ => {
-            let report = pages::report(
+            let mut report = pages::report(
                 &state.snapshot(),
                 &state.names(),
                 state.last_poll().as_ref(),
                 SystemTime::now(),
             );
+            report.simulated = state.is_simulated();
             match path {
                 "/status" => respond(
                     StatusCode::OK,

@@ -30,6 +30,7 @@ pub struct State {
     exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
     ready: AtomicBool,
+    simulated: AtomicBool,
     /// Serialises publishing a poll and publishing names (both rare), so
     /// neither can overwrite the other's render with older data.
     publishing: Mutex<()>,
@@ -45,11 +46,23 @@ impl State {
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
             ready: AtomicBool::new(false),
+            simulated: AtomicBool::new(false),
             publishing: Mutex::new(()),
         }
     }
 
-    /// True once a poll has completed (readiness).
+    /// Marks the data as simulated (`--demo`), for the pages.
+    pub fn set_simulated(&self, simulated: bool) {
+        self.simulated.store(simulated, Ordering::Relaxed);
+    }
+
+    pub fn is_simulated(&self) -> bool {
+        self.simulated.load(Ordering::Relaxed)
+    }
+
+    /// True once a poll has finished, successfully or not (readiness): from
+    /// then on a scrape says something true, either the statuses or
+    /// `aws_compute_optimizer_up 0` with the last good data.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -118,7 +131,6 @@ impl State {
                 m.up.set(1.0);
                 m.last_success.set(unix_seconds(finished));
                 m.polls.with_label_values(&["success"]).inc();
-                self.ready.store(true, Ordering::Release);
                 // Logged once published, so the log never runs ahead of /metrics.
                 tracing::info!(
                     accounts,
@@ -149,6 +161,9 @@ impl State {
             }
         };
         *write(&self.last_poll) = Some(outcome);
+        // Ready once there is an outcome to report, good or bad: a failing
+        // exporter must still be scraped, or nothing alerts on it.
+        self.ready.store(true, Ordering::Release);
     }
 }
 

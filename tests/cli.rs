@@ -182,17 +182,22 @@ fn check_config_prints_the_effective_config_without_secrets() {
         "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id = \"s3cr3t-id\"\n[poll]\ninterval = \"90s\"\n",
     )
     .unwrap();
-    let out = exporter()
-        .args(["--check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("configuration is valid"));
-    assert!(text.contains("interval = \"1m30s\""), "{text}");
-    assert!(text.contains("page_size = 100"));
-    assert!(!text.contains("s3cr3t-id"));
+    // node_exporter's spelling, and the older one kept as aliases.
+    let mut printed = Vec::new();
+    for [check, file] in [
+        ["--config.check", "--config.file"],
+        ["--check-config", "--config"],
+    ] {
+        let out = exporter().args([check, file]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{check} {file}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("configuration is valid"));
+        assert!(text.contains("interval = \"1m30s\""), "{text}");
+        assert!(text.contains("page_size = 100"));
+        assert!(!text.contains("s3cr3t-id"));
+        printed.push(text);
+    }
+    assert_eq!(printed[0], printed[1]);
 }
 
 #[test]

@@ -119,6 +119,27 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("bad_region.toml", &["aws.region", "us-east-1"]),
     (
+        "external_id_twice.toml",
+        &[
+            "external_id_twice.toml:4:",
+            "aws.external_id_file",
+            "not both",
+        ],
+    ),
+    (
+        "external_id_file_missing.toml",
+        &[
+            "external_id_file_missing.toml:3:",
+            "aws.external_id_file",
+            "no-such-external-id",
+            "No such file",
+        ],
+    ),
+    (
+        "external_id_file_without_role.toml",
+        &["aws.external_id_file", "set aws.role_arn too"],
+    ),
+    (
         "section_not_a_table.toml",
         &[
             "section_not_a_table.toml:1:",
@@ -188,7 +209,33 @@ fn the_shipped_example_is_valid_and_spells_out_every_default() {
         "organizations_endpoint_url",
         "role_arn",
         "external_id",
+        "external_id_file",
     ] {
         assert!(text.contains(&format!("# {key} =")), "example lacks {key}");
     }
+}
+
+#[test]
+fn the_external_id_file_is_read_at_every_load_and_never_printed() {
+    let dir = std::env::temp_dir().join(format!("coe-external-id-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "[aws]\nrole_arn = \"arn:aws:iam::444455556666:role/r\"\nexternal_id_file = \"id\"\n",
+    )
+    .unwrap();
+    // Relative to the config file; a Secret's trailing newline is not part of it.
+    std::fs::write(dir.join("id"), "first-id-1234\n").unwrap();
+    let c = Config::load(&config).unwrap();
+    assert_eq!(c.aws.external_id.as_deref(), Some("first-id-1234"));
+    assert!(!c.effective_toml().contains("first-id-1234"));
+    std::fs::write(dir.join("id"), "second-id-5678").unwrap();
+    let c = Config::load(&config).unwrap();
+    assert_eq!(c.aws.external_id.as_deref(), Some("second-id-5678"));
+    // A value that cannot be an external ID is refused without being quoted.
+    std::fs::write(dir.join("id"), "two\nlines and spaces").unwrap();
+    let err = Config::load(&config).unwrap_err().to_string();
+    assert!(err.contains("aws.external_id_file"), "{err}");
+    assert!(!err.contains("two") && !err.contains("spaces"), "{err}");
 }

