@@ -4,21 +4,24 @@
 #
 #   scripts/loadbench.sh [ACCOUNTS=10000] [CONNECTIONS=4] [SECONDS=10]
 #
-# Prints requests per poll, scrapes/s, latency percentiles and peak RSS.
-# Needs wrk (Debian: apt-get install wrk).
+# Prints requests per poll, scrapes/s, latency percentiles and peak RSS,
+# then, in the same run, the physical limit beside it: nginx serving the
+# exporter's own gzip body from a file (gzip_static), same wrk load, with the
+# ratio. Needs wrk and nginx (Debian: apt-get install wrk nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACCOUNTS=${1:-10000}
 CONNS=${2:-4}
 SECS=${3:-10}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx-light" >&2; exit 1; }
 
 cargo build --release --quiet --bin compute-optimizer-exporter --example standin
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-SP=$(free_port); EP=$(free_port)
+SP=$(free_port); EP=$(free_port); NP=$(free_port)
 ./target/release/examples/standin --accounts "$ACCOUNTS" --listen "127.0.0.1:$SP" > "$tmp/standin.log" &
 cat > "$tmp/c.toml" <<TOML
 [aws]
@@ -47,14 +50,49 @@ cpu_ms_per_page=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v r="$requests" 
 bytes=$(curl -s "http://127.0.0.1:$EP/metrics" | wc -c)
 gz=$(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" | wc -c)
 
-wrk -t "$CONNS" -c "$CONNS" -d "${SECS}s" --latency -H 'Accept-Encoding: gzip' \
-  "http://127.0.0.1:$EP/metrics" > "$tmp/wrk.txt"
+# wrk's figures: requests/s, p50, p99 (normalised to ms).
+bench() {
+  wrk -t "$CONNS" -c "$CONNS" -d "${SECS}s" --latency -H 'Accept-Encoding: gzip' "$1" > "$tmp/wrk.txt"
+  if grep -qE 'Non-2xx|Socket errors' "$tmp/wrk.txt"; then cat "$tmp/wrk.txt" >&2; exit 1; fi
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
+    END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$tmp/wrk.txt"
+}
+read -r rps p50 p99 <<<"$(bench "http://127.0.0.1:$EP/metrics")"
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER/status")
 
-rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")
-p50=$(awk '$1=="50%" {print $2}' "$tmp/wrk.txt")
-p99=$(awk '$1=="99%" {print $2}' "$tmp/wrk.txt")
-errors=$(grep -E 'Non-2xx|Socket errors' "$tmp/wrk.txt" || true)
+# The static-file limit: the exporter's own bytes, served by nginx.
+mkdir -p "$tmp/www"
+curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics.gz"
+curl -s "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics"
+cat > "$tmp/nginx.conf" <<NGINX
+worker_processes 2;
+user root;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp; uwsgi_temp_path $tmp; scgi_temp_path $tmp;
+  server {
+    listen 127.0.0.1:$NP;
+    root $tmp/www;
+    location = /metrics { default_type "text/plain; version=0.0.4; charset=utf-8"; gzip_static on; }
+  }
+}
+NGINX
+nginx -c "$tmp/nginx.conf" -g 'daemon off;' &
+for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$NP/metrics" >/dev/null 2>&1 && break; sleep 0.1; done
+gz_file=$(wc -c < "$tmp/www/metrics.gz")
+[ "$(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$NP/metrics" | wc -c)" = "$gz_file" ] || { echo "nginx does not serve the gzip file" >&2; exit 1; }
+read -r nrps np50 np99 <<<"$(bench "http://127.0.0.1:$NP/metrics")"
+nginx_rss_kb=$(ps -o rss= --ppid "$(cat "$tmp/nginx.pid")" --pid "$(cat "$tmp/nginx.pid")" | awk '{s += $1} END {print s}')
+
 echo "accounts=$ACCOUNTS requests_per_poll=$requests poll_seconds=$poll_s cpu_ms_per_page=$cpu_ms_per_page body_bytes=$bytes gzip_bytes=$gz"
-echo "scrapers=$CONNS scrapes_per_second=$rps p50=$p50 p99=$p99 peak_rss_mb=$((rss_kb / 1024))"
-[ -z "$errors" ] || { echo "$errors"; exit 1; }
+printf '%-28s %10s %9s %9s %12s %8s\n' server scrapes/s p50_ms p99_ms gzip_bytes rss_mb
+printf '%-28s %10s %9s %9s %12s %8s\n' compute-optimizer-exporter "$rps" "$p50" "$p99" "$gz" "$((rss_kb / 1024))"
+printf '%-28s %10s %9s %9s %12s %8s\n' "nginx gzip_static (limit)" "$nrps" "$np50" "$np99" "$gz_file" "$((nginx_rss_kb / 1024))"
+awk -v a="$rps" -v b="$nrps" 'BEGIN { printf "exporter/nginx throughput ratio: %.2f\n", a / b }'
+echo "reference: gzip -9 (zlib) of the same plain text: $(gzip -9 -c "$tmp/www/metrics" | wc -c) bytes"

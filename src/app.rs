@@ -257,6 +257,8 @@ async fn reload(
             tracing::error!(error = %e, "configuration reload refused; the previous configuration keeps running");
         }
     }
+    // The next scrape shows the outcome, not the live part cached before it.
+    state.exposition().forget_live();
     result
 }
 

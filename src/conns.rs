@@ -10,7 +10,9 @@
 //! * **Shedding instead of queueing.** When a cap is reached, a connection
 //!   of the source holding the most is closed to make room: the oldest that
 //!   has never completed a request (an idle socket, a slowloris header, a
-//!   stalled TLS handshake), else the longest-idle keep-alive one. A crowd
+//!   stalled TLS handshake), else one whose reader has not read for a
+//!   second (requests pipelined and never read), else the longest-idle
+//!   keep-alive one. A crowd
 //!   from a few addresses so only ever sheds its own connections, and a
 //!   scraper's one connection is never chosen while anyone holds more. A
 //!   new connection is refused only when every other one is busy answering.
@@ -38,6 +40,10 @@ use tokio::sync::Notify;
 /// The kernel doubles this for bookkeeping: about 256 KiB per socket at most,
 /// enough to keep a LAN link busy with the gzip body.
 pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
+
+/// A response blocked this long on a reader that does not read may be shed
+/// to make room; a reader that keeps up never blocks this long.
+pub const STALLED: Duration = Duration::from_secs(1);
 
 /// File descriptors kept back from connections: the AWS clients, the log,
 /// config and TLS files read on reload.
@@ -183,24 +189,32 @@ impl Inner {
 
     /// The connection to close to make room, among those `eligible`. From
     /// the source holding the most connections (so a crowd from a few
-    /// addresses makes room out of its own share, never a lone scraper's),
-    /// the oldest connection that never completed a request (ids only grow),
-    /// else the longest idle. Busy connections are never chosen.
-    fn victim(&self, eligible: impl Fn(&Entry) -> bool) -> Option<u64> {
+    /// addresses makes room out of its own share, never a lone scraper's):
+    /// the oldest that never completed a request (ids only grow), else the
+    /// one whose reader stalled longest ago (blocked for [`STALLED`] or
+    /// more: requests pipelined and never read), else the longest idle.
+    /// A connection answering a reader that keeps up is never chosen.
+    fn victim(&self, now: u64, eligible: impl Fn(&Entry) -> bool) -> Option<u64> {
+        let stalled = STALLED.as_millis() as u64;
         self.conns
             .iter()
-            .filter(|(_, e)| eligible(e) && (!e.activity.served() || e.activity.idle()))
-            .min_by_key(|(id, e)| {
-                let held = self.per_source.get(&e.source).copied().unwrap_or(0);
-                let served = e.activity.served();
-                let age = if served {
-                    e.activity.last_io.load(Ordering::Relaxed)
+            .filter_map(|(id, e)| {
+                let a = &e.activity;
+                let blocked = a.write_blocked_since.load(Ordering::Relaxed);
+                let (tier, age) = if !a.served() {
+                    (0, *id)
+                } else if blocked != 0 && now.saturating_sub(blocked) >= stalled {
+                    (1, blocked)
+                } else if a.idle() {
+                    (2, a.last_io.load(Ordering::Relaxed))
                 } else {
-                    **id
+                    return None;
                 };
-                (std::cmp::Reverse(held), served, age)
+                let held = self.per_source.get(&e.source).copied().unwrap_or(0);
+                eligible(e).then_some((std::cmp::Reverse(held), tier, age, *id))
             })
-            .map(|(id, _)| *id)
+            .min()
+            .map(|(_, _, _, id)| id)
     }
 
     fn evict(&mut self, id: u64) {
@@ -258,10 +272,11 @@ impl Table {
     /// Admits a connection from `source`, closing another to make room if a
     /// cap is reached; `None` means refuse it (every other one is busy).
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Ticket> {
+        let now = millis(self.base);
         let mut inner = self.lock();
         let from_source = inner.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= self.limits.max_per_source {
-            let Some(id) = inner.victim(|e| e.source == source) else {
+            let Some(id) = inner.victim(now, |e| e.source == source) else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
@@ -269,7 +284,7 @@ impl Table {
             self.shed.fetch_add(1, Ordering::Relaxed);
         }
         if inner.conns.len() >= self.limits.max_connections {
-            let Some(id) = inner.victim(|_| true) else {
+            let Some(id) = inner.victim(now, |_| true) else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
@@ -495,6 +510,33 @@ mod tests {
         assert!(polled_ready(a.closed()));
         assert!(!polled_ready(other.closed()));
         assert_eq!(t.counts().open, 3);
+    }
+
+    #[test]
+    fn a_reader_stalled_for_a_second_is_shed_before_an_idle_keep_alive() {
+        let t = Table::new(limits(3, 10));
+        let keep_alive = t.admit(ip(2)).unwrap();
+        drop(keep_alive.activity.request());
+        let answering = t.admit(ip(3)).unwrap();
+        let _a = answering.activity.request();
+        answering.activity.write_pending();
+        let stalled = t.admit(ip(4)).unwrap();
+        let _s = stalled.activity.request();
+        stalled.activity.write_pending();
+        // Blocked for a second: fair game; `answering` blocked just now.
+        stalled
+            .activity
+            .write_blocked_since
+            .store(1, Ordering::Relaxed);
+        std::thread::sleep(STALLED + Duration::from_millis(50));
+        answering
+            .activity
+            .write_blocked_since
+            .store(millis(answering.activity.base), Ordering::Relaxed);
+        let _new = t.admit(ip(5)).unwrap();
+        assert!(polled_ready(stalled.closed()));
+        assert!(!polled_ready(keep_alive.closed()));
+        assert!(!polled_ready(answering.closed()));
     }
 
     #[test]

@@ -380,13 +380,8 @@ fn not_allowed(allow: &'static str) -> Response<Chunks> {
 
 fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
     let exposition = state.exposition();
-    let live = state.metrics.encode();
     let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
-    let body = if gzip {
-        Chunks::new(exposition.gzip_body(&live))
-    } else {
-        Chunks::new(exposition.plain_body(live))
-    };
+    let body = Chunks::new(exposition.body(gzip, || state.metrics.encode()));
     let mut r = respond(StatusCode::OK, CONTENT_TYPE, body);
     let h = r.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));

@@ -357,3 +357,44 @@ async fn a_real_organisation_is_not_called_simulated() {
     );
     e.stop().await;
 }
+
+/// The body is one ordinary gzip member however it is read: Python's gzip
+/// module, curl, and (in tests/prometheus.rs) Prometheus' Go reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_gzip_readers_read_the_whole_body() {
+    let e = demo().await;
+    e.wait_polls(1).await;
+    let url = format!("http://{}/metrics", e.addr);
+    let python = "import gzip, sys, urllib.request as u\n\
+                  r = u.urlopen(u.Request(sys.argv[1], headers={'Accept-Encoding': 'gzip'}))\n\
+                  assert r.headers['Content-Encoding'] == 'gzip'\n\
+                  sys.stdout.buffer.write(gzip.decompress(r.read()))\n";
+    let runs: [(&str, Vec<String>); 2] = [
+        ("python3", vec!["-c".into(), python.into(), url.clone()]),
+        (
+            "curl",
+            vec!["-sf".into(), "--compressed".into(), url.clone()],
+        ),
+    ];
+    for (program, args) in runs {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(program).args(&args).output()
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|err| panic!("{program}: {err}"));
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("aws_compute_optimizer_enrollment_status{"))
+            .count();
+        assert_eq!(series, 1201, "{program}");
+        assert!(text.contains("aws_compute_optimizer_up 1"), "{program}");
+    }
+    e.stop().await;
+}
