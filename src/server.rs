@@ -44,7 +44,7 @@ pub type SharedSecurity = Arc<RwLock<Arc<WebSecurity>>>;
 #[derive(Clone)]
 pub struct ServerOptions {
     pub telemetry_path: String,
-    pub header_read_timeout: Duration,
+    /// Caps and timeouts, the header read timeout among them.
     pub limits: Limits,
     pub reload: Option<ReloadHandle>,
     pub security: SharedSecurity,
@@ -58,7 +58,6 @@ impl ServerOptions {
     pub fn from_config(c: &crate::config::WebConfig) -> ServerOptions {
         ServerOptions {
             telemetry_path: c.telemetry_path.clone(),
-            header_read_timeout: c.header_read_timeout,
             limits: Limits {
                 max_connections: c.max_connections,
                 max_per_source: c.max_connections_per_source.min(c.max_connections),
@@ -142,7 +141,7 @@ pub async fn run(
                     }
                     Some(acceptor) => {
                         // The handshake counts against the header read timeout too.
-                        let timeout = opts.header_read_timeout;
+                        let timeout = opts.limits.header_read_timeout;
                         if let Ok(Ok(tls)) =
                             tokio::time::timeout(timeout, acceptor.accept(io)).await
                         {
@@ -193,7 +192,7 @@ fn connection<IO>(
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let timeout = opts.header_read_timeout;
+    let timeout = opts.limits.header_read_timeout;
     let activity = ticket.activity.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
