@@ -61,7 +61,6 @@ fn fit_to_open_files(limits: &mut Limits, budget: u64) {
             "web.max_connections is above what the open-files limit (ulimit -n) allows; raise LimitNOFILE or lower it"
         );
         limits.max_connections = fitted;
-        limits.max_per_source = limits.max_per_source.min(fitted);
     }
 }
 

@@ -243,7 +243,10 @@ pub struct Counts {
 }
 
 impl Table {
-    pub fn new(limits: Limits) -> Arc<Table> {
+    /// A per-source cap above the total means the total: one place for the
+    /// rule, whether the config or the open-files limit set the total.
+    pub fn new(mut limits: Limits) -> Arc<Table> {
+        limits.max_per_source = limits.max_per_source.min(limits.max_connections);
         Arc::new(Table {
             limits,
             base: Instant::now(),
@@ -314,7 +317,7 @@ impl Table {
     }
 
     /// Closes every connection past one of its timeouts; the server calls
-    /// this about once a second.
+    /// this four times a second.
     pub fn reap(&self) {
         let now = millis(self.base);
         let past = |since: u64, limit: Duration| {
@@ -537,6 +540,12 @@ mod tests {
         assert!(polled_ready(stalled.closed()));
         assert!(!polled_ready(keep_alive.closed()));
         assert!(!polled_ready(answering.closed()));
+    }
+
+    #[test]
+    fn a_per_source_cap_above_the_total_is_the_total() {
+        let t = Table::new(limits(2, 64));
+        assert_eq!(t.limits().max_per_source, 2);
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl ServerOptions {
             telemetry_path: c.telemetry_path.clone(),
             limits: Limits {
                 max_connections: c.max_connections,
-                max_per_source: c.max_connections_per_source.min(c.max_connections),
+                max_per_source: c.max_connections_per_source,
                 header_read_timeout: c.header_read_timeout,
                 idle_timeout: c.idle_timeout,
                 write_stall_timeout: c.write_stall_timeout,
@@ -169,7 +169,7 @@ pub async fn run(
     }
 }
 
-/// Applies the table's timeouts once a second until shutdown.
+/// Applies the table's timeouts four times a second until shutdown.
 async fn reap(table: Arc<Table>, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
