@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use compute_optimizer_exporter::metrics::{Exposition, SelfMetrics, deflate_once, render_snapshot};
-use compute_optimizer_exporter::model::{Account, AccountNames, Snapshot, Status};
+use compute_optimizer_exporter::model::{Account, Directory, Snapshot, Status};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn organisation(n: usize) -> Snapshot {
@@ -40,9 +40,9 @@ fn per_poll(c: &mut Criterion) {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
-            b.iter(|| render_snapshot(s, &AccountNames::new()))
+            b.iter(|| render_snapshot(s, &Directory::default()))
         });
-        let text = render_snapshot(&snap, &AccountNames::new());
+        let text = render_snapshot(&snap, &Directory::default());
         // The per-poll compression alone (libdeflate level 12, or 9 above
         // 8 MiB of text): off the scrape path, must stay under 2 s at 100k.
         g.throughput(Throughput::Bytes(text.len() as u64));
@@ -51,7 +51,7 @@ fn per_poll(c: &mut Criterion) {
         });
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
-            b.iter(|| Exposition::new(render_snapshot(s, &AccountNames::new())))
+            b.iter(|| Exposition::new(render_snapshot(s, &Directory::default())))
         });
         drop(text);
     }
@@ -62,7 +62,7 @@ fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
     for n in [1_000, 10_000, 100_000] {
-        let exposition = Exposition::new(render_snapshot(&organisation(n), &AccountNames::new()));
+        let exposition = Exposition::new(render_snapshot(&organisation(n), &Directory::default()));
         g.bench_function(BenchmarkId::new("plain", n), |b| {
             b.iter(|| exposition.plain_body(metrics.encode()))
         });

@@ -189,10 +189,14 @@ impl Poller {
         let opts = PollOptions::from_config(config);
         let mut tasks = Vec::new();
         if config.aws.organizations {
-            let interval = config.aws.organizations_interval;
+            let walk = names::WalkOptions {
+                interval: config.aws.organizations_interval,
+                requests_per_second: config.aws.organizations_requests_per_second,
+                tag_labels: crate::config::tag_labels(&config.aws.account_tags),
+            };
             tasks.push(tokio::spawn(names::run(
                 source.clone(),
-                interval,
+                walk,
                 opts.clone(),
                 state.clone(),
                 stopped.clone(),

@@ -33,6 +33,10 @@ const KNOWN_CODES: &[&str] = &[
     "MissingAuthenticationToken",
     "ServiceUnavailableException",
     "ThrottlingException",
+    "TooManyRequestsException",
+    "ParentNotFoundException",
+    "TargetNotFoundException",
+    "AWSOrganizationsNotInUseException",
     "OptInRequiredException",
     "ResourceNotFoundException",
     "LimitExceededException",
@@ -219,33 +223,110 @@ impl PageSource for AwsSource {
     }
 }
 
+/// Only IDs, names and tag pairs leave this impl: e-mail addresses, ARNs
+/// and the rest stay out. An item without an ID or name is counted skipped.
+fn pairs<'a>(
+    next_token: Option<&str>,
+    items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Page<(String, String)> {
+    let mut page = Page {
+        next_token: next_token.map(str::to_owned),
+        ..Page::default()
+    };
+    for item in items {
+        match item {
+            (Some(a), Some(b)) => page.items.push((a.to_owned(), b.to_owned())),
+            _ => page.skipped += 1,
+        }
+    }
+    page
+}
+
+impl AwsSource {
+    fn organizations(&self) -> Result<&aws_sdk_organizations::Client, ApiError> {
+        self.organizations.as_ref().ok_or_else(|| ApiError {
+            code: "other".into(),
+            message: "aws.organizations is off".into(),
+            retryable: false,
+        })
+    }
+}
+
 impl NameSource for AwsSource {
-    async fn list_accounts(
-        &self,
-        token: Option<String>,
-    ) -> Result<Page<(String, String)>, ApiError> {
-        let Some(orgs) = &self.organizations else {
-            return Ok(Page::default());
-        };
-        let out = orgs
-            .list_accounts()
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_roots()
             .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
             .set_next_token(token)
             .send()
             .await
             .map_err(classify)?;
-        // Only ID and name: e-mail addresses and the rest stay out.
-        let mut page = Page {
-            next_token: out.next_token().map(str::to_owned),
-            ..Page::default()
-        };
-        for a in out.accounts() {
-            match (a.id(), a.name()) {
-                (Some(id), Some(name)) => page.items.push((id.to_owned(), name.to_owned())),
-                _ => page.skipped += 1,
-            }
-        }
-        Ok(page)
+        Ok(pairs(
+            out.next_token(),
+            out.roots().iter().map(|r| (r.id(), r.name())),
+        ))
+    }
+
+    async fn list_ous(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_organizational_units_for_parent()
+            .parent_id(parent)
+            .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(pairs(
+            out.next_token(),
+            out.organizational_units()
+                .iter()
+                .map(|o| (o.id(), o.name())),
+        ))
+    }
+
+    async fn list_accounts_for_parent(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_accounts_for_parent()
+            .parent_id(parent)
+            .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(pairs(
+            out.next_token(),
+            out.accounts().iter().map(|a| (a.id(), a.name())),
+        ))
+    }
+
+    async fn list_tags(
+        &self,
+        account: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_tags_for_resource()
+            .resource_id(account)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(pairs(
+            out.next_token(),
+            out.tags().iter().map(|t| (Some(t.key()), Some(t.value()))),
+        ))
     }
 }
 

@@ -4,6 +4,7 @@
 //! filled in first, then every rule is validated, and every error is one line
 //! naming the file, the key and (where the file has it) the line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -135,9 +136,39 @@ pub struct AwsConfig {
     pub request_timeout: Duration,
     /// Also list account names from AWS Organizations.
     pub organizations: bool,
-    /// How often to refresh account names.
+    /// How often to walk the organisation (names, OUs, tags).
     #[serde(with = "duration_str")]
     pub organizations_interval: Duration,
+    /// The exporter's own ceiling on AWS Organizations requests, retries
+    /// included: Organizations throttles hard and shares its quota with
+    /// every other tool in the management account.
+    pub organizations_requests_per_second: f64,
+    /// Tag keys to read for every account (`ListTagsForResource`), each a
+    /// `tag_<key>` label on `aws_compute_optimizer_account_info`.
+    pub account_tags: Vec<String>,
+}
+
+/// The label name for a tag key: `tag_` and the key with every character
+/// outside `[a-zA-Z0-9_]` replaced by `_` (`cost-center` → `tag_cost_center`).
+pub fn tag_label(key: &str) -> String {
+    let mut label = String::from("tag_");
+    label.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    label
+}
+
+/// `(label, key)` for each of `aws.account_tags`, sorted by label (the order
+/// the exposition writes them in). Validation has refused collisions.
+pub fn tag_labels(keys: &[String]) -> Vec<(String, String)> {
+    let mut labels: Vec<(String, String)> =
+        keys.iter().map(|k| (tag_label(k), k.clone())).collect();
+    labels.sort();
+    labels
 }
 
 impl Default for AwsConfig {
@@ -157,6 +188,8 @@ impl Default for AwsConfig {
             request_timeout: Duration::from_secs(20),
             organizations: false,
             organizations_interval: Duration::from_secs(3600),
+            organizations_requests_per_second: 5.0,
+            account_tags: Vec::new(),
         }
     }
 }
@@ -241,6 +274,8 @@ impl Config {
         c.poll.timeout = Duration::from_secs(10);
         c.aws.organizations = true;
         c.aws.organizations_interval = Duration::from_secs(60);
+        c.aws.organizations_requests_per_second = 200.0;
+        c.aws.account_tags = vec!["team".into(), "cost-center".into()];
         c
     }
 
@@ -489,6 +524,37 @@ impl Config {
             MIN_INTERVAL,
             Duration::from_secs(7 * 86_400),
         )?;
+        let rps = a.organizations_requests_per_second;
+        if !(rps.is_finite() && (0.1..=1000.0).contains(&rps)) {
+            return err(
+                "aws.organizations_requests_per_second",
+                format!("{rps} must be between 0.1 and 1000"),
+            );
+        }
+        if !a.account_tags.is_empty() && !a.organizations {
+            return err(
+                "aws.account_tags",
+                "tags are read from AWS Organizations: set aws.organizations = true too".into(),
+            );
+        }
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for key in &a.account_tags {
+            if key.is_empty() || key.chars().count() > 128 {
+                return err(
+                    "aws.account_tags",
+                    format!("{key:?} is not a tag key (1 to 128 characters)"),
+                );
+            }
+            if let Some(other) = seen.insert(tag_label(key), key) {
+                return err(
+                    "aws.account_tags",
+                    format!(
+                        "{other:?} and {key:?} would both be the label {}",
+                        tag_label(key)
+                    ),
+                );
+            }
+        }
 
         let p = &self.poll;
         check_range("poll.interval", p.interval, MIN_INTERVAL, MAX_INTERVAL)?;

@@ -219,36 +219,108 @@ const TEAMS: [&str; 10] = [
 ];
 const STAGES: [&str; 4] = ["prod", "staging", "dev", "sandbox"];
 
+const DEMO_ROOT: &str = "r-demo";
+
+/// One page of `items` at the offset the token names, 20 at most.
+fn page_of(items: Vec<(String, String)>, token: Option<String>) -> Page<(String, String)> {
+    let offset: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
+    let size = usize::from(ORGANIZATIONS_PAGE_SIZE);
+    let next = offset + size;
+    Page {
+        next_token: (next < items.len()).then(|| next.to_string()),
+        items: items.into_iter().skip(offset).take(size).collect(),
+        skipped: 0,
+    }
+}
+
+/// The simulated organisation: an OU per stage under the root, each
+/// account in its stage's OU (every 25th directly under the root), tagged
+/// with its team (every 10th untagged) and a cost centre.
+impl DemoSource {
+    fn stage(i: usize) -> &'static str {
+        STAGES[i / TEAMS.len() % STAGES.len()]
+    }
+
+    fn parent(i: usize) -> String {
+        if i.is_multiple_of(25) {
+            DEMO_ROOT.to_owned()
+        } else {
+            format!("ou-demo-{}", Self::stage(i))
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        org.accounts
+            .iter()
+            .map(|a| a.account.account_id.clone())
+            .collect()
+    }
+}
+
 impl NameSource for DemoSource {
-    async fn list_accounts(
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
+        Ok(page_of(vec![(DEMO_ROOT.into(), "Root".into())], token))
+    }
+
+    async fn list_ous(
         &self,
+        parent: &str,
         token: Option<String>,
     ) -> Result<Page<(String, String)>, ApiError> {
-        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
-        let offset: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
-        let page = usize::from(ORGANIZATIONS_PAGE_SIZE);
-        let names = org
-            .accounts
-            .iter()
+        let ous = if parent == DEMO_ROOT {
+            STAGES
+                .iter()
+                .map(|s| {
+                    let mut name = s.to_string();
+                    name[..1].make_ascii_uppercase();
+                    (format!("ou-demo-{s}"), name)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(page_of(ous, token))
+    }
+
+    async fn list_accounts_for_parent(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let accounts = self
+            .ids()
+            .into_iter()
             .enumerate()
-            .skip(offset)
-            .take(page)
-            .map(|(i, a)| {
+            .filter(|(i, _)| Self::parent(*i) == parent)
+            .map(|(i, id)| {
                 let name = format!(
                     "{}-{}-{}",
                     TEAMS[i % TEAMS.len()],
-                    STAGES[i / TEAMS.len() % STAGES.len()],
+                    Self::stage(i),
                     i / 40 + 1
                 );
-                (a.account.account_id.clone(), name)
+                (id, name)
             })
             .collect();
-        let next = offset + page;
-        Ok(Page {
-            items: names,
-            next_token: (next < org.accounts.len()).then(|| next.to_string()),
-            skipped: 0,
-        })
+        Ok(page_of(accounts, token))
+    }
+
+    async fn list_tags(
+        &self,
+        account: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let i = self.ids().iter().position(|id| id == account);
+        let tags = match i {
+            Some(i) if i % 10 != 0 => vec![
+                ("team".into(), TEAMS[i % TEAMS.len()].into()),
+                ("cost-center".into(), format!("cc-{}", 100 + i % 7)),
+            ],
+            Some(i) => vec![("cost-center".into(), format!("cc-{}", 100 + i % 7))],
+            None => Vec::new(),
+        };
+        Ok(page_of(tags, token))
     }
 }
 

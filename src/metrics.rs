@@ -20,7 +20,7 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::{AccountNames, Snapshot, Status};
+use crate::model::{Directory, Snapshot, Status};
 
 /// Exact Content-Type of the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -199,27 +199,35 @@ impl SelfMetrics {
     }
 }
 
+pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labelled with its name, its place in the organisation (ou_id, ou_path: names from the root down) and the tags listed in aws.account_tags (tag_<key>), from AWS Organizations, for joining onto other series and routing alerts. Comes from the background walk of the organisation, not from the scrape.";
+
 /// Renders the organisation's series exactly as `prometheus::TextEncoder`
 /// would (families by name, series by label values), but in one pass over a
 /// sorted snapshot and without building a registry per poll.
-pub fn render_snapshot(snap: &Snapshot, names: &AccountNames) -> String {
+pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
     if snap.finished_at.is_none() {
         return String::new();
     }
     let mut out = String::with_capacity(snap.accounts.len() * 420 + names.len() * 100 + 1024);
 
     if !names.is_empty() {
-        header(
-            &mut out,
-            ACCOUNT_INFO,
-            "Constant 1 per organisation account, labelled with its name from AWS Organizations, for joining names onto other series. Comes from the background poll of ListAccounts, not from the scrape.",
-        );
-        for (id, name) in names {
+        header(&mut out, ACCOUNT_INFO, ACCOUNT_INFO_HELP);
+        for (id, info) in &names.accounts {
             out.push_str(ACCOUNT_INFO);
             out.push_str("{account_id=\"");
             escape_label(&mut out, id);
             out.push_str("\",account_name=\"");
-            escape_label(&mut out, name);
+            escape_label(&mut out, &info.name);
+            out.push_str("\",ou_id=\"");
+            escape_label(&mut out, &info.ou_id);
+            out.push_str("\",ou_path=\"");
+            escape_label(&mut out, &info.ou_path);
+            for (i, (label, _)) in names.tag_labels.iter().enumerate() {
+                out.push_str("\",");
+                out.push_str(label);
+                out.push_str("=\"");
+                escape_label(&mut out, info.tags.get(i).map_or("", String::as_str));
+            }
             out.push_str("\"} 1\n");
         }
     }
@@ -585,16 +593,40 @@ mod tests {
         snap
     }
 
-    fn names(snap: &Snapshot) -> AccountNames {
-        snap.accounts
-            .keys()
-            .step_by(2)
-            .map(|id| (id.clone(), format!("team \"{id}\" <prod>\\")))
-            .collect()
+    fn names(snap: &Snapshot) -> Directory {
+        Directory {
+            tag_labels: vec![
+                ("tag_cost_center".into(), "cost-center".into()),
+                ("tag_team".into(), "team".into()),
+            ],
+            accounts: snap
+                .accounts
+                .keys()
+                .step_by(2)
+                .enumerate()
+                .map(|(i, id)| {
+                    let info = crate::model::AccountInfo {
+                        name: format!("team \"{id}\" <prod>\\"),
+                        ou_id: format!("ou-ab12-{i:08}"),
+                        ou_path: if i % 3 == 0 {
+                            "Root".into()
+                        } else {
+                            "Root/Prod/Pay\"ments".into()
+                        },
+                        tags: if i % 4 == 0 {
+                            vec![]
+                        } else {
+                            vec!["cc-1".into(), format!("team-{}", i % 5)]
+                        },
+                    };
+                    (id.clone(), info)
+                })
+                .collect(),
+        }
     }
 
     /// The reference: the same data through a plain prometheus registry.
-    fn registry_render(snap: &Snapshot, names: &AccountNames) -> String {
+    fn registry_render(snap: &Snapshot, names: &Directory) -> String {
         let r = Registry::new();
         let status = GaugeVec::new(
             Opts::new(STATUS, format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}")),
@@ -616,11 +648,9 @@ mod tests {
             &["status"],
         )
         .unwrap();
-        let info = GaugeVec::new(
-            Opts::new(ACCOUNT_INFO, "Constant 1 per organisation account, labelled with its name from AWS Organizations, for joining names onto other series. Comes from the background poll of ListAccounts, not from the scrape."),
-            &["account_id", "account_name"],
-        )
-        .unwrap();
+        let mut info_labels = vec!["account_id", "account_name", "ou_id", "ou_path"];
+        info_labels.extend(names.tag_labels.iter().map(|(l, _)| l.as_str()));
+        let info = GaugeVec::new(Opts::new(ACCOUNT_INFO, ACCOUNT_INFO_HELP), &info_labels).unwrap();
         let mgmt = GaugeVec::new(
             Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}")),
             &["status"],
@@ -642,9 +672,12 @@ mod tests {
         for (s, n) in snap.counts() {
             accounts.with_label_values(&[s.as_str()]).set(n as f64);
         }
-        for (id, name) in names {
-            info.with_label_values(&[id.as_str(), name.as_str()])
-                .set(1.0);
+        for (id, a) in &names.accounts {
+            let mut values = vec![id.as_str(), &a.name, &a.ou_id, &a.ou_path];
+            for i in 0..names.tag_labels.len() {
+                values.push(a.tags.get(i).map_or("", String::as_str));
+            }
+            info.with_label_values(&values).set(1.0);
         }
         if let Some(org) = &snap.org {
             if let Some(status) = &org.status {
@@ -676,7 +709,7 @@ mod tests {
     fn cached_render_equals_registry_encoding() {
         for n in [1, 7, 1000] {
             let mut snap = snapshot(n);
-            let none = AccountNames::new();
+            let none = Directory::default();
             assert_eq!(
                 render_snapshot(&snap, &none),
                 registry_render(&snap, &none),
@@ -705,7 +738,7 @@ mod tests {
     #[test]
     fn nothing_is_rendered_before_the_first_poll() {
         assert_eq!(
-            render_snapshot(&Snapshot::default(), &AccountNames::new()),
+            render_snapshot(&Snapshot::default(), &Directory::default()),
             ""
         );
     }
@@ -725,7 +758,7 @@ mod tests {
 
     #[test]
     fn gzip_body_is_one_valid_stream_of_both_parts() {
-        let text = render_snapshot(&snapshot(3000), &AccountNames::new());
+        let text = render_snapshot(&snapshot(3000), &Directory::default());
         let exp = Exposition::new(text.clone());
         let live = b"# HELP x y\n# TYPE x gauge\nx 1\n".to_vec();
         let got = gunzip(&exp.gzip_body(&live));
@@ -768,9 +801,9 @@ mod tests {
     #[test]
     fn both_compression_levels_give_valid_streams() {
         // Above the threshold the faster level is used; both must inflate.
-        let big = render_snapshot(&snapshot(40_000), &AccountNames::new());
+        let big = render_snapshot(&snapshot(40_000), &Directory::default());
         assert!(big.len() > STRONGEST_LEVEL_MAX_BYTES, "{}", big.len());
-        let small = render_snapshot(&snapshot(300), &AccountNames::new());
+        let small = render_snapshot(&snapshot(300), &Directory::default());
         for text in [small, big] {
             let exp = Exposition::new(text.clone());
             let got = gunzip(&exp.gzip_body(b"x 1\n"));

@@ -120,8 +120,42 @@ pub struct OrgStatus {
     pub last_updated: Option<f64>,
 }
 
-/// Account ID to account name, from AWS Organizations.
-pub type AccountNames = BTreeMap<String, String>;
+/// What AWS Organizations says of each account: name, place in the
+/// organisation tree and the tags asked for (`aws.account_tags`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Directory {
+    /// Label names of the tags, sorted (`tag_team`, `tag_cost_center`), and
+    /// the tag key each is read from.
+    pub tag_labels: Vec<(String, String)>,
+    /// By account ID.
+    pub accounts: BTreeMap<String, AccountInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccountInfo {
+    pub name: String,
+    /// The account's parent: an OU ID, or the root's ID.
+    pub ou_id: String,
+    /// Names from the root down joined by `/`: `Root/Prod/Payments`.
+    pub ou_path: String,
+    /// Values for [`Directory::tag_labels`], in the same order; empty where
+    /// the account has no such tag (or its tags are not known yet).
+    pub tags: Vec<String>,
+}
+
+impl Directory {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn name(&self, account_id: &str) -> Option<&str> {
+        self.accounts.get(account_id).map(|a| a.name.as_str())
+    }
+}
 
 /// The result of one complete poll: every account of every page.
 ///

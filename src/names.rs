@@ -1,69 +1,280 @@
-//! Account names from AWS Organizations `ListAccounts`, on their own slower
-//! interval. Optional (`aws.organizations`), and never able to fail or delay
-//! the enrollment poll: a failure is counted, logged, and the last names kept.
+//! The organisation's structure from AWS Organizations, on its own slower
+//! interval (`aws.organizations`): every account's name and place in the
+//! tree, and the tags listed in `aws.account_tags`. It can never fail or
+//! delay the enrollment poll: it runs in its own task, every failure is
+//! counted and logged, and the last known data is kept.
+//!
+//! The walk starts at the roots (`ListRoots`) and, for every root and OU,
+//! lists its accounts (`ListAccountsForParent`) and child OUs
+//! (`ListOrganizationalUnitsForParent`): `1 + 2 × (OUs + roots)` requests
+//! plus one more per 20 accounts or OUs under one parent. That is fewer than
+//! `ListAccounts` plus `ListParents` for every account. Tags cost one
+//! `ListTagsForResource` per account, so they come after the walk, accounts
+//! new since the last walk first. Every request, retries included, waits its
+//! turn at `aws.organizations_requests_per_second`.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::PollOptions;
-use crate::error::PollError;
-use crate::model::AccountNames;
+use crate::error::{ApiError, PollError};
+use crate::model::{AccountInfo, Directory, Page};
 use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
-use crate::source::{LIST_ACCOUNTS, NameSource, ORGANIZATIONS_PAGE_SIZE};
+use crate::source::{
+    LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
+};
 use crate::state::State;
 
-/// Lists every account under one deadline, by the paging loop's rules.
-pub async fn list_all<S: NameSource>(
-    source: &S,
+/// Deadline of one listing (one parent's accounts, one account's tags).
+const LISTING_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Roots and OUs visited at most in one walk (AWS allows a few thousand).
+pub const MAX_PARENTS: usize = 100_000;
+
+/// Tags are published every this many accounts, so new accounts' tags show
+/// before a long refresh ends.
+const PUBLISH_EVERY: usize = 500;
+
+/// What a refresh needs besides the source and the state.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    pub interval: Duration,
+    pub requests_per_second: f64,
+    /// `(label, tag key)`, sorted by label.
+    pub tag_labels: Vec<(String, String)>,
+}
+
+/// Spaces requests `1 / rate` apart, across every listing of a refresh.
+pub struct Pace {
+    next: Mutex<Instant>,
+    gap: Duration,
+}
+
+impl Pace {
+    pub fn new(requests_per_second: f64) -> Pace {
+        Pace {
+            next: Mutex::new(Instant::now()),
+            gap: Duration::from_secs_f64(1.0 / requests_per_second.max(0.001)),
+        }
+    }
+
+    /// Resolves at this request's turn.
+    pub async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(Instant::now());
+            *next = at + self.gap;
+            at
+        };
+        sleep_until(at).await;
+    }
+}
+
+/// Every item of one Organizations listing, paced, by the paging loop's rules.
+async fn listing<F, Fut>(
+    operation: &'static str,
     state: &State,
-    timeout: Duration,
     opts: &PollOptions,
-) -> Result<AccountNames, PollError> {
+    pace: &Pace,
+    fetch: F,
+) -> Result<Vec<(String, String)>, PollError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Page<(String, String)>, ApiError>>,
+{
     let listing = Listing::new(
-        LIST_ACCOUNTS,
+        operation,
         usize::from(ORGANIZATIONS_PAGE_SIZE),
-        timeout,
+        LISTING_TIMEOUT,
         opts,
         state,
     );
-    let listed = paging::list_all(&listing, |token| source.list_accounts(token)).await?;
-    Ok(listed.items.into_iter().collect())
+    let listed = paging::list_all(&listing, |token| {
+        let page = fetch(token);
+        async move {
+            pace.turn().await;
+            page.await
+        }
+    })
+    .await?;
+    Ok(listed.items)
 }
 
-/// Refreshes names now, then every `interval`, until shutdown.
+/// Walks the tree from every root: each account's name, parent and path
+/// (tags left empty).
+pub async fn walk<S: NameSource>(
+    source: &S,
+    state: &State,
+    opts: &PollOptions,
+    pace: &Pace,
+) -> Result<BTreeMap<String, AccountInfo>, PollError> {
+    let roots = listing(LIST_ROOTS, state, opts, pace, |t| source.list_roots(t)).await?;
+    let mut queue: VecDeque<(String, String)> = roots.into_iter().collect();
+    let mut visited = HashSet::new();
+    let mut accounts = BTreeMap::new();
+    while let Some((parent, path)) = queue.pop_front() {
+        // A parent seen twice (an organisation changing mid-walk) is walked once.
+        if !visited.insert(parent.clone()) {
+            continue;
+        }
+        if visited.len() > MAX_PARENTS {
+            return Err(PollError::TooManyPages {
+                operation: LIST_OUS,
+                limit: MAX_PARENTS,
+            });
+        }
+        let children = listing(LIST_ACCOUNTS_FOR_PARENT, state, opts, pace, |t| {
+            source.list_accounts_for_parent(&parent, t)
+        })
+        .await?;
+        for (id, name) in children {
+            let info = AccountInfo {
+                name,
+                ou_id: parent.clone(),
+                ou_path: path.clone(),
+                tags: Vec::new(),
+            };
+            accounts.insert(id, info);
+        }
+        let ous = listing(LIST_OUS, state, opts, pace, |t| source.list_ous(&parent, t)).await?;
+        for (id, name) in ous {
+            queue.push_back((id, format!("{path}/{name}")));
+        }
+    }
+    Ok(accounts)
+}
+
+/// The values of the wanted tags of one account, in label order.
+async fn tags_of<S: NameSource>(
+    source: &S,
+    account: &str,
+    labels: &[(String, String)],
+    state: &State,
+    opts: &PollOptions,
+    pace: &Pace,
+) -> Result<Vec<String>, PollError> {
+    let pairs = listing(LIST_TAGS, state, opts, pace, |t| {
+        source.list_tags(account, t)
+    })
+    .await?;
+    Ok(labels
+        .iter()
+        .map(|(_, key)| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+fn publish(state: &Arc<State>, dir: &Directory) -> impl Future<Output = ()> + use<> {
+    let (st, dir) = (state.clone(), dir.clone());
+    async move {
+        let _ = tokio::task::spawn_blocking(move || st.set_names(dir)).await;
+    }
+}
+
+/// One refresh: the walk, published at once with each account's last known
+/// tags, then the tags, new accounts first. A failed walk keeps everything
+/// as it was; a tag listing that fails ends the tag pass and keeps the last
+/// known tags of the accounts not reached.
+pub async fn refresh<S: NameSource>(
+    source: &S,
+    state: &Arc<State>,
+    opts: &PollOptions,
+    walk_opts: &WalkOptions,
+    pace: &Pace,
+) -> Result<(), PollError> {
+    let previous = state.names();
+    let labels = &walk_opts.tag_labels;
+    let mut dir = Directory {
+        tag_labels: labels.clone(),
+        accounts: walk(source, state, opts, pace).await?,
+    };
+    let mut new_accounts = Vec::new();
+    let mut known = Vec::new();
+    for (id, info) in dir.accounts.iter_mut() {
+        match previous.accounts.get(id) {
+            Some(old) if previous.tag_labels == *labels => {
+                info.tags = old.tags.clone();
+                known.push(id.clone());
+            }
+            _ => {
+                info.tags = vec![String::new(); labels.len()];
+                new_accounts.push(id.clone());
+            }
+        }
+    }
+    publish(state, &dir).await;
+    if labels.is_empty() {
+        return Ok(());
+    }
+    for (n, id) in new_accounts.iter().chain(&known).enumerate() {
+        let tags = match tags_of(source, id, labels, state, opts, pace).await {
+            Ok(tags) => tags,
+            Err(e) => {
+                publish(state, &dir).await;
+                return Err(e);
+            }
+        };
+        if let Some(info) = dir.accounts.get_mut(id) {
+            info.tags = tags;
+        }
+        if (n + 1) % PUBLISH_EVERY == 0 {
+            publish(state, &dir).await;
+        }
+    }
+    publish(state, &dir).await;
+    Ok(())
+}
+
+/// Refreshes now, then every `interval`, until shutdown.
 pub async fn run<S: NameSource>(
     source: S,
-    interval: Duration,
+    walk_opts: WalkOptions,
     opts: PollOptions,
     state: Arc<State>,
     shutdown: Shutdown,
 ) {
+    let pace = Pace::new(walk_opts.requests_per_second);
     loop {
         let started = Instant::now();
-        let timeout = interval.min(Duration::from_secs(300));
         let result = tokio::select! {
-            r = list_all(&source, &state, timeout, &opts) => r,
+            r = refresh(&source, &state, &opts, &walk_opts, &pace) => r,
             _ = shutdown.wait() => return,
         };
+        let accounts = state.names().len();
         match result {
-            Ok(names) => {
-                let count = names.len();
-                let st = state.clone();
-                let _ = tokio::task::spawn_blocking(move || st.set_names(names)).await;
-                tracing::info!(accounts = count, "account names refreshed");
+            Ok(()) => {
+                let took = started.elapsed();
+                tracing::info!(
+                    accounts,
+                    duration_ms = took.as_millis() as u64,
+                    "organisation structure and tags refreshed"
+                );
+                if took > walk_opts.interval {
+                    tracing::warn!(
+                        accounts,
+                        "refreshing the organisation took longer than aws.organizations_interval; raise it or aws.organizations_requests_per_second"
+                    );
+                }
             }
             Err(e) => tracing::warn!(
                 code = e.code(),
                 error = %e,
-                advice = "grant organizations:ListAccounts (management or delegated administrator account), and check aws.organizations_endpoint_url; enrollment data is unaffected",
-                "listing account names failed; keeping the last names"
+                advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
+                "refreshing the organisation failed; keeping the last known names, OUs and tags"
             ),
         }
         tokio::select! {
-            _ = sleep_until(started + interval) => {}
+            _ = sleep_until(started + walk_opts.interval) => {}
             _ = shutdown.wait() => return,
         }
     }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::model::{AccountNames, Snapshot, Status, unix_seconds};
+use crate::model::{Directory, Snapshot, Status, unix_seconds};
 use crate::state::PollOutcome;
 
 #[derive(Debug, Serialize)]
@@ -21,6 +21,9 @@ pub struct StatusReport {
     pub counts: std::collections::BTreeMap<String, u64>,
     /// Accounts not Active, longest in their status first.
     pub not_active: Vec<AccountReport>,
+    /// The tag keys of `aws.account_tags`, in the order of each account's
+    /// `tags` columns on the HTML page.
+    pub tag_keys: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,6 +39,10 @@ pub struct AccountReport {
     pub account_id: String,
     /// From AWS Organizations, when `aws.organizations` is on.
     pub account_name: Option<String>,
+    /// Its place in the organisation (`Root/Prod/Payments`), when known.
+    pub ou_path: Option<String>,
+    /// The tags of `aws.account_tags` it has, by key.
+    pub tags: std::collections::BTreeMap<String, String>,
     pub status: String,
     pub status_reason: Option<String>,
     pub last_updated_timestamp_seconds: Option<f64>,
@@ -44,7 +51,7 @@ pub struct AccountReport {
 
 pub fn report(
     snap: &Snapshot,
-    names: &AccountNames,
+    names: &Directory,
     last: Option<&PollOutcome>,
     now: SystemTime,
 ) -> StatusReport {
@@ -55,7 +62,25 @@ pub fn report(
         .filter(|a| a.status != Status::Active)
         .map(|a| AccountReport {
             account_id: a.account_id.clone(),
-            account_name: names.get(&a.account_id).cloned(),
+            account_name: names.name(&a.account_id).map(str::to_owned),
+            ou_path: names
+                .accounts
+                .get(&a.account_id)
+                .map(|i| i.ou_path.clone())
+                .filter(|p| !p.is_empty()),
+            tags: names
+                .accounts
+                .get(&a.account_id)
+                .map(|i| {
+                    names
+                        .tag_labels
+                        .iter()
+                        .zip(&i.tags)
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|((_, key), v)| (key.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
             status: a.status.as_str().to_owned(),
             status_reason: a.status_reason.clone(),
             last_updated_timestamp_seconds: a.last_updated,
@@ -90,6 +115,7 @@ pub fn report(
             .map(|(s, n)| (s.as_str().to_owned(), n))
             .collect(),
         not_active,
+        tag_keys: names.tag_labels.iter().map(|(_, k)| k.clone()).collect(),
     }
 }
 
@@ -176,12 +202,28 @@ fn counts_line(r: &StatusReport) -> String {
 
 pub fn status_html(r: &StatusReport) -> String {
     let mut rows = String::new();
+    let tag_heads: String = r
+        .tag_keys
+        .iter()
+        .map(|k| format!("<th>{}</th>", escape(k)))
+        .collect();
     for a in &r.not_active {
+        let tags: String = r
+            .tag_keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "<td>{}</td>",
+                    escape(a.tags.get(k).map_or("", String::as_str))
+                )
+            })
+            .collect();
         rows.push_str(&format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>{tags}<td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(&a.status),
             escape(&a.account_id),
             escape(a.account_name.as_deref().unwrap_or("")),
+            escape(a.ou_path.as_deref().unwrap_or("")),
             escape(&a.status),
             a.seconds_in_status
                 .map(human_age)
@@ -190,7 +232,7 @@ pub fn status_html(r: &StatusReport) -> String {
         ));
     }
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n{}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n{}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>OU</th>{tag_heads}<th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
         demo_banner(r),
         poll_line(r),
         counts_line(r),
@@ -233,11 +275,14 @@ mod tests {
             duration: Duration::from_millis(10),
             error: None,
         };
-        let names: AccountNames = [(
+        let mut names = Directory::default();
+        names.accounts.insert(
             "111111111111".to_owned(),
-            "<script>alert(2)</script>".to_owned(),
-        )]
-        .into();
+            crate::model::AccountInfo {
+                name: "<script>alert(2)</script>".into(),
+                ..Default::default()
+            },
+        );
         let r = report(&snap, &names, Some(&last), now);
         let ids: Vec<&str> = r.not_active.iter().map(|a| a.account_id.as_str()).collect();
         assert_eq!(ids, ["222222222222", "111111111111", "444444444444"]);
@@ -253,7 +298,7 @@ mod tests {
     fn only_the_reason_column_wraps() {
         let html = status_html(&report(
             &Snapshot::default(),
-            &AccountNames::new(),
+            &Directory::default(),
             None,
             SystemTime::now(),
         ));

@@ -1,4 +1,4 @@
-//! Where enrollment statuses and account names come from: the AWS SDK
+//! Where enrollment statuses and the organisation's structure come from: the AWS SDK
 //! ([`crate::aws`]) or the simulated organisation of `--demo`
 //! ([`crate::demo`]). The scheduler, the names refresher and the paging loop
 //! only know these traits; [`dispatch::Source`] picks one at start-up.
@@ -13,7 +13,10 @@ use crate::model::{Account, OrgStatus, Page, PageRequest};
 /// Operation names, as the `operation` label and IAM know them.
 pub const ENROLLMENTS: &str = "GetEnrollmentStatusesForOrganization";
 pub const ORG_STATUS: &str = "GetEnrollmentStatus";
-pub const LIST_ACCOUNTS: &str = "ListAccounts";
+pub const LIST_ROOTS: &str = "ListRoots";
+pub const LIST_OUS: &str = "ListOrganizationalUnitsForParent";
+pub const LIST_ACCOUNTS_FOR_PARENT: &str = "ListAccountsForParent";
+pub const LIST_TAGS: &str = "ListTagsForResource";
 
 /// Organizations list operations allow at most 20 per page.
 pub const ORGANIZATIONS_PAGE_SIZE: u8 = 20;
@@ -32,10 +35,29 @@ pub trait PageSource: Send + Sync + 'static {
     }
 }
 
-/// Pages of account IDs and names (`ListAccounts`).
+/// The organisation tree and account tags from AWS Organizations: pages of
+/// `(id, name)` for roots, OUs and accounts, and of `(key, value)` for tags.
 pub trait NameSource: Send + Sync + 'static {
-    fn list_accounts(
+    fn list_roots(
         &self,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+
+    fn list_ous(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+
+    fn list_accounts_for_parent(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+
+    fn list_tags(
+        &self,
+        account: &str,
         token: Option<String>,
     ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::PollOptions;
 use crate::error::PollError;
 use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
-use crate::model::{AccountNames, Snapshot, Status, unix_seconds};
+use crate::model::{Directory, Snapshot, Status, unix_seconds};
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct State {
     pub metrics: SelfMetrics,
     pub version: &'static str,
     snapshot: RwLock<Arc<Snapshot>>,
-    names: RwLock<Arc<AccountNames>>,
+    names: RwLock<Arc<Directory>>,
     exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
     ready: AtomicBool,
@@ -42,7 +42,7 @@ impl State {
             metrics: SelfMetrics::new(version, revision),
             version,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            names: RwLock::new(Arc::new(AccountNames::new())),
+            names: RwLock::new(Arc::new(Directory::default())),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
             ready: AtomicBool::new(false),
@@ -71,13 +71,13 @@ impl State {
         read(&self.snapshot).clone()
     }
 
-    pub fn names(&self) -> Arc<AccountNames> {
+    pub fn names(&self) -> Arc<Directory> {
         read(&self.names).clone()
     }
 
     /// Publishes new account names (from AWS Organizations) and re-renders
     /// the current organisation with them.
-    pub fn set_names(&self, names: AccountNames) {
+    pub fn set_names(&self, names: Directory) {
         let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         if *self.names() == names {
             return;

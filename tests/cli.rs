@@ -512,7 +512,7 @@ async fn each_endpoint_setting_reaches_its_own_service_only() {
             cmd.env(k, v);
         }
         let mut run = Running::start(&mut cmd);
-        run.wait_lines(&["poll finished", "account names refreshed"]);
+        run.wait_lines(&["poll finished", "organisation structure and tags refreshed"]);
         assert_eq!(standin.misrouted(), Vec::<String>::new(), "{name}");
         let ops: Vec<String> = standin.operations().into_iter().collect();
         assert_eq!(
@@ -520,7 +520,9 @@ async fn each_endpoint_setting_reaches_its_own_service_only() {
             [
                 "compute-optimizer:GetEnrollmentStatus",
                 "compute-optimizer:GetEnrollmentStatusesForOrganization",
-                "organizations:ListAccounts",
+                "organizations:ListAccountsForParent",
+                "organizations:ListOrganizationalUnitsForParent",
+                "organizations:ListRoots",
                 "sts:AssumeRole",
             ],
             "{name}"

@@ -119,6 +119,26 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("bad_region.toml", &["aws.region", "us-east-1"]),
     (
+        "account_tags_collide.toml",
+        &[
+            "account_tags_collide.toml:3:",
+            "aws.account_tags",
+            "\"cost-center\" and \"cost.center\" would both be the label tag_cost_center",
+        ],
+    ),
+    (
+        "account_tags_without_organizations.toml",
+        &["aws.account_tags", "set aws.organizations = true too"],
+    ),
+    (
+        "organizations_rate_zero.toml",
+        &[
+            "organizations_rate_zero.toml:3:",
+            "aws.organizations_requests_per_second",
+            "between 0.1 and 1000",
+        ],
+    ),
+    (
         "external_id_twice.toml",
         &[
             "external_id_twice.toml:4:",
@@ -238,4 +258,20 @@ fn the_external_id_file_is_read_at_every_load_and_never_printed() {
     let err = Config::load(&config).unwrap_err().to_string();
     assert!(err.contains("aws.external_id_file"), "{err}");
     assert!(!err.contains("two") && !err.contains("spaces"), "{err}");
+}
+
+#[test]
+fn tag_keys_become_label_names() {
+    use compute_optimizer_exporter::config::{tag_label, tag_labels};
+    assert_eq!(tag_label("cost-center"), "tag_cost_center");
+    assert_eq!(tag_label("team"), "tag_team");
+    assert_eq!(tag_label("aws:Owner/é 1"), "tag_aws_Owner___1");
+    let keys = ["team".to_owned(), "cost-center".to_owned()];
+    assert_eq!(
+        tag_labels(&keys),
+        [
+            ("tag_cost_center".to_owned(), "cost-center".to_owned()),
+            ("tag_team".to_owned(), "team".to_owned())
+        ]
+    );
 }

@@ -118,6 +118,7 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
         &standin,
         "role_arn = \"arn:aws:iam::444455556666:role/compute-optimizer-exporter-reader\"\n\
          external_id = \"x\"\norganizations = true\norganizations_interval = \"1h\"\n\
+         account_tags = [\"team\"]\norganizations_requests_per_second = 1000\n\
          [poll]\ninterval = \"1h\"\n",
     )
     .await;
@@ -125,6 +126,7 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
         .wait_for(20, |t| {
             t.contains("aws_compute_optimizer_account_info{")
                 && t.contains("aws_compute_optimizer_organization_member_accounts_enrolled ")
+                && support::api_requests(t, "ListTagsForResource", "success") >= 30.0
         })
         .await;
     exporter.stop().await;

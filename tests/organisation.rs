@@ -36,8 +36,9 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
                 && t.contains("aws_compute_optimizer_enrollment_status{")
         })
         .await;
-    // 45 accounts at 20 a page: three ListAccounts requests over awsJson1_1.
-    assert!(standin.list_accounts_calls() >= 3);
+    // 45 accounts under the root at 20 a page: three ListAccountsForParent
+    // requests over awsJson1_1.
+    assert!(standin.organizations_calls("ListAccountsForParent") >= 3);
     let named = label_values(&text, "aws_compute_optimizer_account_info", "account_id");
     let enrolled = label_values(
         &text,
@@ -46,7 +47,7 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
     );
     assert_eq!(named, enrolled, "every account has a name to join");
     assert!(text.contains(
-        "aws_compute_optimizer_account_info{account_id=\"100000000003\",account_name=\"team \\\"quoted\\\" \\\\ name\"} 1"
+        "aws_compute_optimizer_account_info{account_id=\"100000000003\",account_name=\"team \\\"quoted\\\" \\\\ name\",ou_id=\"r-1a2b\",ou_path=\"Root\"} 1"
     ));
     assert!(!text.contains("example.com"), "no e-mail addresses");
 
@@ -72,21 +73,23 @@ async fn names_are_off_by_default() {
     let e = Exporter::start(&standin, FAST).await;
     let text = e.wait_polls(2).await;
     assert!(!text.contains("aws_compute_optimizer_account_info"));
-    assert_eq!(standin.list_accounts_calls(), 0);
+    for op in ["ListRoots", "ListAccountsForParent", "ListAccounts"] {
+        assert_eq!(standin.organizations_calls(op), 0);
+    }
     e.stop().await;
 }
 
 #[tokio::test]
 async fn failing_names_never_fail_the_enrollment_poll() {
     let standin = Standin::start(org(30)).await;
-    standin.deny_list_accounts(true);
+    standin.deny_organizations(true);
     let e = Exporter::start(&standin, NAMES).await;
     let text = e
         .wait_for(10, |t| {
-            requests(t, "ListAccounts", "AccessDeniedException") >= 2.0
+            requests(t, "ListRoots", "AccessDeniedException") >= 2.0
         })
         .await;
-    assert!(requests(&text, "ListAccounts", "AccessDeniedException") >= 2.0);
+    assert!(requests(&text, "ListRoots", "AccessDeniedException") >= 2.0);
     let text = e.wait_polls(1).await;
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
     assert_eq!(
@@ -98,15 +101,15 @@ async fn failing_names_never_fail_the_enrollment_poll() {
     );
     assert!(!text.contains("aws_compute_optimizer_account_info"));
     // Granted later: names appear without a restart.
-    standin.deny_list_accounts(false);
+    standin.deny_organizations(false);
     e.wait_for(10, |t| t.contains("aws_compute_optimizer_account_info{"))
         .await;
     // Denied again: the last names are kept.
-    standin.deny_list_accounts(true);
-    let before = requests(&e.metrics().await, "ListAccounts", "AccessDeniedException");
+    standin.deny_organizations(true);
+    let before = requests(&e.metrics().await, "ListRoots", "AccessDeniedException");
     let text = e
         .wait_for(10, |t| {
-            requests(t, "ListAccounts", "AccessDeniedException") > before
+            requests(t, "ListRoots", "AccessDeniedException") > before
         })
         .await;
     assert!(text.contains("aws_compute_optimizer_account_info{account_id=\"100000000000\""));
@@ -234,5 +237,176 @@ async fn transitions_are_counted_between_polls() {
         })
         .await;
     assert_eq!(sample(&text, pending_to_active), Some(3.0));
+    e.stop().await;
+}
+
+/// The `account_info` line of one account.
+fn info_line<'a>(text: &'a str, account: &str) -> &'a str {
+    text.lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "aws_compute_optimizer_account_info{{account_id=\"{account}\""
+            ))
+        })
+        .unwrap_or_else(|| panic!("no account_info for {account}"))
+}
+
+const TREE: &str = "organizations = true\norganizations_interval = \"1s\"\n\
+    organizations_requests_per_second = 1000\naccount_tags = [\"team\", \"cost-center\"]\n\
+    [poll]\ninterval = \"1h\"\n";
+
+/// The tree walk and the tags, through the real SDK: each account's OU and
+/// path from the root, one label per tag key (sanitised), empty where an
+/// account lacks the tag, and an account that moves shows its new place.
+#[tokio::test]
+async fn accounts_carry_their_place_in_the_tree_and_their_tags() {
+    let standin = Standin::start(org(45)).await;
+    standin.set_ou("100000000001", "Prod/Payments");
+    standin.set_ou("100000000002", "Prod");
+    standin.set_ou("100000000003", "Sandbox");
+    standin.set_tag("100000000001", "team", "payments");
+    standin.set_tag("100000000001", "cost-center", "cc-7");
+    standin.set_tag("100000000002", "owner", "not asked for");
+    let e = Exporter::start(&standin, TREE).await;
+    let text = e
+        .wait_for(10, |t| t.contains("tag_team=\"payments\""))
+        .await;
+    let payments = standin.ou_id("Prod/Payments");
+    assert_eq!(
+        info_line(&text, "100000000001"),
+        format!(
+            "aws_compute_optimizer_account_info{{account_id=\"100000000001\",account_name=\"account-100000000001\",ou_id=\"{payments}\",ou_path=\"Root/Prod/Payments\",tag_cost_center=\"cc-7\",tag_team=\"payments\"}} 1"
+        )
+    );
+    assert!(info_line(&text, "100000000002").contains(&format!(
+        "ou_id=\"{}\",ou_path=\"Root/Prod\",tag_cost_center=\"\",tag_team=\"\"}}",
+        standin.ou_id("Prod")
+    )));
+    assert!(info_line(&text, "100000000000").contains("ou_id=\"r-1a2b\",ou_path=\"Root\","));
+    assert!(!text.contains("not asked for"));
+    // The walk: one ListRoots, then per parent (root, Prod, Payments,
+    // Sandbox) one OU listing and one account listing, the root's 41
+    // accounts on three pages; one ListTagsForResource per account.
+    assert_eq!(standin.organizations_calls("ListRoots"), 1);
+    assert_eq!(
+        standin.organizations_calls("ListOrganizationalUnitsForParent"),
+        4
+    );
+    assert_eq!(standin.organizations_calls("ListAccountsForParent"), 6);
+    assert_eq!(standin.organizations_calls("ListAccounts"), 0);
+    assert!(standin.organizations_calls("ListTagsForResource") >= 45);
+    assert!(requests(&text, "ListTagsForResource", "success") >= 45.0);
+    // The status page shows the OU and a column per tag key.
+    let html = get(e.addr, "/status").await.text();
+    assert!(
+        html.contains("<th>OU</th><th>cost-center</th><th>team</th>"),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            "<td>account-100000000001</td><td>Root/Prod/Payments</td><td>cc-7</td><td>payments</td>"
+        ),
+        "{html}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(e.addr, "/status.json").await.body).unwrap();
+    let entry = json["not_active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account_id"] == "100000000001")
+        .unwrap();
+    assert_eq!(entry["ou_path"], "Root/Prod/Payments");
+    assert_eq!(entry["tags"]["team"], "payments");
+
+    // Moved between OUs, retagged: the next walk says so.
+    standin.set_ou("100000000001", "Sandbox");
+    standin.set_tag("100000000001", "team", "platform");
+    let text = e
+        .wait_for(10, |t| t.contains("tag_team=\"platform\""))
+        .await;
+    assert!(info_line(&text, "100000000001").contains("ou_path=\"Root/Sandbox\""));
+    e.stop().await;
+}
+
+/// Organizations throttles hard: at a rate below its limit the exporter is
+/// never throttled; above it, throttling is retried, counted by operation,
+/// and never touches the enrollment poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organizations_rate_limit_keeps_clear_of_throttling() {
+    let tree = |rate: &str| {
+        format!(
+            "organizations = true\norganizations_interval = \"1h\"\n\
+             organizations_requests_per_second = {rate}\naccount_tags = [\"team\"]\n\
+             max_attempts = 10\n[poll]\ninterval = \"1h\"\n"
+        )
+    };
+    // 20 accounts: 3 walk requests and 20 tag requests.
+    let standin = Standin::start(org(20)).await;
+    standin.limit_organizations(20.0);
+    let e = Exporter::start(&standin, &tree("15")).await;
+    e.wait_for(10, |t| {
+        requests(t, "ListTagsForResource", "success") >= 20.0
+    })
+    .await;
+    assert_eq!(standin.organizations_throttled(), 0);
+    e.stop().await;
+
+    let standin = Standin::start(org(20)).await;
+    standin.limit_organizations(20.0);
+    let e = Exporter::start(&standin, &tree("1000")).await;
+    let text = e
+        .wait_for(20, |t| {
+            requests(t, "ListTagsForResource", "success") >= 20.0
+        })
+        .await;
+    assert!(standin.organizations_throttled() > 0);
+    let throttled: f64 = [
+        "ListRoots",
+        "ListOrganizationalUnitsForParent",
+        "ListAccountsForParent",
+        "ListTagsForResource",
+    ]
+    .iter()
+    .map(|op| requests(&text, op, "TooManyRequestsException"))
+    .sum();
+    assert_eq!(throttled as usize, standin.organizations_throttled());
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+    e.stop().await;
+}
+
+/// A refresh that fails part-way keeps each account's last known tags for
+/// the accounts it did not reach, and the enrollment poll goes on.
+#[tokio::test]
+async fn a_refresh_failing_part_way_keeps_the_last_known_tags() {
+    let standin = Standin::start(org(30)).await;
+    for i in 0..30 {
+        standin.set_tag(&format!("{}", 100_000_000_000u64 + i), "team", "old");
+    }
+    let e = Exporter::start(&standin, TREE).await;
+    e.wait_for(10, |t| t.matches("tag_team=\"old\"").count() == 30)
+        .await;
+    for i in 0..30 {
+        standin.set_tag(&format!("{}", 100_000_000_000u64 + i), "team", "new");
+    }
+    standin.fail_tags_after(Some(10));
+    let text = e
+        .wait_for(10, |t| {
+            requests(t, "ListTagsForResource", "AccessDeniedException") >= 1.0
+        })
+        .await;
+    // Published at the failure: ten accounts refreshed, twenty kept.
+    let text = if text.matches("tag_team=\"new\"").count() == 10 {
+        text
+    } else {
+        e.wait_for(5, |t| t.matches("tag_team=\"new\"").count() == 10)
+            .await
+    };
+    assert_eq!(text.matches("tag_team=\"old\"").count(), 20);
+    assert_eq!(
+        text.matches("aws_compute_optimizer_account_info{").count(),
+        30
+    );
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
     e.stop().await;
 }

@@ -31,13 +31,43 @@ impl PageSource for Source {
 }
 
 impl NameSource for Source {
-    async fn list_accounts(
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_roots(token).await,
+            Source::Demo(s) => s.list_roots(token).await,
+        }
+    }
+
+    async fn list_ous(
         &self,
+        parent: &str,
         token: Option<String>,
     ) -> Result<Page<(String, String)>, ApiError> {
         match self {
-            Source::Aws(s) => s.list_accounts(token).await,
-            Source::Demo(s) => s.list_accounts(token).await,
+            Source::Aws(s) => s.list_ous(parent, token).await,
+            Source::Demo(s) => s.list_ous(parent, token).await,
+        }
+    }
+
+    async fn list_accounts_for_parent(
+        &self,
+        parent: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_accounts_for_parent(parent, token).await,
+            Source::Demo(s) => s.list_accounts_for_parent(parent, token).await,
+        }
+    }
+
+    async fn list_tags(
+        &self,
+        account: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_tags(account, token).await,
+            Source::Demo(s) => s.list_tags(account, token).await,
         }
     }
 }

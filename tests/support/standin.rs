@@ -15,7 +15,7 @@
 //! Tests script faults per page; every request is recorded.
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,10 +110,20 @@ struct Inner {
     /// GetEnrollmentStatus: calls answered, and whether to deny them.
     org_status_calls: usize,
     org_status_denied: bool,
-    /// Organizations ListAccounts: calls, names by account ID, whether to deny.
-    list_accounts_calls: usize,
+    /// Organizations: calls answered, names by account ID, whether to deny
+    /// every call, the tree (OU ID to parent and name, account to parent;
+    /// unlisted accounts sit under the root), tags by account, and a rate
+    /// above which it answers TooManyRequestsException, as AWS does.
+    organizations_calls: HashMap<String, usize>,
     names: HashMap<String, String>,
-    list_accounts_denied: bool,
+    organizations_denied: bool,
+    ous: BTreeMap<String, (String, String)>,
+    parents: HashMap<String, String>,
+    tags: HashMap<String, Vec<(String, String)>>,
+    organizations_limit: Option<(f64, std::time::Instant, f64)>,
+    organizations_throttled: usize,
+    /// ListTagsForResource answers this many more, then AccessDeniedException.
+    tags_left: Option<usize>,
     /// Off for long runs (soak, load), where keeping every request would grow.
     forget: bool,
     /// Every page takes this long to answer.
@@ -245,16 +255,83 @@ impl Standin {
         self.inner.lock().unwrap().org_status_denied = deny;
     }
 
-    pub fn list_accounts_calls(&self) -> usize {
-        self.inner.lock().unwrap().list_accounts_calls
+    /// Every Organizations call answers AccessDeniedException while set.
+    pub fn deny_organizations(&self, deny: bool) {
+        self.inner.lock().unwrap().organizations_denied = deny;
     }
 
-    /// ListAccounts answers AccessDeniedException while set.
-    pub fn deny_list_accounts(&self, deny: bool) {
-        self.inner.lock().unwrap().list_accounts_denied = deny;
+    /// Organizations calls answered, by operation.
+    pub fn organizations_calls(&self, operation: &str) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .organizations_calls
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Names ListAccounts gives (others are named "account-<id>").
+    /// Moves an account under the OU at `path` below the root
+    /// (`"Prod/Payments"`; `""` for the root itself), making the OUs.
+    pub fn set_ou(&self, account: &str, path: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let mut parent = ROOT_ID.to_owned();
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            let existing = inner
+                .ous
+                .iter()
+                .find(|(_, (p, n))| *p == parent && n == name)
+                .map(|(id, _)| id.clone());
+            parent = existing.unwrap_or_else(|| {
+                let id = format!("ou-1a2b-{:08x}", inner.ous.len() + 1);
+                inner
+                    .ous
+                    .insert(id.clone(), (parent.clone(), name.to_owned()));
+                id
+            });
+        }
+        inner.parents.insert(account.to_owned(), parent);
+    }
+
+    /// The ID of the OU at `path` (after `set_ou` made it).
+    pub fn ou_id(&self, path: &str) -> String {
+        let inner = self.inner.lock().unwrap();
+        let mut parent = ROOT_ID.to_owned();
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            parent = inner
+                .ous
+                .iter()
+                .find(|(_, (p, n))| *p == parent && n == name)
+                .map(|(id, _)| id.clone())
+                .unwrap_or_else(|| panic!("no OU {path}"));
+        }
+        parent
+    }
+
+    pub fn set_tag(&self, account: &str, key: &str, value: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let tags = inner.tags.entry(account.to_owned()).or_default();
+        tags.retain(|(k, _)| k != key);
+        tags.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Organizations answers TooManyRequestsException to requests beyond
+    /// `per_second` (a token bucket holding one second's worth).
+    pub fn limit_organizations(&self, per_second: f64) {
+        self.inner.lock().unwrap().organizations_limit =
+            Some((per_second, std::time::Instant::now(), per_second));
+    }
+
+    /// ListTagsForResource answers `n` more calls, then AccessDeniedException
+    /// (a refresh failing part-way); `None` lifts it.
+    pub fn fail_tags_after(&self, n: Option<usize>) {
+        self.inner.lock().unwrap().tags_left = n;
+    }
+
+    pub fn organizations_throttled(&self) -> usize {
+        self.inner.lock().unwrap().organizations_throttled
+    }
+
+    /// Names Organizations gives (others are named "account-<id>").
     pub fn set_name(&self, id: &str, name: &str) {
         self.inner
             .lock()
@@ -393,7 +470,16 @@ fn operation_of(service: Service, path: &str, target: Option<&str>, body: &[u8])
     }
 }
 
-const ORGANIZATIONS_OPERATIONS: &[&str] = &["ListAccounts"];
+const ORGANIZATIONS_OPERATIONS: &[&str] = &[
+    "ListAccounts",
+    "ListRoots",
+    "ListOrganizationalUnitsForParent",
+    "ListAccountsForParent",
+    "ListTagsForResource",
+];
+
+/// The stand-in organisation's one root.
+pub const ROOT_ID: &str = "r-1a2b";
 
 /// The service's own answer to a request it does not serve.
 fn unknown_operation(service: Service) -> Response<Full<Bytes>> {
@@ -500,7 +586,9 @@ async fn handle(
     }
     match operation.as_str() {
         "AssumeRole" | "AssumeRoleWithWebIdentity" => return Ok(assume_role(&inner, &body)),
-        "ListAccounts" => return Ok(list_accounts(&inner, &body)),
+        op if ORGANIZATIONS_OPERATIONS.contains(&op) => {
+            return Ok(organizations(&inner, op, &body));
+        }
         "GetEnrollmentStatus" => return Ok(org_status(&inner)),
         _ => {}
     }
@@ -728,51 +816,133 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
     reply(200, cbor(&Value::Map(fields)))
 }
 
-/// AWS Organizations ListAccounts (awsJson1_1), 20 a page at most.
-fn list_accounts(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
+/// AWS Organizations (awsJson1_1): the listings the exporter uses, 20 a
+/// page at most (more is InvalidInputException, as AWS answers), unknown
+/// parents and resources refused, throttled above its rate if one is set.
+fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let json = json_reply;
     let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let max = req["MaxResults"].as_u64().unwrap_or(20).clamp(1, 20) as usize;
+    let max = req["MaxResults"].as_u64().unwrap_or(20) as usize;
+    if !(1..=20).contains(&max) {
+        return json(
+            400,
+            serde_json::json!({"__type": "InvalidInputException", "Message": "MaxResults must be 1-20"}),
+        );
+    }
     let offset: usize = req["NextToken"]
         .as_str()
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    let (denied, page, total) = {
-        let mut inner = inner.lock().unwrap();
-        inner.list_accounts_calls += 1;
-        let page: Vec<(String, String)> = inner
-            .accounts
-            .iter()
-            .skip(offset)
-            .take(max)
-            .map(|a| {
-                let name = inner
-                    .names
-                    .get(&a.id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("account-{}", a.id));
-                (a.id.clone(), name)
-            })
-            .collect();
-        (inner.list_accounts_denied, page, inner.accounts.len())
-    };
-    let json = json_reply;
-    if denied {
+    let mut inner = inner.lock().unwrap();
+    if let Some((rate, at, tokens)) = inner.organizations_limit {
+        let now = std::time::Instant::now();
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate.max(1.0));
+        if tokens < 1.0 {
+            inner.organizations_limit = Some((rate, now, tokens));
+            inner.organizations_throttled += 1;
+            return json(
+                400,
+                serde_json::json!({"__type": "TooManyRequestsException", "Message": "AWS Organizations can't complete your request because another request is already in progress or the rate is exceeded"}),
+            );
+        }
+        inner.organizations_limit = Some((rate, now, tokens - 1.0));
+    }
+    *inner.organizations_calls.entry(op.to_owned()).or_default() += 1;
+    if inner.organizations_denied {
         return json(
             400,
-            serde_json::json!({"__type": "AccessDeniedException", "Message": "not authorized to ListAccounts"}),
+            serde_json::json!({"__type": "AccessDeniedException", "Message": format!("not authorized to {op}")}),
         );
     }
-    let accounts: Vec<serde_json::Value> = page
-        .iter()
-        .map(|(id, name)| {
-            serde_json::json!({
-                "Id": id, "Name": name, "Email": format!("owner+{id}@example.com"),
-                "Arn": format!("arn:aws:organizations::111111111111:account/o-example/{id}"),
-                "Status": "ACTIVE", "State": "ACTIVE", "JoinedMethod": "CREATED",
-            })
-        })
-        .collect();
-    let mut out = serde_json::json!({ "Accounts": accounts });
+    let name_of = |inner: &Inner, id: &str| {
+        inner
+            .names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("account-{id}"))
+    };
+    let parent_of = |inner: &Inner, id: &str| {
+        inner
+            .parents
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| ROOT_ID.to_owned())
+    };
+    let parent = req["ParentId"].as_str().unwrap_or("");
+    let known_parent = parent == ROOT_ID || inner.ous.contains_key(parent);
+    let (key, items): (&str, Vec<serde_json::Value>) = match op {
+        "ListRoots" => (
+            "Roots",
+            vec![serde_json::json!({"Id": ROOT_ID, "Name": "Root",
+                "Arn": format!("arn:aws:organizations::111111111111:root/o-example/{ROOT_ID}"), "PolicyTypes": []})],
+        ),
+        "ListOrganizationalUnitsForParent" | "ListAccountsForParent" if !known_parent => {
+            return json(
+                400,
+                serde_json::json!({"__type": "ParentNotFoundException", "Message": "parent not found"}),
+            );
+        }
+        "ListOrganizationalUnitsForParent" => (
+            "OrganizationalUnits",
+            inner
+                .ous
+                .iter()
+                .filter(|(_, (p, _))| p == parent)
+                .map(|(id, (_, name))| serde_json::json!({"Id": id, "Name": name,
+                    "Arn": format!("arn:aws:organizations::111111111111:ou/o-example/{id}")}))
+                .collect(),
+        ),
+        "ListAccountsForParent" | "ListAccounts" => (
+            "Accounts",
+            inner
+                .accounts
+                .iter()
+                .filter(|a| op == "ListAccounts" || parent_of(&inner, &a.id) == parent)
+                .map(|a| {
+                    let id = &a.id;
+                    serde_json::json!({
+                        "Id": id, "Name": name_of(&inner, id), "Email": format!("owner+{id}@example.com"),
+                        "Arn": format!("arn:aws:organizations::111111111111:account/o-example/{id}"),
+                        "Status": "ACTIVE", "State": "ACTIVE", "JoinedMethod": "CREATED",
+                    })
+                })
+                .collect(),
+        ),
+        _ => {
+            match &mut inner.tags_left {
+                Some(0) => {
+                    return json(
+                        400,
+                        serde_json::json!({"__type": "AccessDeniedException", "Message": "not authorized to ListTagsForResource"}),
+                    );
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            let id = req["ResourceId"].as_str().unwrap_or("");
+            if !inner.accounts.iter().any(|a| a.id == id) {
+                return json(
+                    400,
+                    serde_json::json!({"__type": "TargetNotFoundException", "Message": "resource not found"}),
+                );
+            }
+            (
+                "Tags",
+                inner
+                    .tags
+                    .get(id)
+                    .map(|t| {
+                        t.iter()
+                            .map(|(k, v)| serde_json::json!({"Key": k, "Value": v}))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let total = items.len();
+    let page: Vec<serde_json::Value> = items.into_iter().skip(offset).take(max).collect();
+    let mut out = serde_json::json!({ key: page });
     if offset + max < total {
         out["NextToken"] = serde_json::Value::String((offset + max).to_string());
     }
