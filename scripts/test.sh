@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, integration and end-to-end
-# tests (the latter against Debian's `prometheus` and `chromium` packages),
+# tests (the latter against Debian's `prometheus`, `prometheus-alertmanager`
+# and `chromium` packages),
 # the deployment files checked by the tools that apply them (kubectl
 # kustomize, systemd-analyze, hadolint), and the benchmarks compiled. What a
 # fresh machine lacks is installed here when we are root. Ends with one
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 # promtool, and headless Chromium for the status page.
 missing=()
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+{ command -v amtool && command -v prometheus-alertmanager; } >/dev/null || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

@@ -6,13 +6,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use support::{Exporter, get, sample, tempdir};
+use support::prom::{api, encode, eventually, query, start_prometheus};
+use support::{Exporter, get, sample};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -103,96 +102,6 @@ async fn promtool_finds_nothing_wrong_with_a_live_scrape() {
     e.stop().await;
 }
 
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_prometheus(target: SocketAddr, rules: &Path) -> Prometheus {
-    let dir = tempdir();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: compute-optimizer\n    static_configs:\n      - targets: ['{target}']\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = tool("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Prometheus {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-async fn api(p: &Prometheus, path: &str) -> Value {
-    let r = get(p.addr, path).await;
-    assert_eq!(r.status, 200, "{path}: {}", r.text());
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(v["status"], "success", "{path}: {v}");
-    v["data"].clone()
-}
-
-async fn query(p: &Prometheus, promql: &str) -> Vec<Value> {
-    let data = api(p, &format!("/api/v1/query?query={}", encode(promql))).await;
-    data["result"].as_array().cloned().unwrap_or_default()
-}
-
-/// Retries `check` for up to `secs` seconds until it returns Ok.
-async fn eventually<F, Fut>(secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 /// Account IDs whose one-hot series for `status` is 1 in a scrape.
 fn accounts_in(text: &str, status: &str) -> BTreeSet<String> {
     text.lines()
@@ -213,7 +122,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     e.wait_for(10, |t| t.contains("aws_compute_optimizer_account_info{"))
         .await;
     e.wait_polls(1).await;
-    let prom = start_prometheus(e.addr, &root().join("deploy/prometheus/rules.yml"));
+    let prom = start_prometheus(&[e.addr], &root().join("deploy/prometheus/rules.yml"), None);
 
     eventually(30, || async {
         if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
@@ -270,7 +179,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         l.starts_with("- alert:") || l.starts_with("- record:")
     })
     .count();
-    assert_eq!(shipped, 8);
+    assert_eq!(shipped, 11);
     eventually(15, || async {
         let data = api(&prom, "/api/v1/rules").await;
         let mut rules = 0;
@@ -361,7 +270,9 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     for (title, expr) in &exprs {
         let promql = expr
             .replace("$__rate_interval", "30s")
-            .replace("$instance", ".*");
+            .replace("$instance", ".*")
+            .replace("$ou_path", ".*")
+            .replace("$team", ".*");
         eventually(10, || async {
             let r = query(&prom, &promql).await;
             if r.is_empty() {
@@ -381,7 +292,12 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         .union(&accounts_in(&scrape, "Failed"))
         .cloned()
         .collect();
-    let rows = query(&prom, &table.replace("$instance", ".*")).await;
+    let all = |t: &str| {
+        t.replace("$instance", ".*")
+            .replace("$ou_path", ".*")
+            .replace("$team", ".*")
+    };
+    let rows = query(&prom, &all(table)).await;
     let ids: Vec<&str> = rows
         .iter()
         .map(|r| r["metric"]["account_id"].as_str().unwrap())
@@ -392,6 +308,35 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         stuck
     );
     assert!(rows.iter().all(|r| r["metric"]["account_name"].is_string()));
+    // Filtered by OU (the demo puts accounts in an OU per stage), the table
+    // keeps exactly the stuck accounts of that OU.
+    let in_prod: BTreeSet<String> = scrape
+        .lines()
+        .filter(|l| {
+            l.starts_with("aws_compute_optimizer_account_info{")
+                && l.contains("ou_path=\"Root/Prod\"")
+        })
+        .filter_map(|l| {
+            l.split("account_id=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .filter(|id| stuck.contains(id))
+        .collect();
+    assert!(!in_prod.is_empty());
+    let filtered = table
+        .replace("$instance", ".*")
+        .replace("$ou_path", "Root/Prod")
+        .replace("$team", ".*");
+    let rows = query(&prom, &filtered).await;
+    let ids: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["metric"]["account_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, in_prod);
+    assert!(rows.iter().all(|r| r["metric"]["ou_path"] == "Root/Prod"));
     let values = api(
         &prom,
         &format!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod prom;
 pub mod standin;
 pub mod tls;
 

@@ -1,0 +1,341 @@
+//! Alerts reach the team that owns the account: the shipped Alertmanager
+//! configuration passes amtool and routes as documented, and end to end a
+//! real Prometheus with the shipped rules (their `for:` shortened in a test
+//! copy) and a real Alertmanager, fed by two exporter replicas, notify each
+//! team's webhook with exactly the stuck accounts it owns, each once, with
+//! name, OU and tags; one notification for the accounts tagged with a team.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use support::prom::{eventually, free_port, start_prometheus};
+use support::standin::{Standin, org};
+use support::{Exporter, api_requests, debian_tool, tempdir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn amtool() -> std::process::Command {
+    debian_tool("amtool", "prometheus-alertmanager")
+}
+
+#[test]
+fn the_shipped_configuration_passes_amtool() {
+    let out = amtool()
+        .args(["check-config", "deploy/alertmanager/alertmanager.yml"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 templates"));
+}
+
+/// The team tag first, then the OU, then the platform team.
+#[test]
+fn routes_go_by_team_tag_then_ou_then_default() {
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["tag_team=payments", "ou_path=Root/Sandbox"],
+            "team-payments",
+        ),
+        (
+            &["tag_team=data", "ou_path=Root/Prod/Payments"],
+            "team-data",
+        ),
+        (&["tag_team=mobile"], "platform"),
+        (&["ou_path=Root/Prod/Payments"], "team-payments"),
+        (&["ou_path=Root/Prod/Payments/Cards"], "team-payments"),
+        (&["ou_path=Root/Prod/PaymentsOld"], "platform"),
+        (&["ou_path=Root/Sandbox"], "platform"),
+    ];
+    for (labels, receiver) in cases {
+        for alert in [
+            "ComputeOptimizerAccountPendingTooLong",
+            "ComputeOptimizerAccountFailed",
+        ] {
+            let out = amtool()
+                .args([
+                    "config",
+                    "routes",
+                    "test",
+                    "--config.file=deploy/alertmanager/alertmanager.yml",
+                ])
+                .arg(format!("alertname={alert}"))
+                .args(labels)
+                .current_dir(root())
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert_eq!(got, receiver, "{alert} {labels:?}");
+        }
+    }
+    // The exporter's own alerts go to the platform team.
+    let out = amtool()
+        .args([
+            "config",
+            "routes",
+            "test",
+            "--config.file=deploy/alertmanager/alertmanager.yml",
+            "alertname=ComputeOptimizerPollsFailing",
+            "tag_team=payments",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "platform");
+}
+
+/// Webhook receivers on one port, each notification kept with its path.
+struct Webhooks {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn webhooks() -> Webhooks {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Head, then Content-Length bytes of body; 1 MB at most.
+                while buf.len() < 1 << 20 {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + length {
+                        continue;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + length])
+                        .unwrap_or(Value::Null);
+                    store.lock().unwrap().push((path, body));
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    Webhooks { addr, received }
+}
+
+struct Alertmanager(Child);
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The shipped configuration and template, with the receivers pointed at
+/// `hooks` and the waits shortened.
+fn start_alertmanager(hooks: SocketAddr) -> (Alertmanager, SocketAddr) {
+    let dir = tempdir();
+    let shipped = root().join("deploy/alertmanager");
+    let config = std::fs::read_to_string(shipped.join("alertmanager.yml"))
+        .unwrap()
+        .replace(
+            "http://alert-gateway.example.internal",
+            &format!("http://{hooks}"),
+        )
+        .replace("group_wait: 30s", "group_wait: 2s")
+        .replace("group_interval: 5m", "group_interval: 2s");
+    std::fs::write(dir.join("alertmanager.yml"), config).unwrap();
+    std::fs::copy(
+        shipped.join("compute-optimizer.tmpl"),
+        dir.join("compute-optimizer.tmpl"),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = debian_tool("prometheus-alertmanager", "prometheus-alertmanager")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (
+        Alertmanager(child),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_team_is_notified_of_exactly_its_stuck_accounts_once() {
+    // org(12): accounts 2, 6, 10 are Pending and 3, 7, 11 Failed, all for
+    // years by AWS's timestamps.
+    let standin = Standin::start(org(12)).await;
+    let id = |i: u64| format!("{}", 100_000_000_000u64 + i);
+    for (i, ou, team, name) in [
+        (2, "Prod/Payments", Some("payments"), "payments-prod"),
+        (3, "Data", Some("data"), "lake"),
+        (6, "Prod/Payments/Cards", None, "cards"),
+        (7, "Prod/Payments", Some("data"), "reports"),
+        (10, "Sandbox", None, "sandbox-1"),
+        (11, "Sandbox", Some("mobile"), "app"),
+    ] {
+        standin.set_ou(&id(i), ou);
+        standin.set_name(&id(i), name);
+        if let Some(team) = team {
+            standin.set_tag(&id(i), "team", team);
+        }
+    }
+    let config = "organizations = true\norganizations_interval = \"1h\"\n\
+                  organizations_requests_per_second = 1000\naccount_tags = [\"team\"]\n\
+                  [poll]\ninterval = \"1h\"\n";
+    // Two replicas, as an HA pair runs.
+    let replicas = [
+        Exporter::start(&standin, config).await,
+        Exporter::start(&standin, config).await,
+    ];
+    for e in &replicas {
+        e.wait_for(20, |t| {
+            api_requests(t, "ListTagsForResource", "success") >= 12.0
+        })
+        .await;
+    }
+
+    let hooks = webhooks().await;
+    let (_am, am_addr) = start_alertmanager(hooks.addr);
+    let rules = tempdir().join("rules.yml");
+    let shipped = std::fs::read_to_string(root().join("deploy/prometheus/rules.yml")).unwrap();
+    assert!(shipped.contains("for: 15m"));
+    std::fs::write(&rules, shipped.replace("for: 15m", "for: 1s")).unwrap();
+    let _prom = start_prometheus(&[replicas[0].addr, replicas[1].addr], &rules, Some(am_addr));
+
+    let want: BTreeMap<&str, BTreeSet<String>> = [
+        ("/payments", BTreeSet::from([id(2), id(6)])),
+        ("/data", BTreeSet::from([id(3), id(7)])),
+        ("/platform", BTreeSet::from([id(10), id(11)])),
+    ]
+    .into();
+    let firing_ids = |body: &Value| -> Vec<String> {
+        body["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["status"] == "firing")
+            .filter(|a| {
+                a["labels"]["alertname"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("ComputeOptimizerAccount"))
+            })
+            .map(|a| a["labels"]["account_id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    // Each receiver gets exactly the stuck accounts its team owns; the
+    // accounts tagged with one team come in one notification (data's two).
+    eventually(60, || {
+        let received = hooks.received.lock().unwrap().clone();
+        let want = want.clone();
+        async move {
+            for (path, ids) in &want {
+                let got: BTreeSet<String> = received
+                    .iter()
+                    .filter(|(p, _)| p == path)
+                    .flat_map(|(_, body)| firing_ids(body))
+                    .collect();
+                if got != *ids {
+                    return Err(format!("{path}: {got:?}, want {ids:?}; all: {received:?}"));
+                }
+            }
+            let data_together = received
+                .iter()
+                .any(|(p, body)| p == "/data" && firing_ids(body).len() == 2);
+            if !data_together {
+                return Err("team data's two accounts were not in one notification".into());
+            }
+            Ok(())
+        }
+    })
+    .await;
+
+    let received = hooks.received.lock().unwrap().clone();
+    for (path, body) in &received {
+        let ids = firing_ids(body);
+        let unique: BTreeSet<_> = ids.iter().cloned().collect();
+        // Once each, whatever the two replicas report.
+        assert_eq!(ids.len(), unique.len(), "{path}: an account twice: {body}");
+        // And only to the team that owns it.
+        let owned = want.get(path.as_str()).cloned().unwrap_or_default();
+        assert!(unique.is_subset(&owned), "{path} got {unique:?}");
+        for alert in body["alerts"].as_array().into_iter().flatten() {
+            let labels = &alert["labels"];
+            assert!(labels.get("instance").is_none(), "{labels}");
+            assert!(labels["account_name"].is_string(), "{labels}");
+            assert!(
+                labels["ou_path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("Root/")),
+                "{labels}"
+            );
+            assert!(alert["annotations"]["in_status_for"].is_string(), "{alert}");
+        }
+    }
+    let labels_of = |account: &str| -> Value {
+        received
+            .iter()
+            .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["labels"]["account_id"] == account)
+            .map(|a| a["labels"].clone())
+            .unwrap()
+    };
+    let payments = labels_of(&id(2));
+    assert_eq!(payments["account_name"], "payments-prod");
+    assert_eq!(payments["ou_path"], "Root/Prod/Payments");
+    assert_eq!(payments["tag_team"], "payments");
+    assert_eq!(payments["status"], "Pending");
+    // No team tag: routed by OU, and no empty tag label.
+    let cards = labels_of(&id(6));
+    assert_eq!(cards["ou_path"], "Root/Prod/Payments/Cards");
+    assert!(cards.get("tag_team").is_none(), "{cards}");
+    assert_eq!(labels_of(&id(10))["ou_path"], "Root/Sandbox");
+
+    for e in replicas {
+        e.stop().await;
+    }
+}
