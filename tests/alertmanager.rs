@@ -66,36 +66,34 @@ fn routes_go_by_team_tag_then_ou_then_default() {
             "ComputeOptimizerAccountPendingTooLong",
             "ComputeOptimizerAccountFailed",
         ] {
-            let out = amtool()
-                .args([
-                    "config",
-                    "routes",
-                    "test",
-                    "--config.file=deploy/alertmanager/alertmanager.yml",
-                ])
-                .arg(format!("alertname={alert}"))
-                .args(labels)
-                .current_dir(root())
-                .output()
-                .unwrap();
-            let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            assert_eq!(got, receiver, "{alert} {labels:?}");
+            let mut all = vec![format!("alertname={alert}")];
+            all.extend(labels.iter().map(|l| l.to_string()));
+            assert_eq!(route_of(&all), receiver, "{alert} {labels:?}");
         }
     }
     // The exporter's own alerts go to the platform team.
+    let own = [
+        "alertname=ComputeOptimizerPollsFailing",
+        "tag_team=payments",
+    ]
+    .map(String::from);
+    assert_eq!(route_of(&own), "platform");
+}
+
+/// The receiver `amtool config routes test` picks for an alert's labels.
+fn route_of(labels: &[String]) -> String {
     let out = amtool()
         .args([
             "config",
             "routes",
             "test",
             "--config.file=deploy/alertmanager/alertmanager.yml",
-            "alertname=ComputeOptimizerPollsFailing",
-            "tag_team=payments",
         ])
+        .args(labels)
         .current_dir(root())
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "platform");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Webhook receivers on one port, each notification kept with its path.

@@ -24,6 +24,20 @@ fn label_values(text: &str, metric: &str, label: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// `/status.json`, and its entry for one account that is not Active.
+async fn status_entry(e: &Exporter, account: &str) -> (serde_json::Value, serde_json::Value) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&get(e.addr, "/status.json").await.body).unwrap();
+    let entry = json["not_active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account_id"] == account)
+        .unwrap_or_else(|| panic!("{account} not in {json}"))
+        .clone();
+    (json, entry)
+}
+
 #[tokio::test]
 async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
     let standin = Standin::start(org(45)).await;
@@ -54,14 +68,7 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
     let html = get(e.addr, "/status").await.text();
     assert!(!html.contains("<script>"));
     assert!(html.contains("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"));
-    let json: serde_json::Value =
-        serde_json::from_slice(&get(e.addr, "/status.json").await.body).unwrap();
-    let entry = json["not_active"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["account_id"] == "100000000002")
-        .unwrap();
+    let (json, entry) = status_entry(&e, "100000000002").await;
     assert_eq!(entry["account_name"], "<script>alert(1)</script>");
     assert!(!json.to_string().contains("example.com"));
     e.stop().await;
@@ -308,14 +315,7 @@ async fn accounts_carry_their_place_in_the_tree_and_their_tags() {
         ),
         "{html}"
     );
-    let json: serde_json::Value =
-        serde_json::from_slice(&get(e.addr, "/status.json").await.body).unwrap();
-    let entry = json["not_active"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["account_id"] == "100000000001")
-        .unwrap();
+    let (_, entry) = status_entry(&e, "100000000001").await;
     assert_eq!(entry["ou_path"], "Root/Prod/Payments");
     assert_eq!(entry["tags"]["team"], "payments");
 
