@@ -134,10 +134,7 @@ pub async fn run(
     let mut server_opts = ServerOptions::from_config(&config.web);
     fit_to_open_files(&mut server_opts.limits, conns::connection_budget());
     server_opts.reload = opts.enable_lifecycle.then(|| reload_tx.clone());
-    *server_opts
-        .security
-        .write()
-        .unwrap_or_else(|e| e.into_inner()) = Arc::new(security);
+    server_opts.security.send_replace(Arc::new(security));
     let shared_security = server_opts.security.clone();
     // Installed before "listening" is logged: SIGHUP's default action kills.
     #[cfg(unix)]
@@ -245,7 +242,7 @@ async fn reload(
             old.stop().await;
         }
         *config = new;
-        *security.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new_security);
+        security.send_replace(Arc::new(new_security));
         Ok::<(), String>(())
     }
     .await;

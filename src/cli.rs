@@ -110,8 +110,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let addr = crate::config::parse_listen_address(&config.web.listen_address)?;
-        let listener =
-            crate::server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = crate::server::bind_listen(&addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen_address))?;
         let (trigger, shutdown) = shutdown::channel();
         let signalled = shutdown::signal();
         tokio::spawn(async move {

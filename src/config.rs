@@ -68,7 +68,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
-    /// `host:port`; `:port` listens on every IPv4 address.
+    /// `host:port`; `:port` listens on every IPv4 and IPv6 address, a host
+    /// name on the first address it resolves to (IPv4 first, as Go does).
     pub listen_address: String,
     pub telemetry_path: String,
     /// Open connections at most (lowered to the open-files limit); at the
@@ -84,6 +85,10 @@ pub struct WebConfig {
     /// A response the client stops reading for this long is dropped.
     #[serde(with = "duration_str")]
     pub write_stall_timeout: Duration,
+    /// Host names `/-/reload`, `/`, `/status` and `/status.json` answer to,
+    /// besides IP addresses and `localhost` (a defence against DNS
+    /// rebinding). The scrape and health endpoints answer to any.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -96,6 +101,7 @@ impl Default for WebConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             write_stall_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -403,6 +409,14 @@ impl Config {
                 format!("{:?} is taken by another endpoint", w.telemetry_path),
             );
         }
+        if let Some(bad) = w.allowed_hosts.iter().find(|h| !is_host_name(h)) {
+            return err(
+                "web.allowed_hosts",
+                format!(
+                    "{bad:?} is not a host name such as \"exporter.monitoring.svc\" (no scheme, port or path)"
+                ),
+            );
+        }
         if !(1..=100_000).contains(&w.max_connections) {
             return err(
                 "web.max_connections",
@@ -613,15 +627,48 @@ fn check_range(
 }
 
 /// Parses `host:port`, `[v6]:port` or Prometheus-style `:port`.
-pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
+pub fn parse_listen_address(s: &str) -> Result<ListenAddress, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a listen address such as \":{DEFAULT_PORT}\", \"127.0.0.1:{DEFAULT_PORT}\", \"[::1]:{DEFAULT_PORT}\" or \"localhost:{DEFAULT_PORT}\""
+        )
     };
-    full.parse().map_err(|_| {
-        format!("{s:?} is not a listen address such as \":{DEFAULT_PORT}\" or \"127.0.0.1:{DEFAULT_PORT}\"")
-    })
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(ListenAddress::Addr(addr));
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Ok(ListenAddress::Any(port));
+    }
+    if is_host_name(host) && host.parse::<std::net::IpAddr>().is_err() {
+        return Ok(ListenAddress::Host(host.to_owned(), port));
+    }
+    Err(bad())
+}
+
+/// Where the server listens, as `web.listen_address` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// `:port`: every address, IPv4 and IPv6 (as Go's `:port`).
+    Any(u16),
+    Addr(SocketAddr),
+    /// A host name, resolved when the server binds.
+    Host(String, u16),
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and hyphens.
+fn is_host_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// Parses a Prometheus-style duration: `90s`, `5m`, `1h30m`, `250ms`.
@@ -777,10 +824,26 @@ mod tests {
     fn listen_address_forms() {
         assert_eq!(
             parse_listen_address(":9746").unwrap(),
-            "0.0.0.0:9746".parse().unwrap()
+            ListenAddress::Any(9746)
         );
-        assert!(parse_listen_address("[::1]:80").is_ok());
-        assert!(parse_listen_address("localhost").is_err());
+        assert_eq!(
+            parse_listen_address("[::1]:80").unwrap(),
+            ListenAddress::Addr("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_address("localhost:9746").unwrap(),
+            ListenAddress::Host("localhost".into(), 9746)
+        );
+        for bad in [
+            "localhost",
+            ":",
+            ":99999",
+            "http://x:80",
+            "a b:80",
+            "[::1:80",
+        ] {
+            assert!(parse_listen_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

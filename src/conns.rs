@@ -6,7 +6,8 @@
 //! * **A cap sized to the file descriptors** (`web.max_connections`, lowered
 //!   to what `RLIMIT_NOFILE` leaves after a reserve).
 //! * **A per-source cap** (`web.max_connections_per_source`): a few
-//!   addresses cannot fill the table.
+//!   addresses cannot fill the table. A source is an IPv4 address or an
+//!   IPv6 /64 ([`source_key`]): one IPv6 host usually holds a whole /64.
 //! * **Shedding instead of queueing.** When a cap is reached, a connection
 //!   of the source holding the most is closed to make room: the oldest that
 //!   has never completed a request (an idle socket, a slowloris header, a
@@ -15,12 +16,21 @@
 //!   keep-alive one. A crowd
 //!   from a few addresses so only ever sheds its own connections, and a
 //!   scraper's one connection is never chosen while anyone holds more. A
-//!   new connection is refused only when every other one is busy answering.
+//!   connection younger than [`GRACE`] that has not completed a request yet
+//!   (a scraper in its TCP or TLS handshake) is shed only when nothing else
+//!   can be. A request waiting for its password check is not "busy": its
+//!   connection can be shed like one that never sent anything. A new
+//!   connection is refused only when every other one is busy answering.
 //! * **Timeouts that need no cooperation from the client**, enforced by one
 //!   reaper: a response that makes no progress for `web.write_stall_timeout`
 //!   (requests pipelined and never read), a keep-alive connection idle for
 //!   `web.idle_timeout`, a connection with no complete request after
-//!   `web.header_read_timeout`.
+//!   `web.header_read_timeout`, and a request whose header has not ended
+//!   `web.header_read_timeout` after its first byte (hyper's own header
+//!   timer also runs while a keep-alive connection is idle, which would
+//!   make `web.idle_timeout` unreachable, so it is off).
+//! * **Counted:** every connection shed, timed out or refused, by reason, in
+//!   the exporter's own metrics.
 //! * **Bounded kernel memory:** each socket's send buffer is capped at
 //!   [`SEND_BUFFER_BYTES`], so unread responses pin at most that much each
 //!   instead of the kernel's autotuned megabytes.
@@ -34,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounterVec, Opts};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
@@ -44,6 +55,135 @@ pub const SEND_BUFFER_BYTES: usize = 128 * 1024;
 /// A response blocked this long on a reader that does not read may be shed
 /// to make room; a reader that keeps up never blocks this long.
 pub const STALLED: Duration = Duration::from_secs(1);
+
+/// How long a new connection that has not completed a request is spared
+/// from shedding while anything else can go: enough for a TCP and TLS
+/// handshake and a first request over a slow link.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// The key connections and password checks are counted under: an IPv4
+/// address, or an IPv6 /64 (IPv4-mapped IPv6 addresses count as IPv4).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
+/// Why the table closed a connection early, or refused one: the `reason`
+/// label of the exporter's connection counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Shed to make room: it never completed a request.
+    ShedNeverServed,
+    /// Shed to make room: its reader stopped reading.
+    ShedStalledReader,
+    /// Shed to make room: an idle keep-alive connection.
+    ShedIdle,
+    /// Shed to make room, as a last resort: younger than [`GRACE`].
+    ShedNew,
+    HeaderReadTimeout,
+    IdleTimeout,
+    WriteStallTimeout,
+    /// Refused: every other connection was busy answering.
+    RefusedAllBusy,
+}
+
+impl Closed {
+    /// Every reason, so each series exists from the start.
+    pub const ALL: [Closed; 8] = [
+        Closed::ShedNeverServed,
+        Closed::ShedStalledReader,
+        Closed::ShedIdle,
+        Closed::ShedNew,
+        Closed::HeaderReadTimeout,
+        Closed::IdleTimeout,
+        Closed::WriteStallTimeout,
+        Closed::RefusedAllBusy,
+    ];
+
+    /// The counter this reason is counted in and its `reason` label.
+    pub fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Closed::ShedNeverServed => ("shed", "never_served"),
+            Closed::ShedStalledReader => ("shed", "stalled_reader"),
+            Closed::ShedIdle => ("shed", "idle"),
+            Closed::ShedNew => ("shed", "new"),
+            Closed::HeaderReadTimeout => ("shed", "header_read_timeout"),
+            Closed::IdleTimeout => ("shed", "idle_timeout"),
+            Closed::WriteStallTimeout => ("shed", "write_stall_timeout"),
+            Closed::RefusedAllBusy => ("refused", "all_busy"),
+        }
+    }
+}
+
+/// The exporter's connection counters, by reason; registered by
+/// [`crate::metrics`], counted here.
+#[derive(Clone)]
+pub struct Counters {
+    pub shed: IntCounterVec,
+    pub refused: IntCounterVec,
+}
+
+impl Counters {
+    pub fn new() -> Counters {
+        let vec = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["reason"]).expect("valid metric")
+        };
+        let c = Counters {
+            shed: vec(
+                "aws_compute_optimizer_exporter_connections_shed_total",
+                "Connections the exporter closed early, by reason: to make room for another (never_served, stalled_reader, idle, new) or past a timeout (header_read_timeout, idle_timeout, write_stall_timeout).",
+            ),
+            refused: vec(
+                "aws_compute_optimizer_exporter_connections_refused_total",
+                "Connections closed as soon as they were accepted, by reason (all_busy: every open connection was answering a request).",
+            ),
+        };
+        for reason in Closed::ALL {
+            c.count(reason, 0);
+        }
+        c
+    }
+
+    fn count(&self, reason: Closed, n: u64) {
+        let (which, label) = reason.label();
+        let vec = if which == "shed" {
+            &self.shed
+        } else {
+            &self.refused
+        };
+        vec.with_label_values(&[label]).inc_by(n);
+    }
+
+    /// Every reason with its count so far.
+    pub fn totals(&self) -> Vec<(Closed, u64)> {
+        Closed::ALL
+            .iter()
+            .map(|&r| {
+                let (which, label) = r.label();
+                let vec = if which == "shed" {
+                    &self.shed
+                } else {
+                    &self.refused
+                };
+                (r, vec.with_label_values(&[label]).get())
+            })
+            .collect()
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters::new()
+    }
+}
 
 /// File descriptors kept back from connections: the AWS clients, the log,
 /// config and TLS files read on reload.
@@ -100,6 +240,9 @@ pub struct Activity {
     requests: AtomicU64,
     in_flight: AtomicUsize,
     last_io: AtomicU64,
+    /// When the first byte of a request whose header has not been read yet
+    /// arrived; 0 when no such request is pending.
+    reading_since: AtomicU64,
     /// When a write first returned `Pending` without progress since; 0 if
     /// the last write went through.
     write_blocked_since: AtomicU64,
@@ -112,12 +255,18 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_io: AtomicU64::new(millis(base)),
+            reading_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
         }
     }
 
-    /// A request was parsed; the returned guard marks it answered when dropped
-    /// (with the response body).
+    /// A request's header has been read: its header timer stops.
+    pub fn header_read(&self) {
+        self.reading_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A request was admitted (past authentication); the returned guard
+    /// marks it answered when dropped (with the response body).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +275,21 @@ impl Activity {
 
     fn io(&self) {
         self.last_io.store(millis(self.base), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: outside a response they start a request, whose header
+    /// timer starts now. (Bytes pipelined during a response are timed from
+    /// the next read after it, or by the idle timeout.)
+    fn read(&self) {
+        self.io();
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let _ = self.reading_since.compare_exchange(
+                0,
+                millis(self.base),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     fn wrote(&self) {
@@ -162,6 +326,7 @@ impl Drop for InFlight {
 }
 
 struct Entry {
+    /// The [`source_key`] of the peer.
     source: IpAddr,
     accepted: u64,
     activity: Arc<Activity>,
@@ -193,28 +358,33 @@ impl Inner {
     /// the oldest that never completed a request (ids only grow), else the
     /// one whose reader stalled longest ago (blocked for [`STALLED`] or
     /// more: requests pipelined and never read), else the longest idle.
-    /// A connection answering a reader that keeps up is never chosen.
-    fn victim(&self, now: u64, eligible: impl Fn(&Entry) -> bool) -> Option<u64> {
+    /// A connection answering a reader that keeps up is never chosen; one
+    /// younger than [`GRACE`] that never completed a request only last.
+    fn victim(&self, now: u64, eligible: impl Fn(&Entry) -> bool) -> Option<(u64, Closed)> {
         let stalled = STALLED.as_millis() as u64;
+        let grace = GRACE.as_millis() as u64;
         self.conns
             .iter()
             .filter_map(|(id, e)| {
                 let a = &e.activity;
                 let blocked = a.write_blocked_since.load(Ordering::Relaxed);
-                let (tier, age) = if !a.served() {
-                    (0, *id)
+                let (tier, age, why) = if !a.served() && now.saturating_sub(e.accepted) >= grace {
+                    (0, *id, Closed::ShedNeverServed)
+                } else if !a.served() {
+                    (3, *id, Closed::ShedNew)
                 } else if blocked != 0 && now.saturating_sub(blocked) >= stalled {
-                    (1, blocked)
+                    (1, blocked, Closed::ShedStalledReader)
                 } else if a.idle() {
-                    (2, a.last_io.load(Ordering::Relaxed))
+                    (2, a.last_io.load(Ordering::Relaxed), Closed::ShedIdle)
                 } else {
                     return None;
                 };
                 let held = self.per_source.get(&e.source).copied().unwrap_or(0);
-                eligible(e).then_some((std::cmp::Reverse(held), tier, age, *id))
+                // A source's own crowd first; then the least valuable tier.
+                eligible(e).then_some((std::cmp::Reverse(held), tier, age, *id, why))
             })
-            .min()
-            .map(|(_, _, _, id)| id)
+            .min_by_key(|(held, tier, age, id, _)| (*held, *tier, *age, *id))
+            .map(|(_, _, _, id, why)| (id, why))
     }
 
     fn evict(&mut self, id: u64) {
@@ -232,6 +402,7 @@ pub struct Table {
     inner: Mutex<Inner>,
     shed: AtomicU64,
     refused: AtomicU64,
+    counters: Counters,
 }
 
 /// Why connections were closed early, for the exporter's own metrics.
@@ -245,7 +416,12 @@ pub struct Counts {
 impl Table {
     /// A per-source cap above the total means the total: one place for the
     /// rule, whether the config or the open-files limit set the total.
-    pub fn new(mut limits: Limits) -> Arc<Table> {
+    pub fn new(limits: Limits) -> Arc<Table> {
+        Table::counting(limits, Counters::new())
+    }
+
+    /// A table that counts what it closes in `counters`.
+    pub fn counting(mut limits: Limits, counters: Counters) -> Arc<Table> {
         limits.max_per_source = limits.max_per_source.min(limits.max_connections);
         Arc::new(Table {
             limits,
@@ -253,7 +429,16 @@ impl Table {
             inner: Mutex::new(Inner::default()),
             shed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            counters,
         })
+    }
+
+    fn closed(&self, why: Closed) {
+        match why {
+            Closed::RefusedAllBusy => self.refused.fetch_add(1, Ordering::Relaxed),
+            _ => self.shed.fetch_add(1, Ordering::Relaxed),
+        };
+        self.counters.count(why, 1);
     }
 
     pub fn limits(&self) -> Limits {
@@ -274,25 +459,26 @@ impl Table {
 
     /// Admits a connection from `source`, closing another to make room if a
     /// cap is reached; `None` means refuse it (every other one is busy).
-    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Ticket> {
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+        let source = source_key(peer);
         let now = millis(self.base);
         let mut inner = self.lock();
         let from_source = inner.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= self.limits.max_per_source {
-            let Some(id) = inner.victim(now, |e| e.source == source) else {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+            let Some((id, why)) = inner.victim(now, |e| e.source == source) else {
+                self.closed(Closed::RefusedAllBusy);
                 return None;
             };
             inner.evict(id);
-            self.shed.fetch_add(1, Ordering::Relaxed);
+            self.closed(why);
         }
         if inner.conns.len() >= self.limits.max_connections {
-            let Some(id) = inner.victim(now, |_| true) else {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+            let Some((id, why)) = inner.victim(now, |_| true) else {
+                self.closed(Closed::RefusedAllBusy);
                 return None;
             };
             inner.evict(id);
-            self.shed.fetch_add(1, Ordering::Relaxed);
+            self.closed(why);
         }
         let id = inner.next_id;
         inner.next_id += 1;
@@ -325,21 +511,32 @@ impl Table {
         };
         let l = self.limits;
         let mut inner = self.lock();
-        let expired: Vec<u64> = inner
+        let expired: Vec<(u64, Closed)> = inner
             .conns
             .iter()
-            .filter(|(_, e)| {
+            .filter_map(|(id, e)| {
                 let a = &e.activity;
                 let blocked = a.write_blocked_since.load(Ordering::Relaxed);
                 let last_io = a.last_io.load(Ordering::Relaxed);
-                past(blocked, l.write_stall_timeout)
-                    || (!a.served() && past(e.accepted, l.header_read_timeout))
-                    || (a.served() && a.idle() && past(last_io, l.idle_timeout))
+                let reading = a.reading_since.load(Ordering::Relaxed);
+                let idle = a.in_flight.load(Ordering::Relaxed) == 0;
+                let why = if past(blocked, l.write_stall_timeout) {
+                    Closed::WriteStallTimeout
+                } else if (!a.served() && past(e.accepted, l.header_read_timeout))
+                    || (idle && past(reading, l.header_read_timeout))
+                {
+                    Closed::HeaderReadTimeout
+                } else if a.served() && a.idle() && past(last_io, l.idle_timeout) {
+                    Closed::IdleTimeout
+                } else {
+                    return None;
+                };
+                Some((*id, why))
             })
-            .map(|(id, _)| *id)
             .collect();
-        for id in expired {
+        for (id, why) in expired {
             inner.evict(id);
+            self.closed(why);
         }
     }
 }
@@ -392,7 +589,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.io();
+            self.activity.read();
         }
         r
     }
@@ -543,6 +740,67 @@ mod tests {
     }
 
     #[test]
+    fn a_new_connection_is_shed_only_when_nothing_else_can_be() {
+        // One served, idle connection per source: the scraper's connection,
+        // still in its handshake, has the same count as each attacker's.
+        let t = Table::new(limits(3, 10));
+        let a = t.admit(ip(2)).unwrap();
+        drop(a.activity.request());
+        let b = t.admit(ip(3)).unwrap();
+        drop(b.activity.request());
+        let scraper = t.admit(ip(1)).unwrap();
+        let _attacker = t.admit(ip(4)).unwrap();
+        assert!(!polled_ready(scraper.closed()), "the newcomer was shed");
+        assert!(polled_ready(a.closed()) || polled_ready(b.closed()));
+        assert_eq!(t.counters.totals()[2], (Closed::ShedIdle, 1));
+    }
+
+    #[test]
+    fn a_request_waiting_for_its_password_check_does_not_pin_its_connection() {
+        // Requests are "in flight" only past authentication: a table full
+        // of connections whose requests wait for bcrypt still makes room.
+        let t = Table::new(limits(2, 10));
+        let waiting: Vec<Ticket> = (2..4).map(|i| t.admit(ip(i)).unwrap()).collect();
+        for w in &waiting {
+            w.activity.header_read();
+        }
+        let scraper = t.admit(ip(1));
+        assert!(
+            scraper.is_some(),
+            "refused while others only waited for auth"
+        );
+        assert_eq!(t.counts().refused, 0);
+        assert_eq!(t.counts().shed, 1);
+    }
+
+    #[test]
+    fn header_timer_starts_at_a_requests_first_byte_not_when_idle() {
+        let mut l = limits(10, 10);
+        l.header_read_timeout = Duration::from_millis(1);
+        l.idle_timeout = Duration::from_secs(3600);
+        let t = Table::new(l);
+        let keep_alive = t.admit(ip(2)).unwrap();
+        keep_alive.activity.header_read();
+        drop(keep_alive.activity.request());
+        std::thread::sleep(Duration::from_millis(5));
+        t.reap();
+        assert!(
+            !polled_ready(keep_alive.closed()),
+            "idle is not a slow header"
+        );
+        // A byte of the next request arrives; its header never ends.
+        keep_alive.activity.read();
+        std::thread::sleep(Duration::from_millis(5));
+        t.reap();
+        assert!(polled_ready(keep_alive.closed()));
+        assert!(
+            t.counters
+                .totals()
+                .contains(&(Closed::HeaderReadTimeout, 1))
+        );
+    }
+
+    #[test]
     fn a_per_source_cap_above_the_total_is_the_total() {
         let t = Table::new(limits(2, 64));
         assert_eq!(t.limits().max_per_source, 2);
@@ -596,6 +854,18 @@ mod tests {
             !polled_ready(busy.closed()),
             "still answering, writes not stalled"
         );
+    }
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(a), source_key(b));
+        assert_ne!(source_key(a), source_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(source_key(mapped), ip(2));
+        assert_eq!(source_key(ip(3)), ip(3));
     }
 
     /// Polls a future once: true if it is ready.

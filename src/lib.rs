@@ -21,6 +21,7 @@
 //!   [`conns`]: which connections the server keeps (caps, shedding, timeouts).
 
 pub mod app;
+pub mod authgate;
 pub mod aws;
 pub mod cli;
 pub mod config;
@@ -38,4 +39,5 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod state;
+pub mod tlsconf;
 pub mod websec;

@@ -105,7 +105,8 @@ impl Visitor {
     }
 }
 
-/// Quotes a value when logfmt needs it, escaping quotes, backslashes and newlines.
+/// Quotes a value when logfmt needs it, escaping quotes, backslashes and
+/// every control character.
 pub fn push_value(out: &mut String, value: &str) {
     let needs_quotes = value.is_empty()
         || value
@@ -123,6 +124,12 @@ pub fn push_value(out: &mut String, value: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
+            // Every other control character (ESC, NUL, DEL, C1...), as
+            // go-logfmt writes it: a terminal never sees it raw.
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -144,5 +151,8 @@ mod tests {
         assert_eq!(q(""), "\"\"");
         assert_eq!(q("two words"), "\"two words\"");
         assert_eq!(q("a\"b\nc"), "\"a\\\"b\\nc\"");
+        // An AWS-supplied reason with ESC (a terminal colour code) and NUL.
+        assert_eq!(q("x\u{1b}[31my\0"), "\"x\\u001b[31my\\u0000\"");
+        assert_eq!(q("del\u{7f}"), "\"del\\u007f\"");
     }
 }

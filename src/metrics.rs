@@ -55,6 +55,10 @@ pub struct SelfMetrics {
     pub reload_timestamp: Gauge,
     pub poll_interval: Gauge,
     pub transitions: IntCounterVec,
+    /// Connections shed or refused, counted by the connection table.
+    pub connections: crate::conns::Counters,
+    /// Requests answered 401, 403 or 429 before reaching an endpoint.
+    pub requests_refused: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -142,6 +146,18 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         build_info.with_label_values(&[version, revision]).set(1.0);
+        let connections = crate::conns::Counters::new();
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_exporter_requests_refused_total",
+                "HTTP requests refused before reaching an endpoint, by reason: unauthorized (401), auth_busy (429: too many password checks waiting), rate_limited (429: the web config's rate_limit), host (403: a Host header not in web.allowed_hosts).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::server::REQUEST_REFUSALS {
+            requests_refused.with_label_values(&[reason]);
+        }
 
         for c in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
@@ -155,6 +171,9 @@ impl SelfMetrics {
             Box::new(poll_interval.clone()),
             Box::new(transitions.clone()),
             Box::new(build_info),
+            Box::new(connections.shed.clone()),
+            Box::new(connections.refused.clone()),
+            Box::new(requests_refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -187,6 +206,8 @@ impl SelfMetrics {
             reload_timestamp,
             poll_interval,
             transitions,
+            connections,
+            requests_refused,
         }
     }
 

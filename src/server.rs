@@ -5,13 +5,21 @@
 //! bind `127.0.0.1:0`. Which connections stay open is [`crate::conns`]'s
 //! decision; header reads are timed out and request bodies are never read, so
 //! a slow or hostile client cannot starve a scrape.
+//!
+//! Every request is checked against the security settings in force when it
+//! arrives, not those its connection was accepted under: a user removed by a
+//! reload gets 401 on a connection she already holds, and a connection of the
+//! wrong kind (plain HTTP once TLS is on, or the reverse) is closed at once.
+//! Password checks go through one [`AuthGate`] for the life of the server, so
+//! reloads neither empty its cache nor add a second bcrypt worker.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -22,15 +30,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::conns::{self, InFlight, Limits, Table, Ticket, Tracked};
+use crate::authgate::AuthGate;
+use crate::config::ListenAddress;
+use crate::conns::{self, Activity, Counters, InFlight, Limits, Table, Tracked};
 
 use crate::metrics::CONTENT_TYPE;
 use crate::pages;
 use crate::shutdown::Shutdown;
 use crate::state::State;
-use crate::websec::WebSecurity;
+use crate::websec::{Access, WebSecurity};
 
 /// How long in-flight responses may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -38,8 +48,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Asks the owner of the configuration to reload it; answers with the outcome.
 pub type ReloadHandle = mpsc::Sender<oneshot::Sender<Result<(), String>>>;
 
-/// TLS and basic auth in force; swapped as a whole on reload.
-pub type SharedSecurity = Arc<RwLock<Arc<WebSecurity>>>;
+/// TLS, basic auth, headers and rate limit in force: replaced as a whole on
+/// reload (`send_replace`), and watched by every connection.
+pub type SharedSecurity = Arc<watch::Sender<Arc<WebSecurity>>>;
+
+/// A [`SharedSecurity`] holding `security`.
+pub fn shared_security(security: WebSecurity) -> SharedSecurity {
+    Arc::new(watch::Sender::new(Arc::new(security)))
+}
 
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -48,10 +64,9 @@ pub struct ServerOptions {
     pub limits: Limits,
     pub reload: Option<ReloadHandle>,
     pub security: SharedSecurity,
-}
-
-fn current(security: &SharedSecurity) -> Arc<WebSecurity> {
-    security.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Host names `/-/reload` and the pages for people answer to, besides
+    /// IP addresses and `localhost` (`web.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServerOptions {
@@ -66,9 +81,20 @@ impl ServerOptions {
                 write_stall_timeout: c.write_stall_timeout,
             },
             reload: None,
-            security: Arc::new(RwLock::new(Arc::new(WebSecurity::none()))),
+            security: shared_security(WebSecurity::none()),
+            allowed_hosts: c.allowed_hosts.clone(),
         }
     }
+}
+
+/// What every request on one connection shares.
+struct Conn {
+    state: Arc<State>,
+    opts: Arc<ServerOptions>,
+    gate: Arc<AuthGate>,
+    peer: IpAddr,
+    /// Whether the connection speaks TLS.
+    tls: bool,
 }
 
 /// Connections the kernel completes before `accept` takes them (Linux caps it
@@ -79,14 +105,49 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the listening socket with [`LISTEN_BACKLOG`].
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    bind_socket(addr, false)
+}
+
+fn bind_socket(addr: std::net::SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!dual_stack)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Binds `web.listen_address` as Go's `net.Listen` would: `:port` on every
+/// IPv4 and IPv6 address (IPv4 only where the host has no IPv6), a host
+/// name on the first address it resolves to, IPv4 first.
+pub fn bind_listen(addr: &ListenAddress) -> std::io::Result<TcpListener> {
+    match addr {
+        ListenAddress::Addr(a) => bind(*a),
+        ListenAddress::Any(port) => {
+            let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, *port));
+            bind_socket(v6, true)
+                .or_else(|_| bind(std::net::SocketAddr::from(([0, 0, 0, 0], *port))))
+        }
+        ListenAddress::Host(host, port) => {
+            use std::net::ToSocketAddrs as _;
+            let mut addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs()?.collect();
+            addrs.sort_by_key(|a| a.is_ipv6());
+            let first = addrs.first().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{host} resolves to no address"),
+                )
+            })?;
+            bind(*first)
+        }
+    }
 }
 
 /// Serves until shutdown, then stops accepting and lets in-flight responses
@@ -102,9 +163,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
-    let table = Table::new(opts.limits);
+    let table = Table::counting(opts.limits, state.metrics.connections.clone());
+    let gate = AuthGate::new();
     let opts = Arc::new(opts);
-    let reaper = tokio::spawn(reap(table.clone(), shutdown.clone()));
+    let reaper = tokio::spawn(reap(table.clone(), state.clone(), shutdown.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -128,27 +190,47 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         conns::cap_send_buffer(&stream);
         let io = Tracked::new(stream, ticket.activity.clone());
-        let security = current(&opts.security);
-        let state = state.clone();
-        let opts = opts.clone();
+        let acceptor = opts.security.borrow().tls.clone();
+        let conn = Arc::new(Conn {
+            state: state.clone(),
+            opts: opts.clone(),
+            gate: gate.clone(),
+            peer: peer.ip(),
+            tls: acceptor.is_some(),
+        });
+        let mut changes = opts.security.subscribe();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let activity = ticket.activity.clone();
+            let timeout = conn.opts.limits.header_read_timeout;
+            let is_tls = conn.tls;
             let serve = async {
-                match security.tls.clone() {
+                match acceptor {
                     None => {
-                        let conn = connection(TokioIo::new(io), state, opts, security, &ticket);
-                        let _ = watcher.watch(conn).await;
+                        let _ = watcher
+                            .watch(connection(TokioIo::new(io), conn, activity))
+                            .await;
                     }
                     Some(acceptor) => {
                         // The handshake counts against the header read timeout too.
-                        let timeout = opts.limits.header_read_timeout;
                         if let Ok(Ok(tls)) =
                             tokio::time::timeout(timeout, acceptor.accept(io)).await
                         {
-                            let conn =
-                                connection(TokioIo::new(tls), state, opts, security, &ticket);
-                            let _ = watcher.watch(conn).await;
+                            let _ = watcher
+                                .watch(connection(TokioIo::new(tls), conn, activity))
+                                .await;
                         }
+                    }
+                }
+            };
+            // A reload that turns TLS on or off ends connections of the old kind.
+            let outdated = async {
+                loop {
+                    if changes.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                    if changes.borrow_and_update().tls.is_some() != is_tls {
+                        return;
                     }
                 }
             };
@@ -156,6 +238,7 @@ pub async fn run(
             tokio::select! {
                 _ = serve => {}
                 _ = ticket.closed() => {}
+                _ = outdated => {}
             }
         });
     }
@@ -169,44 +252,99 @@ pub async fn run(
     }
 }
 
-/// Applies the table's timeouts four times a second until shutdown.
-async fn reap(table: Arc<Table>, shutdown: Shutdown) {
+/// How often connections shed or refused are logged, at most.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(60);
+
+/// Applies the table's timeouts four times a second until shutdown, and
+/// logs what was shed or refused at most once a minute.
+async fn reap(table: Arc<Table>, state: Arc<State>, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut logged = Refusals::now(&state.metrics.connections, &state.metrics.requests_refused);
     loop {
         tokio::select! {
-            _ = tick.tick() => table.reap(),
+            _ = tick.tick() => {
+                table.reap();
+                if logged.at.elapsed() >= REFUSALS_LOGGED_EVERY {
+                    let now = Refusals::now(&state.metrics.connections, &state.metrics.requests_refused);
+                    now.log_since(&logged);
+                    logged = now;
+                }
+            }
             _ = shutdown.wait() => return,
         }
     }
 }
 
+/// The connection and request counters at one moment, for the log.
+struct Refusals {
+    at: Instant,
+    counts: Vec<(String, u64)>,
+}
+
+impl Refusals {
+    fn now(connections: &Counters, requests: &prometheus::IntCounterVec) -> Refusals {
+        let mut counts: Vec<(String, u64)> = connections
+            .totals()
+            .into_iter()
+            .map(|(why, n)| {
+                let (which, reason) = why.label();
+                (format!("connections_{which}_{reason}"), n)
+            })
+            .collect();
+        for reason in REQUEST_REFUSALS {
+            let n = requests.with_label_values(&[reason]).get();
+            counts.push((format!("requests_refused_{reason}"), n));
+        }
+        Refusals {
+            at: Instant::now(),
+            counts,
+        }
+    }
+
+    /// One warning with every count that grew since `before`, if any did.
+    fn log_since(&self, before: &Refusals) {
+        let grown: Vec<String> = self
+            .counts
+            .iter()
+            .zip(&before.counts)
+            .filter(|((_, n), (_, m))| n > m)
+            .map(|((k, n), (_, m))| format!("{k}={}", n - m))
+            .collect();
+        if !grown.is_empty() {
+            tracing::warn!(
+                since_seconds = before.at.elapsed().as_secs(),
+                counts = %grown.join(" "),
+                "connections shed or refused, or requests refused (see the exporter's *_shed_total and *_refused_total metrics)"
+            );
+        }
+    }
+}
+
+/// The `reason` values of `aws_compute_optimizer_exporter_requests_refused_total`.
+pub const REQUEST_REFUSALS: [&str; 4] = ["unauthorized", "auth_busy", "rate_limited", "host"];
+
 /// One HTTP/1.1 connection over any transport (plain TCP or TLS).
 fn connection<IO>(
     io: IO,
-    state: Arc<State>,
-    opts: Arc<ServerOptions>,
-    security: Arc<WebSecurity>,
-    ticket: &Ticket,
+    conn: Arc<Conn>,
+    activity: Arc<Activity>,
 ) -> impl hyper_util::server::graceful::GracefulConnection
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let timeout = opts.limits.header_read_timeout;
-    let activity = ticket.activity.clone();
     let service = service_fn(move |req| {
-        let state = state.clone();
-        let opts = opts.clone();
-        let security = security.clone();
-        let in_flight = activity.request();
-        async move {
-            let response = handle(req, &state, &opts, &security).await;
-            Ok::<_, Infallible>(response.map(|body| body.held_by(in_flight)))
-        }
+        activity.header_read();
+        let conn = conn.clone();
+        let activity = activity.clone();
+        async move { Ok::<_, Infallible>(handle(req, &conn, &activity).await) }
     });
+    // hyper's header timer would also run while a keep-alive connection is
+    // idle, cutting it at the header timeout instead of `web.idle_timeout`;
+    // the table times headers from a request's first byte instead.
     http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeout)
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024)
         .serve_connection(io, service)
 }
@@ -267,28 +405,99 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
 const JSON: &str = "application/json";
 
-async fn handle(
+/// Answers one request under the security settings in force now, with the
+/// configured extra headers.
+async fn handle(req: Request<Incoming>, conn: &Conn, activity: &Arc<Activity>) -> Response<Chunks> {
+    let security = conn.opts.security.borrow().clone();
+    let mut r = admitted(req, conn, &security, activity).await;
+    for (name, value) in &security.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
+    r
+}
+
+/// Transport, rate limit and credentials first; the request counts as in
+/// flight (not sheddable) only once it has passed them.
+async fn admitted(
     req: Request<Incoming>,
-    state: &State,
-    opts: &ServerOptions,
+    conn: &Conn,
     security: &WebSecurity,
+    activity: &Arc<Activity>,
 ) -> Response<Chunks> {
-    if security.requires_auth()
-        && !security
-            .authorize(req.headers().get(header::AUTHORIZATION))
-            .await
-    {
+    let refused = |reason: &str| {
+        conn.state
+            .metrics
+            .requests_refused
+            .with_label_values(&[reason])
+            .inc();
+    };
+    if security.tls.is_some() != conn.tls {
+        // A reload switched TLS since this connection was accepted; it is
+        // being closed, and this request must not be answered on it.
         let mut r = respond(
-            StatusCode::UNAUTHORIZED,
+            StatusCode::BAD_REQUEST,
             TEXT,
-            Chunks::text("Unauthorized\n"),
+            Chunks::text("TLS was switched on or off: reconnect\n"),
         );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"compute-optimizer-exporter\""),
-        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
+    if !security.within_rate_limit() {
+        refused("rate_limited");
+        return respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            TEXT,
+            Chunks::text("Too Many Requests\n"),
+        );
+    }
+    match security
+        .authorize(
+            &conn.gate,
+            conn.peer,
+            req.headers().get(header::AUTHORIZATION),
+        )
+        .await
+    {
+        Access::Allowed => {}
+        Access::Denied => {
+            refused("unauthorized");
+            let mut r = respond(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                Chunks::text("Unauthorized\n"),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"compute-optimizer-exporter\""),
+            );
+            return r;
+        }
+        Access::Busy => {
+            // Too many password checks waiting: a cached login never gets
+            // here, and a new one may try again in a second.
+            refused("auth_busy");
+            let mut r = respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                TEXT,
+                Chunks::text("Too many password checks waiting; retry shortly\n"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+    }
+    let in_flight = activity.request();
+    let r = route(req, conn, &refused).await;
+    r.map(|body| body.held_by(in_flight))
+}
+
+async fn route(
+    req: Request<Incoming>,
+    conn: &Conn,
+    refused: &(dyn Fn(&str) + Sync),
+) -> Response<Chunks> {
+    let (state, opts) = (&*conn.state, &*conn.opts);
     let path = req.uri().path();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let known = path == opts.telemetry_path
@@ -301,6 +510,22 @@ async fn handle(
             StatusCode::NOT_FOUND,
             TEXT,
             Chunks::text("404 page not found\n"),
+        );
+    }
+    // DNS rebinding: a page on evil.example whose name now resolves to this
+    // host sends `Host: evil.example`. Everything but the scrape and health
+    // endpoints answers only to the names it is known by.
+    if path != opts.telemetry_path
+        && !matches!(path, "/-/healthy" | "/-/ready")
+        && !host_allowed(req.headers().get(header::HOST), &opts.allowed_hosts)
+    {
+        refused("host");
+        return respond(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            Chunks::text(
+                "Host not allowed: add this host name to web.allowed_hosts, or use an IP address\n",
+            ),
         );
     }
     if path == "/-/reload" {
@@ -444,6 +669,30 @@ fn same_origin(req: &Request<Incoming>) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
+/// True when a request's `Host` is one this exporter is known by: an IP
+/// address, `localhost`, or a name in `allowed` (case-insensitive, any
+/// port). No `Host` at all (HTTP/1.0 tools) passes: browsers always send it.
+pub fn host_allowed(host: Option<&HeaderValue>, allowed: &[String]) -> bool {
+    let Some(host) = host else { return true };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // `[v6]:port`: only an IPv6 literal is written in brackets.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed
+            .iter()
+            .any(|a| a.strip_suffix('.').unwrap_or(a).eq_ignore_ascii_case(name))
+}
+
 /// True when `Accept-Encoding` allows gzip (a `q=0` refuses it).
 pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     let Some(v) = value.and_then(|v| v.to_str().ok()) else {
@@ -452,7 +701,12 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     v.split(',').any(|item| {
         let mut parts = item.split(';').map(str::trim);
         let coding = parts.next().unwrap_or("");
-        if !coding.eq_ignore_ascii_case("gzip") {
+        // `x-gzip` is gzip (RFC 9110 8.4.1.3); `*` is any coding, and
+        // client_golang serves gzip for it too.
+        if !["gzip", "x-gzip", "*"]
+            .iter()
+            .any(|c| coding.eq_ignore_ascii_case(c))
+        {
             return false;
         }
         parts
@@ -473,5 +727,37 @@ mod tests {
         assert!(!accepts_gzip(h("gzip;q=0").as_ref()));
         assert!(!accepts_gzip(h("identity").as_ref()));
         assert!(!accepts_gzip(None));
+        assert!(accepts_gzip(h("x-gzip").as_ref()));
+        assert!(accepts_gzip(h("*").as_ref()));
+        assert!(!accepts_gzip(h("br, *;q=0").as_ref()));
+    }
+
+    #[test]
+    fn hosts_answered_are_addresses_localhost_and_the_allowed_names() {
+        let h = |s: &'static str| Some(HeaderValue::from_static(s));
+        let allowed = ["exporter.monitoring.svc".to_owned()];
+        for ok in [
+            "127.0.0.1:9746",
+            "10.1.2.3",
+            "[::1]:9746",
+            "[2001:db8::1]",
+            "localhost:9746",
+            "LOCALHOST",
+            "exporter.monitoring.svc:9746",
+            "Exporter.Monitoring.Svc.",
+        ] {
+            assert!(host_allowed(h(ok).as_ref(), &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:9746",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[evil.example]:80",
+            "localhost.evil.example",
+            "monitoring.svc",
+        ] {
+            assert!(!host_allowed(h(bad).as_ref(), &allowed), "{bad}");
+        }
+        assert!(host_allowed(None, &[]));
     }
 }

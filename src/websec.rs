@@ -1,49 +1,89 @@
-//! `--web.config.file`: TLS and basic authentication in the Prometheus
-//! exporter-toolkit's YAML format, so existing setups reuse their files:
+//! `--web.config.file`: exporter-toolkit's web configuration, so existing
+//! setups reuse their files:
 //!
 //! ```yaml
-//! tls_server_config:
+//! tls_server_config:          # see `tlsconf`: every toolkit key
 //!   cert_file: server.crt
 //!   key_file: server.key
-//!   # client_ca_file: ca.crt
-//!   # client_auth_type: RequireAndVerifyClientCert
-//!   # min_version: TLS12
+//! http_server_config:
+//!   headers:
+//!     X-Frame-Options: deny
 //! basic_auth_users:
-//!   alice: $2y$10$...   # bcrypt
+//!   alice: $2y$10$...         # bcrypt
+//! rate_limit:
+//!   interval: 100ms
+//!   burst: 20
 //! ```
 //!
 //! Unknown keys are errors (a silently ignored security setting is worse than
 //! a refusal to start), and so is everything exporter-toolkit refuses: a
 //! client CA without a client auth type, a file that does not exist or parse,
-//! a malformed bcrypt hash, an empty user name or one containing `:`.
-//! Relative paths are relative to the file.
+//! a malformed bcrypt hash, an empty user name or one containing `:`, a
+//! header the toolkit does not let you set. Relative paths are relative to
+//! the file.
 //!
-//! bcrypt is slow by design, so it never runs on the async workers: checks
-//! run one at a time on the blocking pool, a verified login is cached (keyed
-//! by user, password and hash, so a changed password is not accepted), and an
-//! unknown user costs as much as the most expensive known one.
+//! bcrypt itself runs in [`crate::authgate`], which outlives this file's
+//! reloads; here an unknown user is given the most expensive known hash as a
+//! decoy, so the time a check takes says nothing about which names exist.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hyper::header::HeaderValue;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
+
+use crate::authgate::{AuthGate, Verdict};
+use crate::tlsconf::{self, TlsFile};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct WebConfigFile {
     #[serde(default)]
     tls_server_config: Option<TlsFile>,
+    #[serde(default)]
+    http_server_config: Option<HttpFile>,
     #[serde(default, deserialize_with = "unique_users")]
     basic_auth_users: BTreeMap<String, String>,
+    #[serde(default)]
+    rate_limit: Option<RateLimitFile>,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    /// HTTP/2 is not offered (ALPN names http/1.1 only), so `true`, the
+    /// toolkit's default, and `false` both mean HTTP/1.1 here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    http2: Option<bool>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitFile {
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    burst: Option<u32>,
+}
+
+/// The headers exporter-toolkit lets a file add, with the values it allows
+/// (`None`: any value).
+const EXTRA_HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("Strict-Transport-Security", None),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-XSS-Protection", None),
+    ("Content-Security-Policy", None),
+];
 
 /// The users map, refusing a user named twice (YAML would keep the last).
 fn unique_users<'de, D: serde::Deserializer<'de>>(
@@ -80,35 +120,53 @@ fn unique_users<'de, D: serde::Deserializer<'de>>(
     d.deserialize_any(Users)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsFile {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    #[serde(default)]
-    client_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    client_auth_type: Option<String>,
-    #[serde(default)]
-    min_version: Option<String>,
+/// A token bucket over every request, as the toolkit's `rate_limit`
+/// (golang.org/x/time/rate): one token each `interval`, `burst` at most.
+struct RateLimit {
+    interval: Duration,
+    burst: f64,
+    /// Tokens left and when they were counted.
+    bucket: Mutex<(f64, Instant)>,
 }
 
-/// What the server enforces: TLS, basic auth, both or neither.
+impl RateLimit {
+    fn allow(&self) -> bool {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
+        b.0 = (b.0 + refill).min(self.burst);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the server enforces: TLS, basic auth, headers and a rate limit, as
+/// the web config file says. Swapped as a whole on reload.
 pub struct WebSecurity {
     pub tls: Option<TlsAcceptor>,
     users: BTreeMap<String, String>,
     /// The most expensive user's hash: unknown users are checked against it,
     /// so their cost says nothing about which names exist.
     decoy: Option<String>,
-    /// SHA-256 of user, password and hash for credentials already verified,
-    /// so a scrape does not pay for bcrypt every time.
-    verified: Mutex<HashSet<[u8; 32]>>,
-    /// One bcrypt check at a time: a flood of wrong passwords queues here
-    /// and leaves the other core to the scrapes.
-    bcrypt_slot: tokio::sync::Semaphore,
+    /// Added to every response (`http_server_config.headers`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    rate_limit: Option<RateLimit>,
 }
 
-const MAX_CACHED: usize = 256;
+/// The outcome of [`WebSecurity::authorize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// No or wrong credentials: 401.
+    Denied,
+    /// The password could not be checked now (bcrypt queue full): 429.
+    Busy,
+}
 
 /// bcrypt only reads 72 bytes; a longer password is refused, never cut.
 pub const MAX_PASSWORD_BYTES: usize = 72;
@@ -119,25 +177,17 @@ const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=16;
 
 impl WebSecurity {
     pub fn none() -> WebSecurity {
-        WebSecurity::new(None, BTreeMap::new())
-    }
-
-    fn new(tls: Option<TlsAcceptor>, users: BTreeMap<String, String>) -> WebSecurity {
-        let decoy = users
-            .values()
-            .max_by_key(|h| bcrypt::HashParts::from_str(h).map_or(0, |p| p.get_cost()))
-            .cloned();
         WebSecurity {
-            tls,
-            users,
-            decoy,
-            verified: Mutex::new(HashSet::new()),
-            bcrypt_slot: tokio::sync::Semaphore::new(1),
+            tls: None,
+            users: BTreeMap::new(),
+            decoy: None,
+            headers: Vec::new(),
+            rate_limit: None,
         }
     }
 
     pub fn load(path: &Path) -> Result<WebSecurity, String> {
-        let name = path.display();
+        let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{name}: cannot read web config file: {e}"))?;
         let file: WebConfigFile = if text.trim().is_empty() {
@@ -148,97 +198,157 @@ impl WebSecurity {
                     .location()
                     .map(|l| format!(":{}:{}", l.line(), l.column()))
                     .unwrap_or_default();
-                // Values here are password hashes: never quote them.
+                // Values here are password hashes and keys: never quote them.
                 let msg = crate::config::without_values(&e.to_string());
                 let msg = msg.split(" at line ").next().unwrap_or(&msg);
                 format!("{name}{at}: {msg}")
             })?
         };
-        for (user, hash) in &file.basic_auth_users {
-            if user.is_empty() || user.contains(':') {
-                return Err(format!(
-                    "{name}: basic_auth_users: user name {user:?} must be non-empty and contain no ':'"
-                ));
-            }
-            let parts =
-                (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
-                    .then(|| bcrypt::HashParts::from_str(hash).ok())
-                    .flatten();
-            let Some(parts) = parts else {
-                return Err(format!(
-                    "{name}: basic_auth_users.{user}: not a bcrypt hash (expected $2y$..., e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
-                ));
-            };
-            if !BCRYPT_COSTS.contains(&parts.get_cost()) {
-                return Err(format!(
-                    "{name}: basic_auth_users.{user}: bcrypt cost {} is outside {}-{}",
-                    parts.get_cost(),
-                    BCRYPT_COSTS.start(),
-                    BCRYPT_COSTS.end()
-                ));
-            }
-        }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tls = match file.tls_server_config {
-            Some(t) => Some(tls_acceptor(&t, dir, &name.to_string())?),
+        check_users(&file.basic_auth_users, &name)?;
+        let headers = headers(file.http_server_config.unwrap_or_default().headers, &name)?;
+        let rate_limit = match file.rate_limit {
+            Some(r) => rate_limit(r, &name)?,
             None => None,
         };
-        Ok(WebSecurity::new(tls, file.basic_auth_users))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tls = match &file.tls_server_config {
+            Some(t) => tlsconf::acceptor(t, dir, &name)?,
+            None => None,
+        };
+        let decoy = file
+            .basic_auth_users
+            .values()
+            .max_by_key(|h| bcrypt::HashParts::from_str(h).map_or(0, |p| p.get_cost()))
+            .cloned();
+        Ok(WebSecurity {
+            tls,
+            users: file.basic_auth_users,
+            decoy,
+            headers,
+            rate_limit,
+        })
     }
 
     pub fn requires_auth(&self) -> bool {
         !self.users.is_empty()
     }
 
-    /// Checks an `Authorization: Basic ...` header against the users.
-    pub async fn authorize(&self, header: Option<&HeaderValue>) -> bool {
-        if self.users.is_empty() {
-            return true;
-        }
-        let Some((user, password)) = header.and_then(basic_credentials) else {
-            return false;
-        };
-        if password.len() > MAX_PASSWORD_BYTES {
-            return false;
-        }
-        let (known, hash) = match (self.users.get(&user), &self.decoy) {
-            (Some(hash), _) => (true, hash.clone()),
-            (None, Some(decoy)) => (false, decoy.clone()),
-            (None, None) => return false,
-        };
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(user.as_bytes())
-            .chain_update([0])
-            .chain_update(password.as_bytes())
-            .chain_update([0])
-            .chain_update(hash.as_bytes())
-            .finalize()
-            .into();
-        if known && self.cache().contains(&key) {
-            return true;
-        }
-        let Ok(_slot) = self.bcrypt_slot.acquire().await else {
-            return false;
-        };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false)
-            && known;
-        if ok {
-            let mut cache = self.cache();
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(key);
-        }
-        ok
+    /// False when `rate_limit` has no token for this request (429).
+    pub fn within_rate_limit(&self) -> bool {
+        self.rate_limit.as_ref().is_none_or(RateLimit::allow)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    /// Checks an `Authorization: Basic ...` header from `source` against the
+    /// users, through the process-wide bcrypt `gate`.
+    pub async fn authorize(
+        &self,
+        gate: &AuthGate,
+        source: IpAddr,
+        header: Option<&HeaderValue>,
+    ) -> Access {
+        if self.users.is_empty() {
+            return Access::Allowed;
+        }
+        let Some((user, password)) = header.and_then(basic_credentials) else {
+            return Access::Denied;
+        };
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Access::Denied;
+        }
+        let (known, hash) = match (self.users.get(&user), &self.decoy) {
+            (Some(hash), _) => (true, hash),
+            (None, Some(decoy)) => (false, decoy),
+            (None, None) => return Access::Denied,
+        };
+        match gate.check(source, &user, &password, hash, known).await {
+            Verdict::Valid => Access::Allowed,
+            Verdict::Invalid => Access::Denied,
+            Verdict::Busy => Access::Busy,
+        }
     }
+}
+
+fn check_users(users: &BTreeMap<String, String>, name: &str) -> Result<(), String> {
+    for (user, hash) in users {
+        if user.is_empty() || user.contains(':') {
+            return Err(format!(
+                "{name}: basic_auth_users: user name {user:?} must be non-empty and contain no ':'"
+            ));
+        }
+        let parts =
+            (hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
+                .then(|| bcrypt::HashParts::from_str(hash).ok())
+                .flatten();
+        let Some(parts) = parts else {
+            return Err(format!(
+                "{name}: basic_auth_users.{user}: not a bcrypt hash (expected $2y$..., e.g. from `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+            ));
+        };
+        if !BCRYPT_COSTS.contains(&parts.get_cost()) {
+            return Err(format!(
+                "{name}: basic_auth_users.{user}: bcrypt cost {} is outside {}-{}",
+                parts.get_cost(),
+                BCRYPT_COSTS.start(),
+                BCRYPT_COSTS.end()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `http_server_config.headers`, checked as exporter-toolkit checks them.
+fn headers(
+    configured: BTreeMap<String, String>,
+    name: &str,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    configured
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| {
+            let key = format!("{name}: http_server_config.headers.{k}");
+            let Some((canonical, allowed)) = EXTRA_HEADERS.iter().find(|(h, _)| *h == k) else {
+                let names: Vec<&str> = EXTRA_HEADERS.iter().map(|(h, _)| *h).collect();
+                return Err(format!(
+                    "{key}: this header can not be configured; allowed: {}",
+                    names.join(", ")
+                ));
+            };
+            if let Some(values) = allowed
+                && !values.contains(&v.as_str())
+            {
+                return Err(format!(
+                    "{key}: {v:?} is not allowed; expected one of {values:?}"
+                ));
+            }
+            let value = HeaderValue::from_str(&v)
+                .map_err(|_| format!("{key}: not a valid header value"))?;
+            let header = HeaderName::from_bytes(canonical.as_bytes())
+                .map_err(|_| format!("{key}: not a header name"))?;
+            Ok((header, value))
+        })
+        .collect()
+}
+
+fn rate_limit(r: RateLimitFile, name: &str) -> Result<Option<RateLimit>, String> {
+    let interval = match r.interval.as_deref() {
+        None | Some("0") | Some("0s") => return Ok(None),
+        Some(s) => crate::config::parse_duration(s)
+            .map_err(|e| format!("{name}: rate_limit.interval: {e}"))?,
+    };
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let burst = r.burst.unwrap_or(0);
+    if burst == 0 {
+        return Err(format!(
+            "{name}: rate_limit.burst: must be at least 1 when rate_limit.interval is set (0 refuses every request)"
+        ));
+    }
+    Ok(Some(RateLimit {
+        interval,
+        burst: f64::from(burst),
+        bucket: Mutex::new((f64::from(burst), Instant::now())),
+    }))
 }
 
 /// User and password of an `Authorization: Basic` header (the scheme name
@@ -257,113 +367,17 @@ fn basic_credentials(header: &HeaderValue) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-fn tls_acceptor(t: &TlsFile, dir: &Path, name: &str) -> Result<TlsAcceptor, String> {
-    if t.client_ca_file.is_some() && t.client_auth_type.is_none() {
-        return Err(format!(
-            "{name}: tls_server_config.client_ca_file is set but client_auth_type is not: set client_auth_type to RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file"
-        ));
-    }
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            dir.join(p)
-        }
-    };
-    let cert_path = resolve(&t.cert_file);
-    let key_path = resolve(&t.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| {
-            format!(
-                "{name}: tls_server_config.cert_file {}: {e}",
-                cert_path.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{name}: tls_server_config.cert_file {}: no certificate found",
-            cert_path.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
-        format!(
-            "{name}: tls_server_config.key_file {}: {e}",
-            key_path.display()
-        )
-    })?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-        None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        Some("TLS13") => &[&rustls::version::TLS13],
-        Some(other) => {
-            return Err(format!(
-                "{name}: tls_server_config.min_version: {other:?} is not supported; allowed: TLS12, TLS13"
-            ));
-        }
-    };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| format!("{name}: tls_server_config: {e}"))?;
-    let auth = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    let builder = match (auth, &t.client_ca_file) {
-        ("NoClientCert", None) => builder.with_no_client_auth(),
-        ("NoClientCert", Some(_)) => {
-            return Err(format!(
-                "{name}: tls_server_config.client_ca_file is set but client_auth_type is NoClientCert: no client certificate would be checked"
-            ));
-        }
-        ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", Some(ca)) => {
-            let ca_path = resolve(ca);
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&ca_path).map_err(|e| {
-                format!(
-                    "{name}: tls_server_config.client_ca_file {}: {e}",
-                    ca_path.display()
-                )
-            })? {
-                let cert =
-                    cert.map_err(|e| format!("{name}: tls_server_config.client_ca_file: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{name}: tls_server_config.client_ca_file: {e}"))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            );
-            let verifier = if auth == "VerifyClientCertIfGiven" {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| format!("{name}: tls_server_config.client_ca_file: {e}"))?,
-            )
-        }
-        ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", None) => {
-            return Err(format!(
-                "{name}: tls_server_config.client_auth_type {auth} needs client_ca_file"
-            ));
-        }
-        (other, _) => {
-            return Err(format!(
-                "{name}: tls_server_config.client_auth_type: {other:?} is not supported; allowed: NoClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
-            ));
-        }
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("{name}: tls_server_config: certificate and key do not match: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Authorizes through a fresh gate, as one source.
+    async fn allowed(sec: &WebSecurity, header: Option<&HeaderValue>) -> bool {
+        let gate = AuthGate::new();
+        sec.authorize(&gate, IpAddr::from([127, 0, 0, 1]), header)
+            .await
+            == Access::Allowed
+    }
 
     fn basic(user: &str, pass: &str) -> HeaderValue {
         let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -379,25 +393,19 @@ mod tests {
         std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
         let sec = WebSecurity::load(&path).unwrap();
         assert!(sec.requires_auth());
-        assert!(sec.authorize(Some(&basic("alice", "s3cret"))).await);
-        assert!(sec.authorize(Some(&basic("alice", "s3cret"))).await); // cached
-        assert!(!sec.authorize(Some(&basic("alice", "wrong"))).await);
-        assert!(!sec.authorize(Some(&basic("bob", "s3cret"))).await);
-        assert!(!sec.authorize(None).await);
-        assert!(
-            !sec.authorize(Some(&HeaderValue::from_static("Basic !!!")))
-                .await
-        );
-        assert!(WebSecurity::none().authorize(None).await);
+        assert!(allowed(&sec, Some(&basic("alice", "s3cret"))).await);
+        assert!(allowed(&sec, Some(&basic("alice", "s3cret"))).await);
+        assert!(!allowed(&sec, Some(&basic("alice", "wrong"))).await);
+        assert!(!allowed(&sec, Some(&basic("bob", "s3cret"))).await);
+        assert!(!allowed(&sec, None).await);
+        assert!(!allowed(&sec, Some(&HeaderValue::from_static("Basic !!!"))).await);
+        assert!(allowed(&WebSecurity::none(), None).await);
         // The scheme is case-insensitive.
         let lower = basic("alice", "s3cret")
             .to_str()
             .unwrap()
             .replacen("Basic", "basic", 1);
-        assert!(
-            sec.authorize(Some(&HeaderValue::from_str(&lower).unwrap()))
-                .await
-        );
+        assert!(allowed(&sec, Some(&HeaderValue::from_str(&lower).unwrap())).await);
     }
 
     #[tokio::test]
@@ -409,9 +417,47 @@ mod tests {
         let path = dir.join("web.yml");
         std::fs::write(&path, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
         let sec = WebSecurity::load(&path).unwrap();
-        assert!(sec.authorize(Some(&basic("alice", &password))).await);
+        assert!(allowed(&sec, Some(&basic("alice", &password))).await);
         let longer = format!("{password}EXTRA");
-        assert!(!sec.authorize(Some(&basic("alice", &longer))).await);
+        assert!(!allowed(&sec, Some(&basic("alice", &longer))).await);
+    }
+
+    #[test]
+    fn every_toolkit_key_is_applied() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let dir = std::env::temp_dir().join(format!("websec-all-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        std::fs::write(
+            &path,
+            format!(
+                "tls_server_config:\n  cert_file: {d}/server.crt\n  key_file: {d}/server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {d}/ca.crt\n  client_allowed_sans: [prometheus.monitoring.svc]\n  min_version: TLS12\n  max_version: TLS13\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]\n  prefer_server_cipher_suites: false\n  curve_preferences: [X25519, CurveP256]\nhttp_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n    Content-Security-Policy: \"default-src 'self'\"\n    X-XSS-Protection: ''\nrate_limit:\n  interval: 1h\n  burst: 2\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let sec = WebSecurity::load(&path).unwrap();
+        assert!(sec.tls.is_some());
+        let names: Vec<&str> = sec.headers.iter().map(|(k, _)| k.as_str()).collect();
+        // A blank value is unset, as in the toolkit.
+        assert_eq!(names, ["content-security-policy", "x-frame-options"]);
+        assert!(sec.within_rate_limit() && sec.within_rate_limit());
+        assert!(!sec.within_rate_limit(), "burst of 2, one token an hour");
+        // `tls_server_config: {}` alone is plain HTTP, as in the toolkit.
+        std::fs::write(&path, "tls_server_config: {}\n").unwrap();
+        assert!(WebSecurity::load(&path).unwrap().tls.is_none());
+        // An inline key that does not parse is never quoted.
+        std::fs::write(
+            &path,
+            format!(
+                "tls_server_config:\n  cert_file: {d}/server.crt\n  key: 'SECRETKEYMATERIAL'\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let err = WebSecurity::load(&path).err().unwrap();
+        assert!(err.contains("tls_server_config.key"), "{err}");
+        assert!(!err.contains("SECRETKEYMATERIAL"), "{err}");
     }
 
     #[test]
@@ -431,7 +477,71 @@ mod tests {
             ),
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [x]\n",
-                "unknown field `cipher_suites`",
+                "tls_server_config.cipher_suites: unknown cipher: x",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA]\n",
+                "implements AEAD suites only",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n",
+                "tls_server_config.min_version: TLS10 is not supported",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n",
+                "tls_server_config.max_version: is below min_version",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [CurveP521]\n",
+                "tls_server_config.curve_preferences: CurveP521 is not supported",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [Curve25519x]\n",
+                "unknown curve: Curve25519x",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  client_allowed_sans: [x]\n",
+                "client_allowed_sans: requires client_auth_type to be one of RequireAnyClientCert or RequireAndVerifyClientCert",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [ops@example.com]\n",
+                "e-mail SANs cannot be matched",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
+                "client_auth_type: \"Sometimes\" is not supported",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
+                "RequireAndVerifyClientCert needs client_ca_file",
+            ),
+            (
+                "tls_server_config:\n  cert: x\n  cert_file: a\n  key_file: b\n",
+                "set either cert or cert_file, not both",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n",
+                "missing one of key or key_file",
+            ),
+            (
+                "http_server_config:\n  headers:\n    Server: nginx\n",
+                "http_server_config.headers.Server: this header can not be configured",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "X-Frame-Options: \"allow\" is not allowed",
+            ),
+            (
+                "http_server_config:\n  http3: true\n",
+                "unknown field `http3`",
+            ),
+            (
+                "rate_limit:\n  interval: 1s\n",
+                "rate_limit.burst: must be at least 1",
+            ),
+            (
+                "rate_limit:\n  interval: fast\n  burst: 2\n",
+                "rate_limit.interval:",
             ),
             ("basic_auth_users: [\n", "web.yml:"),
             (
@@ -456,7 +566,7 @@ mod tests {
             ),
             (
                 "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca.crt\n",
-                "client_ca_file is set but client_auth_type is not",
+                "client CAs are set but client_auth_type is NoClientCert",
             ),
             // A number where a hash belongs: refused, and never quoted.
             (
