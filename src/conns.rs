@@ -306,6 +306,11 @@ impl Activity {
         );
     }
 
+    /// True while a response is being produced or sent.
+    pub fn answering(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
     fn served(&self) -> bool {
         self.requests.load(Ordering::Relaxed) > 0
     }

@@ -202,6 +202,7 @@ pub async fn run(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let activity = ticket.activity.clone();
+            let idle_check = ticket.activity.clone();
             let timeout = conn.opts.limits.header_read_timeout;
             let is_tls = conn.tls;
             let serve = async {
@@ -223,13 +224,17 @@ pub async fn run(
                     }
                 }
             };
-            // A reload that turns TLS on or off ends connections of the old kind.
+            // A reload that turns TLS on or off ends connections of the old
+            // kind: idle ones now, one answering after its response (which
+            // says `Connection: close`, see `handle`).
             let outdated = async {
                 loop {
                     if changes.changed().await.is_err() {
                         return std::future::pending().await;
                     }
-                    if changes.borrow_and_update().tls.is_some() != is_tls {
+                    if changes.borrow_and_update().tls.is_some() != is_tls
+                        && !idle_check.answering()
+                    {
                         return;
                     }
                 }
@@ -412,6 +417,12 @@ async fn handle(req: Request<Incoming>, conn: &Conn, activity: &Arc<Activity>) -
     let mut r = admitted(req, conn, &security, activity).await;
     for (name, value) in &security.headers {
         r.headers_mut().insert(name.clone(), value.clone());
+    }
+    if conn.opts.security.borrow().tls.is_some() != conn.tls {
+        // TLS was switched while this request was answered (the reload
+        // itself, say): answer it, then close.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }

@@ -293,3 +293,54 @@ async fn wrong_password_floods_do_not_slow_authenticated_scrapes() {
     );
     e.stop().await;
 }
+
+/// Finding 1 of the auth issue: a client that sends a wrong password and
+/// hangs up used to free its bcrypt turn while the hash ran on, so a few
+/// hang-ups ran a hash on every core at once. Now one worker hashes, one at
+/// a time, whoever hangs up: the exporter's CPU time over a window of hang-
+/// ups stays within one core's share of that window.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn hanging_up_does_not_free_the_bcrypt_worker() {
+    let hash = bcrypt::hash("right", 12).unwrap();
+    let web = tempdir().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{hash}'\n")).unwrap();
+    let demo = Demo::start(&["--web.config.file", web.to_str().unwrap()]);
+    let bad = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("prometheus:wrong")
+    );
+    // Let start-up work settle, then measure a window of hang-ups.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", demo.child.id())).unwrap();
+        // Fields after the command name: state is 3rd, utime 14th, stime 15th.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after.split(' ').filter_map(|x| x.parse().ok()).collect();
+        // SAFETY: sysconf only reads a constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[10] + f[11]) as f64 / ticks
+    };
+    let (cpu0, started) = (cpu(), Instant::now());
+    for round in 0..3 {
+        for source in 2..=9u8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))
+                .unwrap();
+            let Ok(mut s) = socket.connect(demo.addr).await else {
+                continue;
+            };
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {bad}\r\n\r\n");
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes()).await;
+            drop(s); // hang up at once
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (used, wall) = (cpu() - cpu0, started.elapsed().as_secs_f64());
+    assert!(
+        used <= wall * 1.15 + 0.2,
+        "{used:.2} s of CPU in {wall:.2} s: more than one hash at a time"
+    );
+}

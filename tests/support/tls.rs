@@ -36,26 +36,64 @@ pub fn web_config(extra_tls: &str) -> PathBuf {
 }
 
 pub fn connector(client_cert: bool) -> tokio_rustls::TlsConnector {
+    connector_with(client_cert.then_some("client"), &["ca.crt"])
+}
+
+/// A client trusting the fixtures `roots`, presenting the fixture
+/// certificate `client` (`client` for client.crt and client.key).
+pub fn connector_with(client: Option<&str>, roots: &[&str]) -> tokio_rustls::TlsConnector {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(fixture("ca.crt")).unwrap())
-        .unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from_pem_file(fixture(root)).unwrap())
+            .unwrap();
+    }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots);
-    let config = if client_cert {
-        builder
+        .with_root_certificates(store);
+    let config = match client {
+        Some(name) => builder
             .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(fixture("client.crt")).unwrap()],
-                PrivateKeyDer::from_pem_file(fixture("client.key")).unwrap(),
+                vec![CertificateDer::from_pem_file(fixture(&format!("{name}.crt"))).unwrap()],
+                PrivateKeyDer::from_pem_file(fixture(&format!("{name}.key"))).unwrap(),
             )
-            .unwrap()
-    } else {
-        builder.with_no_client_auth()
+            .unwrap(),
+        None => builder.with_no_client_auth(),
     };
     tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// GET `/-/healthy` over TLS with `connector`: the status and the server's
+/// certificate, or `None` when the handshake or the exchange fails.
+pub async fn healthy_with(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    auth: &str,
+) -> Option<(u16, CertificateDer<'static>)> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .ok()?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()?
+        .first()?
+        .clone()
+        .into_owned();
+    let req = format!(
+        "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {auth}\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    (!raw.is_empty()).then(|| (parse_response(&raw).status, cert))
 }
 
 /// GET over TLS; `None` when the handshake or the exchange fails.
