@@ -11,9 +11,10 @@
 //! * **One worker thread** does every hash, so at most one runs at any
 //!   moment, whoever hangs up. A job whose requester is gone is skipped.
 //! * **A bounded queue, shared by source** ([`source_key`]: an IPv4 address
-//!   or an IPv6 /64, as the connection table counts them). Sources take turns, one hash each, so a newcomer waits
-//!   for at most one hash per other waiting source, not for every request
-//!   queued. A source may have [`PER_SOURCE`] jobs waiting; when the queue
+//!   or an IPv6 /64, as the connection table counts them). The waiting
+//!   source that has had the fewest hashes goes next, so a newcomer (a
+//!   scraper's first login after a restart) waits for the hash running and
+//!   no more, however many wrong passwords a crowd has queued. A source may have [`PER_SOURCE`] jobs waiting; when the queue
 //!   is full, a source holding fewer than the largest takes the largest's
 //!   newest place. Everyone else is answered at once: [`Verdict::Busy`].
 //! * **Verified logins are cached** here, keyed by user, password and hash,
@@ -35,6 +36,8 @@ pub const QUEUE_CAPACITY: usize = 16;
 pub const PER_SOURCE: usize = 2;
 /// A request waits this long at most for its turn and its hash.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Sources whose check counts are remembered for the turn order.
+const REMEMBERED_SOURCES: usize = 4096;
 /// Verified logins remembered; the cache is cleared when it is full (a few
 /// users is the toolkit's stated use).
 const MAX_CACHED: usize = 256;
@@ -57,8 +60,13 @@ struct Job {
 #[derive(Default)]
 struct Queue {
     waiting: HashMap<IpAddr, VecDeque<Job>>,
-    /// Sources with jobs waiting, in the order they get their next turn.
+    /// Sources with jobs waiting, in the order they queued.
     turns: VecDeque<IpAddr>,
+    /// Checks done per source: the waiting source with the fewest goes
+    /// next, so a newcomer's first login is next in line however long a
+    /// crowd has been guessing. Forgotten when it grows past
+    /// [`REMEMBERED_SOURCES`].
+    done: HashMap<IpAddr, u64>,
     len: usize,
     closed: bool,
 }
@@ -115,9 +123,21 @@ impl Queue {
         Ok(())
     }
 
-    /// The next job: the oldest of the source whose turn it is.
+    /// The next job: the oldest of the waiting source that has had the
+    /// fewest checks (the earliest queued among equals).
     fn pop(&mut self) -> Option<Job> {
-        while let Some(source) = self.turns.pop_front() {
+        loop {
+            let done = &self.done;
+            let (at, _) = self
+                .turns
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, s)| (done.get(*s).copied().unwrap_or(0), *i))?;
+            let source = self.turns.remove(at)?;
+            if self.done.len() >= REMEMBERED_SOURCES {
+                self.done.clear();
+            }
+            *self.done.entry(source).or_default() += 1;
             let Some(jobs) = self.waiting.get_mut(&source) else {
                 continue;
             };
@@ -132,7 +152,6 @@ impl Queue {
                 return Some(job);
             }
         }
-        None
     }
 }
 
@@ -294,6 +313,31 @@ mod tests {
         }
         assert_eq!(order, ["0", "2", "3", "1"]);
         assert_eq!(q.len, 0);
+    }
+
+    #[test]
+    fn a_newcomer_goes_before_sources_that_have_had_their_turns() {
+        let mut q = Queue::default();
+        let mut keep = Vec::new();
+        for round in 0..3 {
+            for source in [1, 2] {
+                let (mut j, rx) = job();
+                j.password = format!("{source}-{round}");
+                q.push(ip(source), j).ok().unwrap();
+                keep.push(rx);
+            }
+            // The crowd's jobs are taken as they come...
+            assert!(q.pop().is_some() && q.pop().is_some());
+        }
+        let (mut a, _ra) = job();
+        a.password = "crowd".into();
+        q.push(ip(1), a).ok().unwrap();
+        let (mut b, _rb) = job();
+        b.password = "newcomer".into();
+        q.push(ip(9), b).ok().unwrap();
+        // ...and the newcomer, queued last, is next.
+        assert_eq!(q.pop().unwrap().password, "newcomer");
+        assert_eq!(q.pop().unwrap().password, "crowd");
     }
 
     #[test]

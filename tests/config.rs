@@ -93,6 +93,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "allowed_hosts_not_a_name.toml",
+        &[
+            "allowed_hosts_not_a_name.toml:2:",
+            "web.allowed_hosts",
+            "not a host name",
+        ],
+    ),
+    (
         "bad_listen_address.toml",
         &[
             "bad_listen_address.toml:2:",
