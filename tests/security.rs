@@ -322,7 +322,7 @@ async fn hanging_up_does_not_free_the_bcrypt_worker() {
         (f[10] + f[11]) as f64 / ticks
     };
     let (cpu0, started) = (cpu(), Instant::now());
-    for round in 0..3 {
+    for _round in 0..3 {
         for source in 2..=9u8 {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket
