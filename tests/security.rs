@@ -312,15 +312,8 @@ async fn hanging_up_does_not_free_the_bcrypt_worker() {
     );
     // Let start-up work settle, then measure a window of hang-ups.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", demo.child.id())).unwrap();
-        // Fields after the command name: state is 3rd, utime 14th, stime 15th.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = after.split(' ').filter_map(|x| x.parse().ok()).collect();
-        // SAFETY: sysconf only reads a constant.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (f[10] + f[11]) as f64 / ticks
-    };
+    let stat = std::path::PathBuf::from(format!("/proc/{}/stat", demo.child.id()));
+    let cpu = || support::cpu_seconds(&stat);
     let (cpu0, started) = (cpu(), Instant::now());
     for _round in 0..3 {
         for source in 2..=9u8 {

@@ -324,3 +324,26 @@ pub fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// CPU time (user and system) used so far by the process or thread whose
+/// `/proc/.../stat` file is `path`, in seconds. Fields are taken by
+/// position: some before `utime` can be negative (`tpgid` is -1 without a
+/// controlling terminal).
+#[cfg(target_os = "linux")]
+pub fn cpu_seconds(path: &Path) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // After "pid (comm) ": state is field 3, utime 14, stime 15.
+    let Some(fields) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = fields.split(' ').collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (field(14) + field(15)) as f64 / ticks
+}
