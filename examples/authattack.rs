@@ -273,7 +273,7 @@ async fn tls_connect(source: IpAddr, addr: SocketAddr) -> Option<TlsStream<TcpSt
     .ok()
 }
 
-/// Sends one request and reads one response (by Content-Length): its status.
+/// Sends one request and reads one response: its status.
 async fn exchange(
     s: &mut TlsStream<TcpStream>,
     method: &str,
@@ -282,30 +282,7 @@ async fn exchange(
 ) -> Option<u16> {
     let req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + len {
-                return head.get(9..12)?.parse().ok();
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
+    support::read_response(s).await.map(|r| r.status)
 }
 
 /// One scrape on the kept-alive connection, reconnecting when it is gone.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use compute_optimizer_exporter::app;
-use support::{Exporter, HttpResponse, parse_response, request, sample, tempdir};
+use support::{Exporter, HttpResponse, read_response, request, sample, tempdir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -65,34 +65,6 @@ async fn exchange(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.ok()?;
     read_response(stream).await
-}
-
-/// Reads exactly one response (by Content-Length), up to 10 s.
-async fn read_response(stream: &mut TcpStream) -> Option<HttpResponse> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + len {
-                return Some(parse_response(&raw[..end + 4 + len]));
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
 }
 
 /// True when the peer closes the connection within `secs` (EOF or reset).

@@ -99,6 +99,37 @@ pub async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     request(addr, "GET", path, &[]).await
 }
 
+/// Reads exactly one response from a kept-alive connection (by its
+/// Content-Length), up to 10 s; `None` if the connection ends first.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Option<HttpResponse> {
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if raw.len() >= end + 4 + len {
+                return Some(parse_response(&raw[..end + 4 + len]));
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
 pub fn parse_response(raw: &[u8]) -> HttpResponse {
     let split = raw
         .windows(4)

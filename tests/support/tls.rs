@@ -65,6 +65,22 @@ pub fn connector_with(client: Option<&str>, roots: &[&str]) -> tokio_rustls::Tls
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// GET over TLS; `None` when the handshake or the exchange fails.
+pub async fn tls_get(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    client_cert: bool,
+) -> Option<HttpResponse> {
+    use base64::Engine as _;
+    let auth = auth.map(|(u, p)| {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        format!("Basic {b}")
+    });
+    let (r, _) = tls_request(addr, &connector(client_cert), path, auth.as_deref()).await?;
+    Some(r)
+}
+
 /// GET `/-/healthy` over TLS with `connector`: the status and the server's
 /// certificate, or `None` when the handshake or the exchange fails.
 pub async fn healthy_with(
@@ -72,6 +88,18 @@ pub async fn healthy_with(
     connector: &tokio_rustls::TlsConnector,
     auth: &str,
 ) -> Option<(u16, CertificateDer<'static>)> {
+    let (r, cert) = tls_request(addr, connector, "/-/healthy", Some(auth)).await?;
+    Some((r.status, cert))
+}
+
+/// One GET over a new TLS connection: the response and the server's
+/// certificate.
+async fn tls_request(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    path: &str,
+    auth: Option<&str>,
+) -> Option<(HttpResponse, CertificateDer<'static>)> {
     let tcp = TcpStream::connect(addr).await.ok()?;
     let mut tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -84,35 +112,9 @@ pub async fn healthy_with(
         .first()?
         .clone()
         .into_owned();
-    let req = format!(
-        "GET /-/healthy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: {auth}\r\n\r\n"
-    );
-    tls.write_all(req.as_bytes()).await.ok()?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw))
-        .await
-        .ok()?
-        .ok()?;
-    (!raw.is_empty()).then(|| (parse_response(&raw).status, cert))
-}
-
-/// GET over TLS; `None` when the handshake or the exchange fails.
-pub async fn tls_get(
-    addr: SocketAddr,
-    path: &str,
-    auth: Option<(&str, &str)>,
-    client_cert: bool,
-) -> Option<HttpResponse> {
-    use base64::Engine as _;
-    let tcp = TcpStream::connect(addr).await.ok()?;
-    let mut tls = connector(client_cert)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .ok()?;
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some((u, p)) = auth {
-        let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        req.push_str(&format!("Authorization: Basic {b}\r\n"));
+    if let Some(auth) = auth {
+        req.push_str(&format!("Authorization: {auth}\r\n"));
     }
     req.push_str("\r\n");
     tls.write_all(req.as_bytes()).await.ok()?;
@@ -121,5 +123,5 @@ pub async fn tls_get(
         .await
         .ok()?
         .ok()?;
-    (!raw.is_empty()).then(|| parse_response(&raw))
+    (!raw.is_empty()).then(|| (parse_response(&raw), cert))
 }
