@@ -20,6 +20,7 @@ use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
 use crate::source::dispatch::Source;
 use crate::state::State;
+use crate::storage::{self, Storage};
 use crate::websec::WebSecurity;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +42,8 @@ pub struct Options {
     pub web_config_file: Option<PathBuf>,
     /// `--web.enable-lifecycle`: serve `POST /-/reload` (SIGHUP always reloads).
     pub enable_lifecycle: bool,
+    /// `--storage.path`: where the organisation walk is kept across restarts.
+    pub storage_path: Option<PathBuf>,
 }
 
 fn load_security(path: Option<&std::path::Path>) -> Result<WebSecurity, String> {
@@ -122,6 +125,25 @@ pub async fn run(
     let mut config = opts.config.clone();
     state.set_simulated(opts.demo);
     let security = load_security(opts.web_config_file.as_deref())?;
+    let storage = match &opts.storage_path {
+        Some(dir) => Some(Arc::new(Storage::open(dir)?)),
+        None => None,
+    };
+    // Before the first scrape: a restart serves the labels it had.
+    if config.aws.organizations
+        && let Some(restored) = storage.as_ref().and_then(|s| s.load())
+    {
+        let labels = crate::config::tag_labels(&config.aws.account_tags);
+        let dir = storage::fit_to_labels(restored.directory, &labels);
+        tracing::info!(
+            accounts = dir.len(),
+            complete = dir.complete(),
+            "organisation restored from --storage.path; walking it again in the background"
+        );
+        state.set_learned(restored.learned);
+        state.set_organizations_complete(dir.complete());
+        state.set_names(dir);
+    }
     let tls = security.tls.is_some();
     let source = make_source(&opts, &config, &demo).await?;
     state.metrics.reload_success.set(1.0);
@@ -158,58 +180,130 @@ pub async fn run(
 
     // [web] applies at start only: every reload compares the file with this.
     let running_web = config.web.clone();
-    let mut poller = Poller::start(source, &config, state.clone());
+    let mut producers = Producers::start(source, &config, &state, &storage);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(reply) = reload_rx.recv() => {
-                let outcome = reload(&opts, &mut config, &running_web, &demo, &mut poller, &state, &shared_security).await;
+                let outcome = reload(&opts, &mut config, &running_web, &demo, &mut producers, &state, &shared_security).await;
                 let _ = reply.send(outcome);
             }
         }
     }
-    poller.stop().await;
+    producers.stop().await;
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The running scheduler (and names refresher) and the means to stop them.
-struct Poller {
+/// One running producer and the means to stop it.
+struct Task {
     stop: shutdown::Trigger,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    handle: tokio::task::JoinHandle<()>,
 }
 
-impl Poller {
-    fn start(source: Source, config: &Config, state: Arc<State>) -> Poller {
+impl Task {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+        run: impl FnOnce(Shutdown) -> F,
+    ) -> Task {
         let (stop, stopped) = shutdown::channel();
-        let opts = PollOptions::from_config(config);
-        let mut tasks = Vec::new();
-        if config.aws.organizations {
-            let walk = names::WalkOptions {
-                interval: config.aws.organizations_interval,
-                requests_per_second: config.aws.organizations_requests_per_second,
-                tag_labels: crate::config::tag_labels(&config.aws.account_tags),
-            };
-            tasks.push(tokio::spawn(names::run(
-                source.clone(),
-                walk,
-                opts.clone(),
-                state.clone(),
-                stopped.clone(),
-            )));
-        } else {
-            // Names switched off by a reload disappear with the next render.
-            state.set_names(Default::default());
+        Task {
+            stop,
+            handle: tokio::spawn(run(stopped)),
         }
-        tasks.push(tokio::spawn(scheduler::run(source, opts, state, stopped)));
-        Poller { stop, tasks }
     }
 
     async fn stop(self) {
         self.stop.trigger();
-        for task in self.tasks {
-            let _ = task.await;
+        let _ = self.handle.await;
+    }
+}
+
+/// The producers: the enrollment poll and, with `aws.organizations`, the
+/// organisation walk, each restarted on its own when its settings change.
+struct Producers {
+    source: Source,
+    storage: Option<Arc<Storage>>,
+    poll: Task,
+    walk: Option<Task>,
+}
+
+impl Producers {
+    fn start(
+        source: Source,
+        config: &Config,
+        state: &Arc<State>,
+        storage: &Option<Arc<Storage>>,
+    ) -> Producers {
+        Producers {
+            poll: Producers::poll(&source, config, state),
+            walk: Producers::walk(&source, config, state, storage),
+            source,
+            storage: storage.clone(),
+        }
+    }
+
+    fn poll(source: &Source, config: &Config, state: &Arc<State>) -> Task {
+        let (source, opts, state) = (source.clone(), PollOptions::from_config(config), state.clone());
+        Task::spawn(move |stopped| scheduler::run(source, opts, state, stopped))
+    }
+
+    fn walk(
+        source: &Source,
+        config: &Config,
+        state: &Arc<State>,
+        storage: &Option<Arc<Storage>>,
+    ) -> Option<Task> {
+        if !config.aws.organizations {
+            return None;
+        }
+        let walk = names::WalkOptions {
+            interval: config.aws.organizations_interval,
+            requests_per_second: config.aws.organizations_requests_per_second,
+            tag_labels: crate::config::tag_labels(&config.aws.account_tags),
+            storage: storage.clone(),
+        };
+        let (source, opts, state) = (source.clone(), PollOptions::from_config(config), state.clone());
+        Some(Task::spawn(move |stopped| {
+            names::run(source, walk, opts, state, stopped)
+        }))
+    }
+
+    /// Applies a new configuration: new clients restart both producers; a
+    /// change to `[poll]` restarts the poll only, one to the walk's own keys
+    /// the walk only. Nothing else is touched.
+    async fn reload(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        source: Option<Source>,
+        state: &Arc<State>,
+    ) {
+        let clients = source.is_some();
+        if let Some(source) = source {
+            self.source = source;
+        }
+        if clients || new.poll != old.poll {
+            let poll = Producers::poll(&self.source, new, state);
+            std::mem::replace(&mut self.poll, poll).stop().await;
+        }
+        if clients || new.aws.walk_differs(&old.aws) {
+            // The old walk stops before anything is cleared or started, so
+            // it cannot publish names after they were switched off.
+            if let Some(walk) = self.walk.take() {
+                walk.stop().await;
+            }
+            if !new.aws.organizations {
+                state.forget_organizations();
+            }
+            self.walk = Producers::walk(&self.source, new, state, &self.storage);
+        }
+    }
+
+    async fn stop(self) {
+        self.poll.stop().await;
+        if let Some(walk) = self.walk {
+            walk.stop().await;
         }
     }
 }
@@ -219,7 +313,7 @@ async fn reload(
     config: &mut Config,
     running_web: &WebConfig,
     demo: &Option<Arc<DemoSource>>,
-    poller: &mut Poller,
+    producers: &mut Producers,
     state: &Arc<State>,
     security: &server::SharedSecurity,
 ) -> Result<(), String> {
@@ -236,11 +330,12 @@ async fn reload(
                 "[web] settings in the file differ from the running ones: they take effect after a restart"
             );
         }
-        if new.aws != config.aws || new.poll != config.poll {
-            let source = make_source(opts, &new, demo).await?;
-            let old = std::mem::replace(poller, Poller::start(source, &new, state.clone()));
-            old.stop().await;
-        }
+        let source = if new.aws.clients_differ(&config.aws) {
+            Some(make_source(opts, &new, demo).await?)
+        } else {
+            None
+        };
+        producers.reload(config, &new, source, state).await;
         *config = new;
         security.send_replace(Arc::new(new_security));
         Ok::<(), String>(())

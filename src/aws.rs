@@ -20,7 +20,7 @@ use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
 use crate::error::ApiError;
-use crate::model::{Account, OrgStatus, Page, PageRequest, Status};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Status};
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 /// Error codes kept as they are in the `result` label; anything else the
@@ -294,7 +294,7 @@ impl NameSource for AwsSource {
         &self,
         parent: &str,
         token: Option<String>,
-    ) -> Result<Page<(String, String)>, ApiError> {
+    ) -> Result<Page<OrgAccount>, ApiError> {
         let out = self
             .organizations()?
             .list_accounts_for_parent()
@@ -304,10 +304,23 @@ impl NameSource for AwsSource {
             .send()
             .await
             .map_err(classify)?;
-        Ok(pairs(
-            out.next_token(),
-            out.accounts().iter().map(|a| (a.id(), a.name())),
-        ))
+        // `Name` is optional in the model: an account without one is kept
+        // (its OU and tags still route alerts); one without an ID is not.
+        let mut page = Page {
+            next_token: out.next_token().map(str::to_owned),
+            ..Page::default()
+        };
+        for a in out.accounts() {
+            match a.id() {
+                Some(id) => page.items.push(OrgAccount {
+                    id: id.to_owned(),
+                    name: a.name().unwrap_or_default().to_owned(),
+                    state: a.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                }),
+                None => page.skipped += 1,
+            }
+        }
+        Ok(page)
     }
 
     async fn list_tags(

@@ -39,6 +39,10 @@ pub struct Args {
     /// Serve POST /-/reload (as Prometheus' flag; off by default). SIGHUP always reloads.
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
+    /// Folder where the organisation walk's names, OUs and tags are kept
+    /// across restarts (as Prometheus' flag; off when not given).
+    #[arg(long = "storage.path", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
     /// Validate the configuration, print it (secrets redacted) and exit.
     #[arg(long = "config.check", visible_alias = "check-config")]
     pub check_config: bool,
@@ -129,6 +133,7 @@ pub fn main() -> ExitCode {
             sighup: true,
             web_config_file: args.web_config_file.clone(),
             enable_lifecycle: args.enable_lifecycle,
+            storage_path: args.storage_path.clone(),
         };
         app::run(listener, opts, state, shutdown).await
     });

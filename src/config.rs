@@ -156,6 +156,29 @@ pub struct AwsConfig {
 
 /// The label name for a tag key: `tag_` and the key with every character
 /// outside `[a-zA-Z0-9_]` replaced by `_` (`cost-center` → `tag_cost_center`).
+impl AwsConfig {
+    /// Whether `other` needs new AWS clients or retry settings: every key
+    /// but the organisation walk's own.
+    pub fn clients_differ(&self, other: &AwsConfig) -> bool {
+        let without_walk = |c: &AwsConfig| AwsConfig {
+            organizations: false,
+            organizations_interval: Duration::ZERO,
+            organizations_requests_per_second: 0.0,
+            account_tags: Vec::new(),
+            ..c.clone()
+        };
+        without_walk(self) != without_walk(other)
+    }
+
+    /// Whether the organisation walk's own keys differ.
+    pub fn walk_differs(&self, other: &AwsConfig) -> bool {
+        self.organizations != other.organizations
+            || self.organizations_interval != other.organizations_interval
+            || self.organizations_requests_per_second != other.organizations_requests_per_second
+            || self.account_tags != other.account_tags
+    }
+}
+
 pub fn tag_label(key: &str) -> String {
     let mut label = String::from("tag_");
     label.extend(key.chars().map(|c| {

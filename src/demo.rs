@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::error::ApiError;
-use crate::model::{Account, OrgStatus, Page, PageRequest, Status, unix_seconds};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Status, unix_seconds};
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 pub const DEMO_ACCOUNTS: usize = 300;
@@ -222,7 +222,7 @@ const STAGES: [&str; 4] = ["prod", "staging", "dev", "sandbox"];
 const DEMO_ROOT: &str = "r-demo";
 
 /// One page of `items` at the offset the token names, 20 at most.
-fn page_of(items: Vec<(String, String)>, token: Option<String>) -> Page<(String, String)> {
+fn page_of<T: Clone>(items: Vec<T>, token: Option<String>) -> Page<T> {
     let offset: usize = token.and_then(|t| t.parse().ok()).unwrap_or(0);
     let size = usize::from(ORGANIZATIONS_PAGE_SIZE);
     let next = offset + size;
@@ -287,7 +287,7 @@ impl NameSource for DemoSource {
         &self,
         parent: &str,
         token: Option<String>,
-    ) -> Result<Page<(String, String)>, ApiError> {
+    ) -> Result<Page<OrgAccount>, ApiError> {
         let accounts = self
             .ids()
             .into_iter()
@@ -300,7 +300,13 @@ impl NameSource for DemoSource {
                     Self::stage(i),
                     i / 40 + 1
                 );
-                (id, name)
+                // One account in a hundred is on its way out.
+                let state = if i % 100 == 99 { "SUSPENDED" } else { "ACTIVE" };
+                OrgAccount {
+                    id,
+                    name,
+                    state: state.into(),
+                }
             })
             .collect();
         Ok(page_of(accounts, token))

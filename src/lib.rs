@@ -39,5 +39,6 @@ pub mod server;
 pub mod shutdown;
 pub mod source;
 pub mod state;
+pub mod storage;
 pub mod tlsconf;
 pub mod websec;

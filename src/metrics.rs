@@ -41,6 +41,9 @@ const FROM_ORG_STATUS: &str =
 
 /// The `reason` of `aws_compute_optimizer_skipped_items_total`.
 pub const SKIPPED_MISSING: &str = "missing_account_id_or_status";
+/// The same, for an Organizations item without an ID (or an OU or root
+/// without a name).
+pub const SKIPPED_ORGANIZATIONS: &str = "organizations_item_missing_id";
 
 /// The exporter's own metrics.
 pub struct SelfMetrics {
@@ -59,6 +62,11 @@ pub struct SelfMetrics {
     pub connections: crate::conns::Counters,
     /// Requests answered 401, 403 or 429 before reaching an endpoint.
     pub requests_refused: IntCounterVec,
+    /// The organisation walk's health; no series while it is off.
+    pub organizations_up: GaugeVec,
+    pub organizations_last_success: GaugeVec,
+    pub organizations_complete: GaugeVec,
+    pub storage_write_failures: prometheus::IntCounter,
 }
 
 impl SelfMetrics {
@@ -158,6 +166,26 @@ impl SelfMetrics {
         for reason in crate::server::REQUEST_REFUSALS {
             requests_refused.with_label_values(&[reason]);
         }
+        let walk_gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &[]).expect("valid metric")
+        };
+        let organizations_up = walk_gauge(
+            "aws_compute_optimizer_organizations_up",
+            "1 if the latest walk of the organisation (aws.organizations), tags included, succeeded, 0 if it failed. Absent while the walk is off or before its first end.",
+        );
+        let organizations_last_success = walk_gauge(
+            "aws_compute_optimizer_organizations_last_success_timestamp_seconds",
+            "Unix time at which the latest successful walk of the organisation ended.",
+        );
+        let organizations_complete = walk_gauge(
+            "aws_compute_optimizer_organizations_complete",
+            "1 if names, OUs and every configured tag are known for every listed account (from a walk or a restored --storage.path snapshot), 0 while some are not.",
+        );
+        let storage_write_failures = prometheus::IntCounter::new(
+            "aws_compute_optimizer_exporter_storage_write_failures_total",
+            "Saves of the organisation to --storage.path that failed (the data in memory is kept and served).",
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
@@ -174,6 +202,10 @@ impl SelfMetrics {
             Box::new(connections.shed.clone()),
             Box::new(connections.refused.clone()),
             Box::new(requests_refused.clone()),
+            Box::new(organizations_up.clone()),
+            Box::new(organizations_last_success.clone()),
+            Box::new(organizations_complete.clone()),
+            Box::new(storage_write_failures.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -189,6 +221,7 @@ impl SelfMetrics {
             polls.with_label_values(&[result]);
         }
         accounts_skipped.with_label_values(&[SKIPPED_MISSING]);
+        accounts_skipped.with_label_values(&[SKIPPED_ORGANIZATIONS]);
         for from in &Status::KNOWN {
             for to in Status::KNOWN.iter().filter(|to| *to != from) {
                 transitions.with_label_values(&[from.as_str(), to.as_str()]);
@@ -208,6 +241,10 @@ impl SelfMetrics {
             transitions,
             connections,
             requests_refused,
+            organizations_up,
+            organizations_last_success,
+            organizations_complete,
+            storage_write_failures,
         }
     }
 
@@ -220,15 +257,12 @@ impl SelfMetrics {
     }
 }
 
-pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labelled with its name, its place in the organisation (ou_id, ou_path: names from the root down) and the tags listed in aws.account_tags (tag_<key>), from AWS Organizations, for joining onto other series and routing alerts. Comes from the background walk of the organisation, not from the scrape.";
+pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labelled with its name, its Organizations state (account_state: ACTIVE, SUSPENDED, PENDING_CLOSURE, CLOSED, PENDING_ACTIVATION), its place in the organisation (ou_id, ou_path: names from the root down) and the tags listed in aws.account_tags (tag_<key>), from AWS Organizations, for joining onto other series and routing alerts. Comes from the background walk of the organisation, not from the scrape.";
 
 /// Renders the organisation's series exactly as `prometheus::TextEncoder`
 /// would (families by name, series by label values), but in one pass over a
 /// sorted snapshot and without building a registry per poll.
 pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
-    if snap.finished_at.is_none() {
-        return String::new();
-    }
     let mut out = String::with_capacity(snap.accounts.len() * 420 + names.len() * 100 + 1024);
 
     if !names.is_empty() {
@@ -239,6 +273,8 @@ pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
             escape_label(&mut out, id);
             out.push_str("\",account_name=\"");
             escape_label(&mut out, &info.name);
+            out.push_str("\",account_state=\"");
+            escape_label(&mut out, &info.state);
             out.push_str("\",ou_id=\"");
             escape_label(&mut out, &info.ou_id);
             out.push_str("\",ou_path=\"");
@@ -251,6 +287,11 @@ pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
             }
             out.push_str("\"} 1\n");
         }
+    }
+    // Before the first poll only the walk's data (restored from
+    // --storage.path, say) is known: account_info, and no made-up statuses.
+    if snap.finished_at.is_none() {
+        return out;
     }
 
     header(
@@ -639,6 +680,8 @@ mod tests {
                         } else {
                             vec!["cc-1".into(), format!("team-{}", i % 5)]
                         },
+                        state: ["ACTIVE", "SUSPENDED", ""][i % 3].into(),
+                        tags_known: i % 4 != 0,
                     };
                     (id.clone(), info)
                 })
@@ -669,7 +712,13 @@ mod tests {
             &["status"],
         )
         .unwrap();
-        let mut info_labels = vec!["account_id", "account_name", "ou_id", "ou_path"];
+        let mut info_labels = vec![
+            "account_id",
+            "account_name",
+            "account_state",
+            "ou_id",
+            "ou_path",
+        ];
         info_labels.extend(names.tag_labels.iter().map(|(l, _)| l.as_str()));
         let info = GaugeVec::new(Opts::new(ACCOUNT_INFO, ACCOUNT_INFO_HELP), &info_labels).unwrap();
         let mgmt = GaugeVec::new(
@@ -694,7 +743,7 @@ mod tests {
             accounts.with_label_values(&[s.as_str()]).set(n as f64);
         }
         for (id, a) in &names.accounts {
-            let mut values = vec![id.as_str(), &a.name, &a.ou_id, &a.ou_path];
+            let mut values = vec![id.as_str(), &a.name, &a.state, &a.ou_id, &a.ou_path];
             for i in 0..names.tag_labels.len() {
                 values.push(a.tags.get(i).map_or("", String::as_str));
             }

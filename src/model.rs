@@ -122,7 +122,7 @@ pub struct OrgStatus {
 
 /// What AWS Organizations says of each account: name, place in the
 /// organisation tree and the tags asked for (`aws.account_tags`).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Directory {
     /// Label names of the tags, sorted (`tag_team`, `tag_cost_center`), and
     /// the tag key each is read from.
@@ -131,8 +131,10 @@ pub struct Directory {
     pub accounts: BTreeMap<String, AccountInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct AccountInfo {
+    /// Empty when Organizations lists the account without a name (`Name`
+    /// is optional in its model).
     pub name: String,
     /// The account's parent: an OU ID, or the root's ID.
     pub ou_id: String,
@@ -141,7 +143,37 @@ pub struct AccountInfo {
     /// Values for [`Directory::tag_labels`], in the same order; empty where
     /// the account has no such tag (or its tags are not known yet).
     pub tags: Vec<String>,
+    /// Organizations' `State`: `ACTIVE`, `SUSPENDED`, `PENDING_CLOSURE`,
+    /// `CLOSED`, `PENDING_ACTIVATION`; empty when not given.
+    #[serde(default)]
+    pub state: String,
+    /// Whether `tags` were read for this account (empty values then mean
+    /// "no such tag", not "not known yet").
+    #[serde(default)]
+    pub tags_known: bool,
 }
+
+/// When the parts of the organisation's directory were learned (Unix
+/// seconds; 0 for never): the structure (names, OUs, states) from a whole
+/// walk, the tags from the latest account whose tags were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Learned {
+    pub structure: f64,
+    pub tags: f64,
+}
+
+/// One account as AWS Organizations lists it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrgAccount {
+    pub id: String,
+    /// Empty when the listing carries no `Name`.
+    pub name: String,
+    pub state: String,
+}
+
+/// Organizations' account states in which Compute Optimizer enrollment can
+/// never complete: nobody can fix a Pending or Failed status there.
+pub const STATES_BEYOND_REACH: [&str; 3] = ["SUSPENDED", "PENDING_CLOSURE", "CLOSED"];
 
 impl Directory {
     pub fn is_empty(&self) -> bool {
@@ -154,6 +186,12 @@ impl Directory {
 
     pub fn name(&self, account_id: &str) -> Option<&str> {
         self.accounts.get(account_id).map(|a| a.name.as_str())
+    }
+
+    /// True when names, OUs and every configured tag are known for every
+    /// account listed (the walk's data is whole, not part-way).
+    pub fn complete(&self) -> bool {
+        self.tag_labels.is_empty() || self.accounts.values().all(|a| a.tags_known)
     }
 }
 

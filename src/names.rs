@@ -16,19 +16,20 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::PollOptions;
 use crate::error::{ApiError, PollError};
-use crate::model::{AccountInfo, Directory, Page};
+use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, unix_seconds};
 use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
 use crate::source::{
     LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
 };
 use crate::state::State;
+use crate::storage::Storage;
 
 /// Deadline of one listing (one parent's accounts, one account's tags).
 const LISTING_TIMEOUT: Duration = Duration::from_secs(300);
@@ -47,6 +48,8 @@ pub struct WalkOptions {
     pub requests_per_second: f64,
     /// `(label, tag key)`, sorted by label.
     pub tag_labels: Vec<(String, String)>,
+    /// `--storage.path`: where each published walk is saved.
+    pub storage: Option<Arc<Storage>>,
 }
 
 /// Spaces requests `1 / rate` apart, across every listing of a refresh.
@@ -75,17 +78,19 @@ impl Pace {
     }
 }
 
-/// Every item of one Organizations listing, paced, by the paging loop's rules.
-async fn listing<F, Fut>(
+/// Every item of one Organizations listing, paced, by the paging loop's
+/// rules; items without a field we need are counted in
+/// `aws_compute_optimizer_skipped_items_total`.
+async fn listing<T, F, Fut>(
     operation: &'static str,
     state: &State,
     opts: &PollOptions,
     pace: &Pace,
     fetch: F,
-) -> Result<Vec<(String, String)>, PollError>
+) -> Result<Vec<T>, PollError>
 where
     F: Fn(Option<String>) -> Fut,
-    Fut: Future<Output = Result<Page<(String, String)>, ApiError>>,
+    Fut: Future<Output = Result<Page<T>, ApiError>>,
 {
     let listing = Listing::new(
         operation,
@@ -102,6 +107,13 @@ where
         }
     })
     .await?;
+    if listed.skipped > 0 {
+        state
+            .metrics
+            .accounts_skipped
+            .with_label_values(&[crate::metrics::SKIPPED_ORGANIZATIONS])
+            .inc_by(listed.skipped as u64);
+    }
     Ok(listed.items)
 }
 
@@ -132,12 +144,14 @@ pub async fn walk<S: NameSource>(
             source.list_accounts_for_parent(&parent, t)
         })
         .await?;
-        for (id, name) in children {
+        for OrgAccount { id, name, state } in children {
             let info = AccountInfo {
                 name,
                 ou_id: parent.clone(),
                 ou_path: path.clone(),
                 tags: Vec::new(),
+                state,
+                tags_known: false,
             };
             accounts.insert(id, info);
         }
@@ -174,10 +188,29 @@ async fn tags_of<S: NameSource>(
         .collect())
 }
 
-fn publish(state: &Arc<State>, dir: &Directory) -> impl Future<Output = ()> + use<> {
-    let (st, dir) = (state.clone(), dir.clone());
+/// Publishes `dir` (re-rendering `/metrics`) and saves it to storage, off
+/// the async workers. A failed save is a warning and a counter: serving
+/// goes on with what is in memory.
+fn publish(
+    state: &Arc<State>,
+    dir: &Directory,
+    storage: &Option<Arc<Storage>>,
+    learned: Learned,
+) -> impl Future<Output = ()> + use<> {
+    let (st, dir, storage) = (state.clone(), dir.clone(), storage.clone());
     async move {
-        let _ = tokio::task::spawn_blocking(move || st.set_names(dir)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(s) = &storage
+                && let Err(e) = s.save(&dir, learned.structure, learned.tags)
+            {
+                st.metrics.storage_write_failures.inc();
+                tracing::warn!(file = %s.path().display(), error = %e, "cannot save the organisation; a restart would walk it afresh");
+            }
+            st.set_learned(learned);
+            st.set_organizations_complete(dir.complete());
+            st.set_names(dir);
+        })
+        .await;
     }
 }
 
@@ -194,9 +227,15 @@ pub async fn refresh<S: NameSource>(
 ) -> Result<(), PollError> {
     let previous = state.names();
     let labels = &walk_opts.tag_labels;
+    let storage = &walk_opts.storage;
     let mut dir = Directory {
         tag_labels: labels.clone(),
         accounts: walk(source, state, opts, pace).await?,
+    };
+    let now = || unix_seconds(SystemTime::now());
+    let mut learned = Learned {
+        structure: now(),
+        ..state.learned()
     };
     let mut new_accounts = Vec::new();
     let mut known = Vec::new();
@@ -204,15 +243,21 @@ pub async fn refresh<S: NameSource>(
         match previous.accounts.get(id) {
             Some(old) if previous.tag_labels == *labels => {
                 info.tags = old.tags.clone();
-                known.push(id.clone());
+                info.tags_known = old.tags_known;
+                if old.tags_known {
+                    known.push(id.clone());
+                } else {
+                    new_accounts.push(id.clone());
+                }
             }
             _ => {
                 info.tags = vec![String::new(); labels.len()];
+                info.tags_known = labels.is_empty();
                 new_accounts.push(id.clone());
             }
         }
     }
-    publish(state, &dir).await;
+    publish(state, &dir, storage, learned).await;
     if labels.is_empty() {
         return Ok(());
     }
@@ -220,18 +265,20 @@ pub async fn refresh<S: NameSource>(
         let tags = match tags_of(source, id, labels, state, opts, pace).await {
             Ok(tags) => tags,
             Err(e) => {
-                publish(state, &dir).await;
+                publish(state, &dir, storage, learned).await;
                 return Err(e);
             }
         };
         if let Some(info) = dir.accounts.get_mut(id) {
             info.tags = tags;
+            info.tags_known = true;
         }
+        learned.tags = now();
         if (n + 1) % PUBLISH_EVERY == 0 {
-            publish(state, &dir).await;
+            publish(state, &dir, storage, learned).await;
         }
     }
-    publish(state, &dir).await;
+    publish(state, &dir, storage, learned).await;
     Ok(())
 }
 
@@ -251,6 +298,7 @@ pub async fn run<S: NameSource>(
             _ = shutdown.wait() => return,
         };
         let accounts = state.names().len();
+        state.set_organizations_up(result.is_ok());
         match result {
             Ok(()) => {
                 let took = started.elapsed();

@@ -8,7 +8,7 @@ pub mod dispatch;
 use std::future::Future;
 
 use crate::error::ApiError;
-use crate::model::{Account, OrgStatus, Page, PageRequest};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest};
 
 /// Operation names, as the `operation` label and IAM know them.
 pub const ENROLLMENTS: &str = "GetEnrollmentStatusesForOrganization";
@@ -53,7 +53,7 @@ pub trait NameSource: Send + Sync + 'static {
         &self,
         parent: &str,
         token: Option<String>,
-    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Page<OrgAccount>, ApiError>> + Send;
 
     fn list_tags(
         &self,

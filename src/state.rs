@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::PollOptions;
 use crate::error::PollError;
 use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
-use crate::model::{Directory, Snapshot, Status, unix_seconds};
+use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct State {
     names: RwLock<Arc<Directory>>,
     exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
+    /// When the walk's data was learned (saved with it to storage).
+    learned: Mutex<Learned>,
     ready: AtomicBool,
     simulated: AtomicBool,
     /// Serialises publishing a poll and publishing names (both rare), so
@@ -45,6 +47,7 @@ impl State {
             names: RwLock::new(Arc::new(Directory::default())),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
+            learned: Mutex::new(Learned::default()),
             ready: AtomicBool::new(false),
             simulated: AtomicBool::new(false),
             publishing: Mutex::new(()),
@@ -86,6 +89,46 @@ impl State {
         let exposition = Arc::new(Exposition::new(render_snapshot(&self.snapshot(), &names)));
         *write(&self.names) = names;
         *write(&self.exposition) = exposition;
+    }
+
+    pub fn learned(&self) -> Learned {
+        *self.learned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_learned(&self, learned: Learned) {
+        *self.learned.lock().unwrap_or_else(|e| e.into_inner()) = learned;
+    }
+
+    /// `aws_compute_optimizer_organizations_up` and, on success, its
+    /// last-success timestamp: the latest walk, tags included, succeeded.
+    pub fn set_organizations_up(&self, ok: bool) {
+        let m = &self.metrics;
+        m.organizations_up
+            .with_label_values(&[] as &[&str])
+            .set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            m.organizations_last_success
+                .with_label_values(&[] as &[&str])
+                .set(unix_seconds(SystemTime::now()));
+        }
+    }
+
+    /// `aws_compute_optimizer_organizations_complete`.
+    pub fn set_organizations_complete(&self, complete: bool) {
+        self.metrics
+            .organizations_complete
+            .with_label_values(&[] as &[&str])
+            .set(if complete { 1.0 } else { 0.0 });
+    }
+
+    /// Names switched off: the walk's series and its health go.
+    pub fn forget_organizations(&self) {
+        let m = &self.metrics;
+        m.organizations_up.reset();
+        m.organizations_last_success.reset();
+        m.organizations_complete.reset();
+        self.set_learned(Learned::default());
+        self.set_names(Directory::default());
     }
 
     pub fn exposition(&self) -> Arc<Exposition> {

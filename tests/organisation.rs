@@ -61,7 +61,7 @@ async fn every_series_can_be_joined_to_a_name_and_names_are_escaped() {
     );
     assert_eq!(named, enrolled, "every account has a name to join");
     assert!(text.contains(
-        "aws_compute_optimizer_account_info{account_id=\"100000000003\",account_name=\"team \\\"quoted\\\" \\\\ name\",ou_id=\"r-1a2b\",ou_path=\"Root\"} 1"
+        "aws_compute_optimizer_account_info{account_id=\"100000000003\",account_name=\"team \\\"quoted\\\" \\\\ name\",account_state=\"ACTIVE\",ou_id=\"r-1a2b\",ou_path=\"Root\"} 1"
     ));
     assert!(!text.contains("example.com"), "no e-mail addresses");
 
@@ -282,7 +282,7 @@ async fn accounts_carry_their_place_in_the_tree_and_their_tags() {
     assert_eq!(
         info_line(&text, "100000000001"),
         format!(
-            "aws_compute_optimizer_account_info{{account_id=\"100000000001\",account_name=\"account-100000000001\",ou_id=\"{payments}\",ou_path=\"Root/Prod/Payments\",tag_cost_center=\"cc-7\",tag_team=\"payments\"}} 1"
+            "aws_compute_optimizer_account_info{{account_id=\"100000000001\",account_name=\"account-100000000001\",account_state=\"ACTIVE\",ou_id=\"{payments}\",ou_path=\"Root/Prod/Payments\",tag_cost_center=\"cc-7\",tag_team=\"payments\"}} 1"
         )
     );
     assert!(info_line(&text, "100000000002").contains(&format!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::aws::AwsSource;
 use crate::demo::DemoSource;
 use crate::error::ApiError;
-use crate::model::{Account, OrgStatus, Page, PageRequest};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest};
 use crate::source::{NameSource, PageSource};
 
 #[derive(Clone)]
@@ -53,7 +53,7 @@ impl NameSource for Source {
         &self,
         parent: &str,
         token: Option<String>,
-    ) -> Result<Page<(String, String)>, ApiError> {
+    ) -> Result<Page<OrgAccount>, ApiError> {
         match self {
             Source::Aws(s) => s.list_accounts_for_parent(parent, token).await,
             Source::Demo(s) => s.list_accounts_for_parent(parent, token).await,

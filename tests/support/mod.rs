@@ -280,6 +280,7 @@ impl Exporter {
             sighup: false,
             web_config_file: web_config_file.map(Path::to_owned),
             enable_lifecycle: true,
+            storage_path: None,
         };
         let task = tokio::spawn(app::run(listener, opts, state.clone(), shutdown));
         Exporter {

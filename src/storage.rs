@@ -1,0 +1,268 @@
+//! `--storage.path`: what the organisation walk learned, kept across
+//! restarts.
+//!
+//! Names, OUs and above all tags take a long time to learn (one
+//! `ListTagsForResource` per account at a few requests a second: 35 minutes
+//! at 10,000 accounts). Without them every account alert changes its labels
+//! after a restart, resolves, fires again and moves between receivers. So
+//! the walk's [`Directory`] is written here after each walk and each batch
+//! of tags, and read back at start before the first scrape is served.
+//!
+//! The file is replaced atomically (a temporary file, fsync, rename, fsync
+//! of the folder), so a crash leaves the old or the new one, never half of
+//! either. A missing file is a first start; a truncated, corrupt or
+//! foreign-version one is a warning naming it, and the walk starts afresh:
+//! never a crash.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Directory, Learned, unix_seconds};
+
+/// The file in `--storage.path`.
+pub const FILE: &str = "organization.json";
+
+/// The format this build writes and reads; any other is ignored.
+pub const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    /// When this file was written (Unix seconds).
+    saved_at: f64,
+    /// When the names, OUs and states were last learned from a whole walk.
+    structure_learned_at: f64,
+    /// When tags were last read (the latest batch).
+    tags_learned_at: f64,
+    directory: Directory,
+}
+
+/// What a restored file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    pub directory: Directory,
+    pub learned: Learned,
+}
+
+/// The storage folder, checked writable at start.
+#[derive(Debug)]
+pub struct Storage {
+    dir: PathBuf,
+}
+
+impl Storage {
+    /// Creates the folder if needed and proves it writable; the error is one
+    /// line naming the folder.
+    pub fn open(dir: &Path) -> Result<Storage, String> {
+        let fail = |what: &str, e: std::io::Error| {
+            format!("--storage.path {}: {what}: {e}", dir.display())
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the folder", e))?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"").map_err(|e| fail("cannot write in the folder", e))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Storage {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// The saved walk, or `None` (with a warning naming the file, unless it
+    /// simply does not exist yet) when there is none to trust.
+    pub fn load(&self) -> Option<Restored> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the saved organisation; walking it afresh");
+                return None;
+            }
+        };
+        // The version first, so a newer format is named as such.
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        match serde_json::from_slice::<Version>(&bytes) {
+            Ok(v) if v.version != VERSION => {
+                tracing::warn!(
+                    file = %path.display(),
+                    found = v.version,
+                    expected = VERSION,
+                    "the saved organisation is of another format version; walking it afresh"
+                );
+                return None;
+            }
+            _ => {}
+        }
+        match serde_json::from_slice::<Saved>(&bytes) {
+            Ok(s) => Some(Restored {
+                directory: s.directory,
+                learned: Learned {
+                    structure: s.structure_learned_at,
+                    tags: s.tags_learned_at,
+                },
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    error = %e,
+                    "the saved organisation is damaged (truncated or corrupt); walking it afresh"
+                );
+                None
+            }
+        }
+    }
+
+    /// Replaces the file atomically with `dir` and its timestamps.
+    pub fn save(
+        &self,
+        directory: &Directory,
+        structure_learned_at: f64,
+        tags_learned_at: f64,
+    ) -> std::io::Result<()> {
+        let saved = Saved {
+            version: VERSION,
+            saved_at: unix_seconds(SystemTime::now()),
+            structure_learned_at,
+            tags_learned_at,
+            directory: directory.clone(),
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.path())?;
+        // The rename itself is durable once the folder is synced.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// A restored directory made to fit the tag labels configured now: tags of
+/// labels still configured are kept, new labels start unknown.
+pub fn fit_to_labels(mut dir: Directory, labels: &[(String, String)]) -> Directory {
+    if dir.tag_labels == labels {
+        return dir;
+    }
+    let old = std::mem::take(&mut dir.tag_labels);
+    for info in dir.accounts.values_mut() {
+        let mut all_kept = info.tags_known;
+        let tags = labels
+            .iter()
+            .map(|l| match old.iter().position(|o| o == l) {
+                Some(i) => info.tags.get(i).cloned().unwrap_or_default(),
+                None => {
+                    all_kept = false;
+                    String::new()
+                }
+            })
+            .collect();
+        info.tags = tags;
+        info.tags_known = all_kept;
+    }
+    dir.tag_labels = labels.to_vec();
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AccountInfo;
+
+    fn directory() -> Directory {
+        let mut d = Directory {
+            tag_labels: vec![("tag_team".into(), "team".into())],
+            ..Directory::default()
+        };
+        d.accounts.insert(
+            "111111111111".into(),
+            AccountInfo {
+                name: "payments-prod".into(),
+                ou_id: "ou-1".into(),
+                ou_path: "Root/Prod".into(),
+                tags: vec!["payments".into()],
+                state: "ACTIVE".into(),
+                tags_known: true,
+            },
+        );
+        d
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "storage-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_saved_walk_comes_back_whole() {
+        let s = Storage::open(&dir()).unwrap();
+        assert_eq!(s.load(), None, "nothing saved yet");
+        s.save(&directory(), 10.0, 20.0).unwrap();
+        let r = s.load().unwrap();
+        assert_eq!(r.directory, directory());
+        assert_eq!(r.learned, Learned { structure: 10.0, tags: 20.0 });
+        assert!(!s.dir.join(format!("{FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn damaged_and_foreign_files_are_ignored_not_fatal() {
+        let s = Storage::open(&dir()).unwrap();
+        s.save(&directory(), 1.0, 1.0).unwrap();
+        let whole = std::fs::read(s.path()).unwrap();
+        let foreign = String::from_utf8(whole.clone())
+            .unwrap()
+            .replacen("\"version\":1", "\"version\":99", 1);
+        for bad in [
+            whole[..whole.len() / 2].to_vec(),
+            b"\x00\xffnot json".to_vec(),
+            foreign.into_bytes(),
+            b"{}".to_vec(),
+        ] {
+            std::fs::write(s.path(), &bad).unwrap();
+            assert_eq!(s.load(), None);
+        }
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_made_is_a_one_line_error() {
+        let file = dir();
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"a file, not a folder").unwrap();
+        let err = Storage::open(&file.join("sub")).unwrap_err();
+        assert!(err.starts_with("--storage.path "), "{err}");
+        assert!(err.contains("cannot create the folder"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn restored_tags_fit_the_labels_configured_now() {
+        let labels = vec![
+            ("tag_cost_center".to_owned(), "cost-center".to_owned()),
+            ("tag_team".to_owned(), "team".to_owned()),
+        ];
+        let fitted = fit_to_labels(directory(), &labels);
+        let info = &fitted.accounts["111111111111"];
+        assert_eq!(info.tags, ["", "payments"]);
+        assert!(!info.tags_known, "cost-center was never read");
+        let same = fit_to_labels(directory(), &directory().tag_labels);
+        assert!(same.accounts["111111111111"].tags_known);
+    }
+}
