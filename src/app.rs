@@ -244,7 +244,11 @@ impl Producers {
     }
 
     fn poll(source: &Source, config: &Config, state: &Arc<State>) -> Task {
-        let (source, opts, state) = (source.clone(), PollOptions::from_config(config), state.clone());
+        let (source, opts, state) = (
+            source.clone(),
+            PollOptions::from_config(config),
+            state.clone(),
+        );
         Task::spawn(move |stopped| scheduler::run(source, opts, state, stopped))
     }
 
@@ -263,7 +267,11 @@ impl Producers {
             tag_labels: crate::config::tag_labels(&config.aws.account_tags),
             storage: storage.clone(),
         };
-        let (source, opts, state) = (source.clone(), PollOptions::from_config(config), state.clone());
+        let (source, opts, state) = (
+            source.clone(),
+            PollOptions::from_config(config),
+            state.clone(),
+        );
         Some(Task::spawn(move |stopped| {
             names::run(source, walk, opts, state, stopped)
         }))

@@ -218,7 +218,13 @@ mod tests {
         s.save(&directory(), 10.0, 20.0).unwrap();
         let r = s.load().unwrap();
         assert_eq!(r.directory, directory());
-        assert_eq!(r.learned, Learned { structure: 10.0, tags: 20.0 });
+        assert_eq!(
+            r.learned,
+            Learned {
+                structure: 10.0,
+                tags: 20.0
+            }
+        );
         assert!(!s.dir.join(format!("{FILE}.tmp")).exists());
     }
 
@@ -227,9 +233,11 @@ mod tests {
         let s = Storage::open(&dir()).unwrap();
         s.save(&directory(), 1.0, 1.0).unwrap();
         let whole = std::fs::read(s.path()).unwrap();
-        let foreign = String::from_utf8(whole.clone())
-            .unwrap()
-            .replacen("\"version\":1", "\"version\":99", 1);
+        let foreign = String::from_utf8(whole.clone()).unwrap().replacen(
+            "\"version\":1",
+            "\"version\":99",
+            1,
+        );
         for bad in [
             whole[..whole.len() / 2].to_vec(),
             b"\x00\xffnot json".to_vec(),

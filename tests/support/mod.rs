@@ -263,6 +263,17 @@ impl Exporter {
         demo: bool,
         web_config_file: Option<&Path>,
     ) -> Exporter {
+        Exporter::start_stored(config, config_path, demo, web_config_file, None).await
+    }
+
+    /// [`Exporter::start_full`] with `--storage.path`.
+    pub async fn start_stored(
+        config: Config,
+        config_path: Option<&Path>,
+        demo: bool,
+        web_config_file: Option<&Path>,
+        storage: Option<&Path>,
+    ) -> Exporter {
         let listener =
             compute_optimizer_exporter::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -280,7 +291,7 @@ impl Exporter {
             sighup: false,
             web_config_file: web_config_file.map(Path::to_owned),
             enable_lifecycle: true,
-            storage_path: None,
+            storage_path: storage.map(Path::to_owned),
         };
         let task = tokio::spawn(app::run(listener, opts, state.clone(), shutdown));
         Exporter {

@@ -116,6 +116,7 @@ struct Inner {
     /// above which it answers TooManyRequestsException, as AWS does.
     organizations_calls: HashMap<String, usize>,
     names: HashMap<String, String>,
+    states: HashMap<String, String>,
     organizations_denied: bool,
     ous: BTreeMap<String, (String, String)>,
     parents: HashMap<String, String>,
@@ -331,7 +332,17 @@ impl Standin {
         self.inner.lock().unwrap().organizations_throttled
     }
 
-    /// Names Organizations gives (others are named "account-<id>").
+    /// Organizations' `State` of an account (others are ACTIVE).
+    pub fn set_state(&self, id: &str, state: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .states
+            .insert(id.to_owned(), state.to_owned());
+    }
+
+    /// Names Organizations gives (others are named "account-<id>"); an
+    /// empty name is sent as no `Name` at all, as the model allows.
     pub fn set_name(&self, id: &str, name: &str) {
         self.inner
             .lock()
@@ -900,11 +911,19 @@ fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<B
                 .filter(|a| op == "ListAccounts" || parent_of(&inner, &a.id) == parent)
                 .map(|a| {
                     let id = &a.id;
-                    serde_json::json!({
-                        "Id": id, "Name": name_of(&inner, id), "Email": format!("owner+{id}@example.com"),
+                    let state = inner.states.get(id).map_or("ACTIVE", String::as_str);
+                    // `Status` is being retired: it only knows ACTIVE and SUSPENDED.
+                    let status = if state == "ACTIVE" { "ACTIVE" } else { "SUSPENDED" };
+                    let mut account = serde_json::json!({
+                        "Id": id, "Email": format!("owner+{id}@example.com"),
                         "Arn": format!("arn:aws:organizations::111111111111:account/o-example/{id}"),
-                        "Status": "ACTIVE", "State": "ACTIVE", "JoinedMethod": "CREATED",
-                    })
+                        "Status": status, "State": state, "JoinedMethod": "CREATED",
+                    });
+                    let name = name_of(&inner, id);
+                    if !name.is_empty() {
+                        account["Name"] = serde_json::Value::String(name);
+                    }
+                    account
                 })
                 .collect(),
         ),

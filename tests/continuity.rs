@@ -1,0 +1,360 @@
+//! Right across time, not only at an instant: restarts (kept storage, a
+//! `kill -9`, damaged files), reloads that touch one producer, and the
+//! walk's own health and account states.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compute_optimizer_exporter::app;
+use support::standin::{Standin, org};
+use support::{Exporter, api_requests, get, request, sample, tempdir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_compute-optimizer-exporter");
+
+/// Organizations with tags, fast; the poll slow (once, at start).
+fn config(standin: &Standin, rate: f64) -> String {
+    format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\nmax_attempts = 1\norganizations = true\norganizations_interval = \"1h\"\norganizations_requests_per_second = {rate}\naccount_tags = [\"team\"]\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    )
+}
+
+fn info_lines(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("aws_compute_optimizer_account_info{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn tagged_standin(accounts: usize) -> Standin {
+    let standin = Standin::start(org(accounts)).await;
+    for (i, a) in org(accounts).iter().enumerate() {
+        standin.set_tag(&a.id, "team", ["payments", "data", "platform"][i % 3]);
+        standin.set_ou(&a.id, if i % 2 == 0 { "Prod" } else { "Dev" });
+    }
+    standin
+}
+
+async fn start(toml: &str, storage: &Path) -> Exporter {
+    let dir = tempdir();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = app::load_config(Some(&path), None, false).unwrap();
+    Exporter::start_stored(config, Some(&path), false, None, Some(storage)).await
+}
+
+/// A restart with its storage kept serves the same `account_info` label
+/// sets, tags included, from the first scrape, while Organizations answers
+/// nothing but TooManyRequestsException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_storage_kept_serves_the_same_labels_while_organizations_throttles() {
+    let standin = tagged_standin(30).await;
+    let storage = tempdir().join("state");
+    let e = start(&config(&standin, 1000.0), &storage).await;
+    let before = e
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_organizations_complete") == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&before, "aws_compute_optimizer_organizations_up"),
+        Some(1.0)
+    );
+    let before = info_lines(&before);
+    assert_eq!(before.len(), 30);
+    assert!(
+        before
+            .iter()
+            .all(|l| l.contains("tag_team=\"") && !l.contains("tag_team=\"\""))
+    );
+    e.stop().await;
+
+    standin.limit_organizations(0.0);
+    let e = start(&config(&standin, 1000.0), &storage).await;
+    let first = e.metrics().await;
+    assert_eq!(
+        info_lines(&first),
+        before,
+        "the first scrape after the restart"
+    );
+    assert_eq!(
+        sample(&first, "aws_compute_optimizer_organizations_complete"),
+        Some(1.0)
+    );
+    // The walk fails, says so, and keeps what was restored.
+    let failed = e
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up") == Some(0.0)
+        })
+        .await;
+    assert!(standin.organizations_throttled() > 0);
+    assert_eq!(info_lines(&failed), before);
+    e.stop().await;
+}
+
+/// The binary with `--storage.path`, its stderr in `log`.
+// The child is killed and waited for by the caller.
+#[allow(clippy::zombie_processes)]
+fn spawn(config: &Path, storage: &Path, log: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+        .arg(config)
+        .arg("--storage.path")
+        .arg(storage)
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("address="))
+        {
+            return (child, addr.parse().unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no listening line:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kill -9` in the middle of the tag pass: what was published survives,
+/// and the next start serves it from its first scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_tag_pass_loses_nothing_that_was_published() {
+    let standin = tagged_standin(60).await;
+    let dir = tempdir();
+    let (config_path, storage, log) = (dir.join("c.toml"), dir.join("state"), dir.join("log"));
+    // 20 requests a second: the walk takes ~0.3 s, the tags ~3 s.
+    std::fs::write(&config_path, config(&standin, 20.0)).unwrap();
+    let (mut child, addr) = spawn(&config_path, &storage, &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let text = get(addr, "/metrics").await.text();
+        if info_lines(&text).len() == 60 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the walk never published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        sample(&published, "aws_compute_optimizer_organizations_complete"),
+        Some(0.0),
+        "killed before the tag pass ended"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    standin.limit_organizations(0.0);
+    let (mut child, addr) = spawn(&config_path, &storage, &dir.join("log2"));
+    let first = get(addr, "/metrics").await.text();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(info_lines(&first), info_lines(&published));
+}
+
+/// A truncated, corrupt or foreign-version snapshot is a warning naming the
+/// file, never a crash; the exporter walks afresh. An unwritable folder is
+/// a one-line startup error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshots_are_warnings_and_an_unwritable_folder_is_an_error() {
+    let standin = tagged_standin(5).await;
+    let dir = tempdir();
+    let config_path = dir.join("c.toml");
+    std::fs::write(&config_path, config(&standin, 1000.0)).unwrap();
+    for (case, bytes, warning) in [
+        (
+            "truncated",
+            &b"{\"version\":1,\"saved_at\":1.0,\"direc"[..],
+            "damaged",
+        ),
+        ("corrupt", &b"\x00\x01garbage"[..], "damaged"),
+        (
+            "foreign",
+            &b"{\"version\":7,\"anything\":true}"[..],
+            "another format version",
+        ),
+    ] {
+        let storage = dir.join(case);
+        std::fs::create_dir_all(&storage).unwrap();
+        let file = storage.join("organization.json");
+        std::fs::write(&file, bytes).unwrap();
+        let log = dir.join(format!("{case}.log"));
+        let (mut child, addr) = spawn(&config_path, &storage, &log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while info_lines(&get(addr, "/metrics").await.text()).len() < 5 {
+            assert!(Instant::now() < deadline, "{case}: no fresh walk");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(warning))
+            .unwrap_or_else(|| panic!("{case}: no warning:\n{text}"));
+        assert!(line.contains(&file.display().to_string()), "{case}: {line}");
+        assert!(line.contains("level=warn"), "{case}: {line}");
+        // The fresh walk replaced the damaged file.
+        assert!(
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains("\"version\":1")
+        );
+    }
+
+    let not_a_folder = dir.join("file");
+    std::fs::write(&not_a_folder, "x").unwrap();
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+        .arg(&config_path)
+        .arg("--storage.path")
+        .arg(not_a_folder.join("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--storage.path") && err.contains("cannot create the folder"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// A reload restarts only the producer whose settings changed: a poll
+/// setting sends no Organizations request, an Organizations setting no
+/// enrollment request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_only_the_producer_whose_settings_changed() {
+    let standin = tagged_standin(10).await;
+    let dir = tempdir();
+    let path = dir.join("config.toml");
+    let toml = config(&standin, 1000.0);
+    std::fs::write(&path, &toml).unwrap();
+    let c = app::load_config(Some(&path), None, false).unwrap();
+    let e = Exporter::start_config(c, Some(&path), false).await;
+    e.wait_for(10, |t| {
+        sample(t, "aws_compute_optimizer_organizations_complete") == Some(1.0)
+            && t.contains("aws_compute_optimizer_enrollment_status{")
+    })
+    .await;
+    let organizations = |s: &Standin| {
+        ["ListRoots", "ListAccountsForParent", "ListTagsForResource"]
+            .iter()
+            .map(|op| s.organizations_calls(op))
+            .sum::<usize>()
+    };
+    let walked = organizations(&standin);
+    let reload = || async {
+        let r = request(e.addr, "POST", "/-/reload", &[("Content-Length", "0")]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+
+    std::fs::write(&path, toml.replace("[poll]\n", "[poll]\npage_size = 7\n")).unwrap();
+    reload().await;
+    let text = e
+        .wait_for(10, |t| {
+            api_requests(t, "GetEnrollmentStatusesForOrganization", "success") >= 3.0
+        })
+        .await;
+    assert_eq!(
+        organizations(&standin),
+        walked,
+        "a poll setting re-walked the organisation"
+    );
+    let polled = api_requests(&text, "GetEnrollmentStatusesForOrganization", "success");
+
+    std::fs::write(
+        &path,
+        toml.replace("[poll]\n", "[poll]\npage_size = 7\n").replace(
+            "organizations_requests_per_second = 1000",
+            "organizations_requests_per_second = 999",
+        ),
+    )
+    .unwrap();
+    reload().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while organizations(&standin) < 2 * walked {
+        assert!(Instant::now() < deadline, "the walk did not restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = e.metrics().await;
+    assert_eq!(
+        api_requests(&text, "GetEnrollmentStatusesForOrganization", "success"),
+        polled,
+        "an Organizations setting restarted the poll"
+    );
+    e.stop().await;
+}
+
+/// `account_state` comes from Organizations' `State`; an account without a
+/// `Name` is kept (empty name), not dropped; an item without an ID is
+/// counted in skipped_items_total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_state_and_nameless_accounts() {
+    let standin = tagged_standin(4).await;
+    let ids: Vec<String> = org(4).into_iter().map(|a| a.id).collect();
+    standin.set_state(&ids[0], "SUSPENDED");
+    standin.set_state(&ids[1], "PENDING_CLOSURE");
+    standin.set_name(&ids[2], "");
+    let storage = tempdir().join("state");
+    let e = start(&config(&standin, 1000.0), &storage).await;
+    let text = e.wait_for(10, |t| info_lines(t).len() == 4).await;
+    let line = |id: &str| {
+        info_lines(&text)
+            .into_iter()
+            .find(|l| l.contains(&format!("account_id=\"{id}\"")))
+            .unwrap()
+    };
+    assert!(line(&ids[0]).contains("account_state=\"SUSPENDED\""));
+    assert!(line(&ids[1]).contains("account_state=\"PENDING_CLOSURE\""));
+    assert!(
+        line(&ids[2]).contains("account_name=\"\""),
+        "{}",
+        line(&ids[2])
+    );
+    assert!(line(&ids[3]).contains("account_state=\"ACTIVE\""));
+    e.stop().await;
+}
+
+/// Switching `aws.organizations` off by reload in the middle of a tag pass:
+/// the walk is stopped before names are cleared, so none come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_switched_off_stay_off() {
+    let standin = tagged_standin(40).await;
+    let dir = tempdir();
+    let path = dir.join("config.toml");
+    let toml = config(&standin, 20.0);
+    std::fs::write(&path, &toml).unwrap();
+    let c = app::load_config(Some(&path), None, false).unwrap();
+    let e = Exporter::start_config(c, Some(&path), false).await;
+    e.wait_for(10, |t| info_lines(t).len() == 40).await;
+    std::fs::write(
+        &path,
+        toml.replace("organizations = true\n", "")
+            .replace("account_tags = [\"team\"]\n", ""),
+    )
+    .unwrap();
+    let r = request(e.addr, "POST", "/-/reload", &[("Content-Length", "0")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Past the next tag batch the old pass would have published.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = e.metrics().await;
+    assert!(info_lines(&text).is_empty(), "names came back");
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_organizations_up"),
+        None
+    );
+    e.stop().await;
+}
