@@ -76,8 +76,24 @@ fn kubernetes_manifests_match_the_exporter() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(!args.contains(&"--demo"));
-    let mount = c["volumeMounts"][0]["mountPath"].as_str().unwrap();
-    assert_eq!(args, ["--config.file", &format!("{mount}/config.toml")]);
+    let mount = |name: &str| {
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str() == Some(name))
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("no {name} volume mount"))
+    };
+    assert_eq!(
+        args,
+        [
+            "--config.file",
+            &format!("{}/config.toml", mount("config")),
+            "--storage.path",
+            mount("storage"),
+        ]
+    );
 
     let sa = yaml("deploy/kubernetes/serviceaccount.yaml");
     assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
@@ -161,6 +177,9 @@ fn dockerfile_and_systemd_unit_are_hardened() {
         "PrivateTmp=yes",
         "CapabilityBoundingSet=\n",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // ProtectSystem=strict leaves only the state directory writable.
+        "StateDirectory=compute-optimizer-exporter\n",
+        "--storage.path /var/lib/compute-optimizer-exporter\n",
     ] {
         assert!(unit.contains(key), "unit lacks {key:?}");
     }
