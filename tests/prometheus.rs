@@ -348,3 +348,95 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     assert_eq!(values.as_array().unwrap().len(), 1);
     e.stop().await;
 }
+
+/// An HA pair scraped together: every stat panel and the stuck-accounts
+/// table count each account once, not once per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_each_account_once_with_two_replicas() {
+    // Two demo replicas polling once (the simulation is seeded): the same data.
+    let mut config = compute_optimizer_exporter::config::Config::demo();
+    config.poll.interval = std::time::Duration::from_secs(3600);
+    config.poll.timeout = config.poll.interval;
+    let a = Exporter::start_config(config.clone(), None, true).await;
+    let b = Exporter::start_config(config, None, true).await;
+    a.wait_polls(1).await;
+    b.wait_polls(1).await;
+    let scrape = a.metrics().await;
+    let prom = start_prometheus(
+        &[a.addr, b.addr],
+        &root().join("deploy/prometheus/rules.yml"),
+        None,
+    );
+    eventually(30, || async {
+        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
+            return Err("prometheus is not listening".into());
+        }
+        let v: Value = serde_json::from_slice(&get(prom.addr, "/api/v1/targets").await.body)
+            .unwrap_or_default();
+        let up = v["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["health"] == "up")
+            .count();
+        if up == 2 {
+            Ok(())
+        } else {
+            Err(format!("{up} of 2 targets up"))
+        }
+    })
+    .await;
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/compute-optimizer-exporter.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let expr_of = |title: &str| -> String {
+        dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"].as_str().is_some_and(|t| t.starts_with(title)))
+            .and_then(|p| p["targets"][0]["expr"].as_str())
+            .unwrap_or_else(|| panic!("no panel {title:?}"))
+            .replace("$instance", ".*")
+            .replace("$ou_path", ".*")
+            .replace("$team", ".*")
+    };
+    for status in ["Active", "Inactive", "Pending", "Failed"] {
+        let expected = sample(
+            &scrape,
+            &format!("aws_compute_optimizer_enrollment_accounts{{status=\"{status}\"}}"),
+        )
+        .unwrap();
+        let promql = expr_of(status);
+        eventually(30, || async {
+            let r = query(&prom, &promql).await;
+            let got: f64 = r
+                .first()
+                .and_then(|s| s["value"][1].as_str()?.parse().ok())
+                .unwrap_or(-1.0);
+            if got == expected {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{status}: {got} from {promql}, one replica has {expected}"
+                ))
+            }
+        })
+        .await;
+    }
+    let stuck: BTreeSet<String> = accounts_in(&scrape, "Pending")
+        .union(&accounts_in(&scrape, "Failed"))
+        .cloned()
+        .collect();
+    let table = expr_of("Accounts in Pending or Failed");
+    let rows = query(&prom, &table).await;
+    let ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["metric"]["account_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), stuck.len(), "one row per stuck account: {ids:?}");
+    a.stop().await;
+    b.stop().await;
+}
