@@ -624,8 +624,15 @@ impl Config {
     }
 
     /// The effective configuration as TOML, secrets redacted.
+    /// The configuration as TOML, secrets redacted; loadable again (the
+    /// external ID read from `aws.external_id_file` is not printed beside
+    /// the file it came from).
     pub fn effective_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        if shown.aws.external_id_file.is_some() {
+            shown.aws.external_id = None;
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 

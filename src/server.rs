@@ -582,6 +582,9 @@ async fn route(
                 SystemTime::now(),
             );
             report.simulated = state.is_simulated();
+            // The same answer as /-/ready: a first poll has finished, even
+            // a failed one.
+            report.ready = state.is_ready();
             match path {
                 "/status" => respond(
                     StatusCode::OK,

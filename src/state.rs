@@ -188,6 +188,8 @@ impl State {
                 let advice = err.advice(opts);
                 m.up.set(0.0);
                 m.polls.with_label_values(&["failure"]).inc();
+                // The live part cached for up to 100 ms still says up 1.
+                self.exposition().forget_live();
                 tracing::error!(
                     duration_ms = took.as_millis() as u64,
                     outcome = "failure",
@@ -274,4 +276,37 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn body(state: &State) -> String {
+        let parts = state.exposition().body(false, || state.metrics.encode());
+        parts
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_poll_shows_at_once_not_after_the_live_part_expires() {
+        let state = State::new("test", "test");
+        let opts = PollOptions::from_config(&Config::default());
+        let snap = Snapshot {
+            finished_at: Some(SystemTime::now()),
+            ..Snapshot::default()
+        };
+        state.publish(Ok(snap), Duration::from_millis(5), &opts);
+        assert!(body(&state).contains("\naws_compute_optimizer_up 1\n"));
+        let failure = PollError::RepeatedToken {
+            operation: "GetEnrollmentStatusesForOrganization",
+            page: 2,
+        };
+        state.publish(Err(failure), Duration::from_millis(5), &opts);
+        // Within the live part's 100 ms, the scrape already says so.
+        assert!(body(&state).contains("\naws_compute_optimizer_up 0\n"));
+    }
 }

@@ -258,6 +258,11 @@ fn the_external_id_file_is_read_at_every_load_and_never_printed() {
     let c = Config::load(&config).unwrap();
     assert_eq!(c.aws.external_id.as_deref(), Some("first-id-1234"));
     assert!(!c.effective_toml().contains("first-id-1234"));
+    // What --config.check prints loads back, beside the same file.
+    let printed = dir.join("printed.toml");
+    std::fs::write(&printed, c.effective_toml()).unwrap();
+    let again = Config::load(&printed).unwrap_or_else(|e| panic!("{e}\n{}", c.effective_toml()));
+    assert_eq!(again, c);
     std::fs::write(dir.join("id"), "second-id-5678").unwrap();
     let c = Config::load(&config).unwrap();
     assert_eq!(c.aws.external_id.as_deref(), Some("second-id-5678"));

@@ -272,6 +272,10 @@ async fn a_repeated_token_fails_the_poll_instead_of_looping() {
     // Ready all the same: a failing exporter must be scraped to be alerted on.
     let ready = support::get(exporter.addr, "/-/ready").await;
     assert_eq!(ready.status, 200);
+    // And /status.json says the same.
+    let status: serde_json::Value =
+        serde_json::from_slice(&support::get(exporter.addr, "/status.json").await.body).unwrap();
+    assert_eq!(status["ready"], true, "{status}");
     let home = support::get(exporter.addr, "/").await.text();
     assert!(home.contains("Last poll FAILED"), "{home}");
     assert!(home.contains("already seen in this poll"), "{home}");
