@@ -337,3 +337,97 @@ async fn each_team_is_notified_of_exactly_its_stuck_accounts_once() {
         e.stop().await;
     }
 }
+
+/// Continuity, end to end: with an account alert firing and notified, one
+/// replica restarts with its storage kept while Organizations refuses tags,
+/// and a fresh replica joins whose tags are not known (complete 0). Neither
+/// makes Alertmanager send anything: no resolved notification, no second
+/// one, none at another receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_and_a_fresh_replica_change_no_notification() {
+    let standin = Standin::start(org(4)).await;
+    // org(4): account 2 is Pending (for years), 3 Failed.
+    let id = |i: u64| format!("{}", 100_000_000_000u64 + i);
+    for (i, team) in [(2, "payments"), (3, "data")] {
+        standin.set_ou(&id(i), "Prod/Payments");
+        standin.set_tag(&id(i), "team", team);
+    }
+    let dir = tempdir();
+    let toml = format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\norganizations = true\norganizations_interval = \"1h\"\norganizations_requests_per_second = 1000\naccount_tags = [\"team\"]\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let config = || compute_optimizer_exporter::app::load_config(Some(&path), None, false).unwrap();
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (a_addr, b_addr, c_addr) = (addr(free_port()), addr(free_port()), addr(free_port()));
+    let (a_store, b_store) = (dir.join("a"), dir.join("b"));
+    let a = Exporter::start_on(a_addr, config(), Some(&path), false, None, Some(&a_store)).await;
+    let b = Exporter::start_on(b_addr, config(), Some(&path), false, None, Some(&b_store)).await;
+    let complete =
+        |t: &str| support::sample(t, "aws_compute_optimizer_organizations_complete") == Some(1.0);
+    a.wait_for(20, complete).await;
+    b.wait_for(20, complete).await;
+
+    let hooks = webhooks().await;
+    let (_am, am_addr) = start_alertmanager(hooks.addr);
+    let rules = tempdir().join("rules.yml");
+    let shipped = std::fs::read_to_string(root().join("deploy/prometheus/rules.yml")).unwrap();
+    std::fs::write(&rules, shipped.replace("for: 15m", "for: 1s")).unwrap();
+    // The fresh replica's address is a target from the start (down until it joins).
+    let _prom = start_prometheus(&[a_addr, b_addr, c_addr], &rules, Some(am_addr));
+    let notified = |path: &str, account: &str| {
+        hooks.received.lock().unwrap().iter().any(|(p, body)| {
+            p == path
+                && body["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["labels"]["account_id"] == account && x["status"] == "firing")
+        })
+    };
+    eventually(60, || async {
+        if notified("/payments", &id(2)) && notified("/data", &id(3)) {
+            Ok(())
+        } else {
+            Err(format!("not yet: {:?}", hooks.received.lock().unwrap()))
+        }
+    })
+    .await;
+    // Settled: three group intervals with nothing new.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let before = hooks.received.lock().unwrap().len();
+
+    // Organizations now refuses tags to everyone.
+    standin.fail_tags_after(Some(0));
+    // B restarts, its storage kept.
+    b.stop().await;
+    let b = Exporter::start_on(b_addr, config(), Some(&path), false, None, Some(&b_store)).await;
+    let first = b.metrics().await;
+    assert!(complete(&first), "restored complete");
+    // C joins without storage: names and OUs, but no tag known.
+    let c = Exporter::start_on(c_addr, config(), Some(&path), false, None, None).await;
+    let fresh = c
+        .wait_for(20, |t| {
+            t.contains("aws_compute_optimizer_account_info{")
+                && support::sample(t, "aws_compute_optimizer_organizations_up") == Some(0.0)
+        })
+        .await;
+    assert!(!complete(&fresh));
+    assert!(
+        fresh.contains("tag_team=\"\""),
+        "the fresh replica knows no tag"
+    );
+    // Scrapes, rule evaluations and group intervals (1 s, 1 s, 2 s) go by.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let received = hooks.received.lock().unwrap().clone();
+    let after: Vec<_> = received[before..].to_vec();
+    assert!(
+        after.is_empty(),
+        "notifications after the restart and the join: {after:?}"
+    );
+    for e in [a, b, c] {
+        e.stop().await;
+    }
+}

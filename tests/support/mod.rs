@@ -274,8 +274,21 @@ impl Exporter {
         web_config_file: Option<&Path>,
         storage: Option<&Path>,
     ) -> Exporter {
-        let listener =
-            compute_optimizer_exporter::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let any = "127.0.0.1:0".parse().unwrap();
+        Exporter::start_on(any, config, config_path, demo, web_config_file, storage).await
+    }
+
+    /// [`Exporter::start_stored`] on `bind` (a fixed address, to restart a
+    /// replica where Prometheus scrapes it).
+    pub async fn start_on(
+        bind: SocketAddr,
+        config: Config,
+        config_path: Option<&Path>,
+        demo: bool,
+        web_config_file: Option<&Path>,
+        storage: Option<&Path>,
+    ) -> Exporter {
+        let listener = compute_optimizer_exporter::server::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::new("test", "test"));
         let (trigger, shutdown) = shutdown::channel();
