@@ -1,12 +1,87 @@
 //! Pages for people and scripts: the landing page, `/status` and
-//! `/status.json`. Pure functions of the published state, escaped throughout.
+//! `/status.json`. Pure functions of the published state, escaped throughout,
+//! and rendered at most once a second ([`PageCache`]): at 10,000 accounts a
+//! render costs ~7.5 ms, so rendering per request let 32 clients asking for
+//! `/status` take the CPU the scrapes need.
 
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::model::{Directory, Snapshot, Status, unix_seconds};
-use crate::state::PollOutcome;
+use crate::state::{PollOutcome, State};
+
+/// How long one rendering serves while what it shows is unchanged: the
+/// ages on the pages ("in status for") are at most this old.
+pub const PAGES_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The three pages, as rendered together from one report.
+pub struct Pages {
+    /// What these pages were rendered from, kept alive so its address is
+    /// not reused by a later publish while this rendering is cached.
+    _from: (Arc<Snapshot>, Arc<Directory>),
+    pub landing: Bytes,
+    pub status_html: Bytes,
+    pub status_json: Bytes,
+}
+
+/// What the pages show: a new poll, new names, readiness or the demo flag
+/// make a new rendering at once.
+#[derive(PartialEq)]
+struct Shown {
+    /// The published snapshot and names, by address: each publish swaps in
+    /// a new `Arc`, which a rendering's clone keeps from being reused.
+    snapshot: usize,
+    names: usize,
+    last_poll: Option<SystemTime>,
+    ready: bool,
+    simulated: bool,
+}
+
+/// The latest rendering of the pages, shared by every connection.
+#[derive(Default)]
+pub struct PageCache {
+    latest: Mutex<Option<(Shown, Instant, Arc<Pages>)>>,
+}
+
+impl PageCache {
+    /// The pages for the state as published now: the cached rendering if
+    /// it shows the same and is younger than [`PAGES_MAX_AGE`], else a new
+    /// one (made by one request while the others wait for it).
+    pub fn get(&self, state: &State, telemetry_path: &str) -> Arc<Pages> {
+        let (snapshot, names, last_poll) = (state.snapshot(), state.names(), state.last_poll());
+        let shown = Shown {
+            snapshot: Arc::as_ptr(&snapshot) as usize,
+            names: Arc::as_ptr(&names) as usize,
+            last_poll: last_poll.as_ref().map(|p| p.finished_at),
+            ready: state.is_ready(),
+            simulated: state.is_simulated(),
+        };
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, made, pages)) = latest.as_ref()
+            && *s == shown
+            && made.elapsed() < PAGES_MAX_AGE
+        {
+            return pages.clone();
+        }
+        let mut r = report(&snapshot, &names, last_poll.as_ref(), SystemTime::now());
+        r.simulated = shown.simulated;
+        // The same answer as /-/ready: a first poll has finished, even a
+        // failed one.
+        r.ready = shown.ready;
+        let json = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into()) + "\n";
+        let pages = Arc::new(Pages {
+            _from: (snapshot.clone(), names.clone()),
+            landing: Bytes::from(landing(state.version, telemetry_path, &r)),
+            status_html: Bytes::from(status_html(&r)),
+            status_json: Bytes::from(json),
+        });
+        *latest = Some((shown, Instant::now(), pages.clone()));
+        pages
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -315,5 +390,35 @@ mod tests {
         assert_eq!(human_age(600.0), "10m");
         assert_eq!(human_age(90_000.0), "1d 1h");
         assert_eq!(human_age(-3.0), "0s");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::config::{Config, PollOptions};
+
+    #[test]
+    fn pages_are_rendered_once_per_change_and_at_most_once_a_second() {
+        let state = State::new("test", "test");
+        let cache = PageCache::default();
+        let first = cache.get(&state, "/metrics");
+        assert!(
+            Arc::ptr_eq(&first, &cache.get(&state, "/metrics")),
+            "re-rendered"
+        );
+        // A poll publishes: the next request shows it at once.
+        let snap = Snapshot {
+            finished_at: Some(SystemTime::now()),
+            ..Snapshot::default()
+        };
+        let opts = PollOptions::from_config(&Config::default());
+        state.publish(Ok(snap), Duration::from_millis(1), &opts);
+        let after_poll = cache.get(&state, "/metrics");
+        assert!(!Arc::ptr_eq(&first, &after_poll));
+        assert!(String::from_utf8_lossy(&after_poll.status_json).contains("\"ready\":true"));
+        // Unchanged, but the ages move on: a second later, a new rendering.
+        std::thread::sleep(PAGES_MAX_AGE + Duration::from_millis(50));
+        assert!(!Arc::ptr_eq(&after_poll, &cache.get(&state, "/metrics")));
     }
 }

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -92,6 +92,7 @@ struct Conn {
     state: Arc<State>,
     opts: Arc<ServerOptions>,
     gate: Arc<AuthGate>,
+    pages: Arc<pages::PageCache>,
     peer: IpAddr,
     /// Whether the connection speaks TLS.
     tls: bool,
@@ -165,6 +166,7 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let table = Table::counting(opts.limits, state.metrics.connections.clone());
     let gate = AuthGate::new();
+    let pages = Arc::new(pages::PageCache::default());
     let opts = Arc::new(opts);
     let reaper = tokio::spawn(reap(table.clone(), state.clone(), shutdown.clone()));
     loop {
@@ -195,6 +197,7 @@ pub async fn run(
             state: state.clone(),
             opts: opts.clone(),
             gate: gate.clone(),
+            pages: pages.clone(),
             peer: peer.ip(),
             tls: acceptor.is_some(),
         });
@@ -575,31 +578,19 @@ async fn route(
             Chunks::text("Not ready: no poll has completed yet\n"),
         ),
         _ => {
-            let mut report = pages::report(
-                &state.snapshot(),
-                &state.names(),
-                state.last_poll().as_ref(),
-                SystemTime::now(),
-            );
-            report.simulated = state.is_simulated();
-            // The same answer as /-/ready: a first poll has finished, even
-            // a failed one.
-            report.ready = state.is_ready();
+            let pages = conn.pages.get(state, &opts.telemetry_path);
             match path {
                 "/status" => respond(
                     StatusCode::OK,
                     HTML,
-                    Chunks::text(pages::status_html(&report)),
+                    Chunks::new([pages.status_html.clone()]),
                 ),
-                "/status.json" => {
-                    let body = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
-                    respond(StatusCode::OK, JSON, Chunks::text(body + "\n"))
-                }
-                _ => respond(
+                "/status.json" => respond(
                     StatusCode::OK,
-                    HTML,
-                    Chunks::text(pages::landing(state.version, &opts.telemetry_path, &report)),
+                    JSON,
+                    Chunks::new([pages.status_json.clone()]),
                 ),
+                _ => respond(StatusCode::OK, HTML, Chunks::new([pages.landing.clone()])),
             }
         }
     }
