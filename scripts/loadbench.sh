@@ -4,6 +4,10 @@
 #
 #   scripts/loadbench.sh [ACCOUNTS=10000] [CONNECTIONS=4] [SECONDS=10]
 #
+# With STATUS_CONNECTIONS=N, N more connections ask for /status as fast as
+# they can while the scrapes are measured (the pages for people must not
+# take the scrapes' CPU).
+#
 # Prints requests per poll, scrapes/s, latency percentiles and peak RSS,
 # then, in the same run, the physical limit beside it: nginx serving the
 # exporter's own gzip body from a file (gzip_static), same wrk load, with the
@@ -59,7 +63,16 @@ bench() {
     /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
     END { printf "%.0f %.2f %.2f\n", rps, p50, p99 }' "$tmp/wrk.txt"
 }
+if [ -n "${STATUS_CONNECTIONS:-}" ]; then
+  wrk -t 2 -c "$STATUS_CONNECTIONS" -d "$((SECS + 2))s" "http://127.0.0.1:$EP/status" > "$tmp/status-wrk.txt" &
+  STATUS_WRK=$!
+  sleep 1
+fi
 read -r rps p50 p99 <<<"$(bench "http://127.0.0.1:$EP/metrics")"
+if [ -n "${STATUS_CONNECTIONS:-}" ]; then
+  wait "$STATUS_WRK"
+  echo "meanwhile $STATUS_CONNECTIONS connections asked for /status: $(awk '/Requests\/sec/ {print $2}' "$tmp/status-wrk.txt") pages/s"
+fi
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER/status")
 
 # The static-file limit: the exporter's own bytes, served by nginx.

@@ -358,3 +358,43 @@ async fn names_switched_off_stay_off() {
     );
     e.stop().await;
 }
+
+/// A save that fails after start (the folder gone, a full disk) is a
+/// warning and a counter; serving goes on with what is in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_save_is_counted_and_serving_goes_on() {
+    let standin = tagged_standin(6).await;
+    let storage = tempdir().join("state");
+    let toml = config(&standin, 1000.0).replace(
+        "organizations_interval = \"1h\"",
+        "organizations_interval = \"1s\"",
+    );
+    let e = start(&toml, &storage).await;
+    e.wait_for(10, |t| {
+        sample(t, "aws_compute_optimizer_organizations_complete") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &e.metrics().await,
+            "aws_compute_optimizer_exporter_storage_write_failures_total"
+        ),
+        Some(0.0)
+    );
+    std::fs::remove_dir_all(&storage).unwrap();
+    let text = e
+        .wait_for(10, |t| {
+            sample(
+                t,
+                "aws_compute_optimizer_exporter_storage_write_failures_total",
+            )
+            .is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    assert_eq!(info_lines(&text).len(), 6);
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_organizations_up"),
+        Some(1.0)
+    );
+    e.stop().await;
+}
