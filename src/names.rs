@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep_until};
@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::config::PollOptions;
 use crate::error::{ApiError, PollError};
 use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, unix_seconds};
-use crate::paging::{self, Listing};
+use crate::paging::{self, Listing, Pace};
 use crate::shutdown::Shutdown;
 use crate::source::{
     LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
@@ -52,32 +52,6 @@ pub struct WalkOptions {
     pub storage: Option<Arc<Storage>>,
 }
 
-/// Spaces requests `1 / rate` apart, across every listing of a refresh.
-pub struct Pace {
-    next: Mutex<Instant>,
-    gap: Duration,
-}
-
-impl Pace {
-    pub fn new(requests_per_second: f64) -> Pace {
-        Pace {
-            next: Mutex::new(Instant::now()),
-            gap: Duration::from_secs_f64(1.0 / requests_per_second.max(0.001)),
-        }
-    }
-
-    /// Resolves at this request's turn.
-    pub async fn turn(&self) {
-        let at = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let at = (*next).max(Instant::now());
-            *next = at + self.gap;
-            at
-        };
-        sleep_until(at).await;
-    }
-}
-
 /// Every item of one Organizations listing, paced, by the paging loop's
 /// rules; items without a field we need are counted in
 /// `aws_compute_optimizer_skipped_items_total`.
@@ -98,15 +72,9 @@ where
         LISTING_TIMEOUT,
         opts,
         state,
-    );
-    let listed = paging::list_all(&listing, |token| {
-        let page = fetch(token);
-        async move {
-            pace.turn().await;
-            page.await
-        }
-    })
-    .await?;
+    )
+    .paced(pace);
+    let listed = paging::list_all(&listing, fetch).await?;
     if listed.skipped > 0 {
         state
             .metrics

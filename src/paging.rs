@@ -9,7 +9,9 @@
 //! * Loops are impossible all the same: a token seen before in the same
 //!   listing, or more pages than [`MAX_ITEMS`] could fill, fails it.
 //! * One deadline for the whole listing; each attempt is also cut at
-//!   `aws.request_timeout`. Failed attempts are retried with full-jitter
+//!   `aws.request_timeout`, which starts when the request is sent: a wait
+//!   for a paced turn ([`Pace`]) comes before it, so a slow pace is never
+//!   taken for a slow AWS. Failed attempts are retried with full-jitter
 //!   exponential backoff, but only while the next attempt could still start
 //!   before the deadline: otherwise the listing fails with the error it
 //!   actually hit, not a generic timeout.
@@ -19,7 +21,9 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, timeout_at};
+use std::sync::Mutex;
+
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
 use crate::error::{ApiError, PollError};
@@ -44,6 +48,8 @@ pub struct Listing<'a> {
     pub retry_backoff: Duration,
     pub request_timeout: Duration,
     pub state: &'a State,
+    /// Every attempt, retries included, first waits its turn here.
+    pub pace: Option<&'a Pace>,
 }
 
 impl<'a> Listing<'a> {
@@ -64,11 +70,46 @@ impl<'a> Listing<'a> {
             retry_backoff: opts.retry_backoff,
             request_timeout: opts.request_timeout,
             state,
+            pace: None,
+        }
+    }
+
+    /// The same listing, each attempt waiting its turn at `pace` first.
+    pub fn paced(self, pace: &'a Pace) -> Listing<'a> {
+        Listing {
+            pace: Some(pace),
+            ..self
         }
     }
 
     pub fn max_pages(&self) -> usize {
         MAX_ITEMS.div_ceil(self.page_size)
+    }
+}
+
+/// Spaces requests `1 / rate` apart, across every listing of a refresh.
+pub struct Pace {
+    next: Mutex<Instant>,
+    gap: Duration,
+}
+
+impl Pace {
+    pub fn new(requests_per_second: f64) -> Pace {
+        Pace {
+            next: Mutex::new(Instant::now()),
+            gap: Duration::from_secs_f64(1.0 / requests_per_second.max(0.001)),
+        }
+    }
+
+    /// Resolves at this request's turn.
+    pub async fn turn(&self) {
+        let at = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let at = (*next).max(Instant::now());
+            *next = at + self.gap;
+            at
+        };
+        sleep_until(at).await;
     }
 }
 
@@ -139,6 +180,13 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
+        if let Some(pace) = l.pace {
+            // Waiting for a turn is not waiting for AWS: only the listing's
+            // own deadline bounds it.
+            if timeout_at(l.deadline, pace.turn()).await.is_err() {
+                return Err(timed_out());
+            }
+        }
         let now = Instant::now();
         if now >= l.deadline {
             return Err(timed_out());

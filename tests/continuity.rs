@@ -398,3 +398,34 @@ async fn a_failing_save_is_counted_and_serving_goes_on() {
     );
     e.stop().await;
 }
+
+/// A pace slower than `aws.request_timeout` (1 request a second, 500 ms
+/// per attempt): waiting for a turn is not an AWS timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pace_is_not_a_timeout() {
+    let standin = Standin::start(org(3)).await;
+    let toml = format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\nrequest_timeout = \"500ms\"\norganizations = true\norganizations_interval = \"1h\"\norganizations_requests_per_second = 1.0\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    );
+    let e = Exporter::start_toml(&toml).await;
+    let text = e
+        .wait_for(15, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up").is_some()
+        })
+        .await;
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_organizations_up"),
+        Some(1.0),
+        "{text}"
+    );
+    for op in [
+        "ListRoots",
+        "ListAccountsForParent",
+        "ListOrganizationalUnitsForParent",
+    ] {
+        assert_eq!(api_requests(&text, op, "timeout"), 0.0, "{op}");
+        assert_eq!(api_requests(&text, op, "success"), 1.0, "{op}");
+    }
+    e.stop().await;
+}
