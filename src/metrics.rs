@@ -261,10 +261,15 @@ pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labell
 
 /// Renders the organisation's series exactly as `prometheus::TextEncoder`
 /// would (families by name, series by label values), but in one pass over a
-/// sorted snapshot and without building a registry per poll.
+/// sorted snapshot and without building a registry per poll: the walk's
+/// segment, then the poll's (their families sort in that order).
 pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
-    let mut out = String::with_capacity(snap.accounts.len() * 420 + names.len() * 100 + 1024);
+    render_walk(names) + &render_poll(snap)
+}
 
+/// The organisation walk's series: `account_info`.
+pub fn render_walk(names: &Directory) -> String {
+    let mut out = String::with_capacity(names.len() * 160 + 1024);
     if !names.is_empty() {
         header(&mut out, ACCOUNT_INFO, ACCOUNT_INFO_HELP);
         for (id, info) in &names.accounts {
@@ -288,11 +293,16 @@ pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
             out.push_str("\"} 1\n");
         }
     }
-    // Before the first poll only the walk's data (restored from
-    // --storage.path, say) is known: account_info, and no made-up statuses.
+    out
+}
+
+/// The enrollment poll's series; nothing before the first poll (no
+/// made-up statuses).
+pub fn render_poll(snap: &Snapshot) -> String {
     if snap.finished_at.is_none() {
-        return out;
+        return String::new();
     }
+    let mut out = String::with_capacity(snap.accounts.len() * 420 + 1024);
 
     header(
         &mut out,
@@ -416,26 +426,69 @@ fn escape_label(out: &mut String, value: &str) {
     }
 }
 
-/// The organisation's rendered series, plain and pre-compressed.
+/// One producer's rendered series, plain and pre-compressed: node_exporter's
+/// collector model on cached bytes. Each producer (the enrollment poll, the
+/// organisation walk) renders and compresses its own segment when it has
+/// news, and a scrape only splices the segments.
 ///
-/// The gzip form is one gzip member whose deflate stream has two parts: each
-/// scrape compresses its small live part (the exporter's own metrics) first,
-/// ending in a sync flush (byte-aligned, not final), and the cached series
-/// follow as a complete deflate stream made once per poll, whose last block
-/// is the final one. The trailer's CRC combines the live part's with the
-/// cached one. Any gzip reader sees one ordinary stream; the plain form has
-/// the same order.
-///
-/// The cached part is compressed by libdeflate at its strongest level
-/// ([`STRONGEST_LEVEL`]) up to [`STRONGEST_LEVEL_MAX_BYTES`] of text, and at
-/// [`LARGE_TEXT_LEVEL`] above, so a poll of 100,000 accounts still publishes
-/// in well under 2 s. That costs once per poll, off the scrape path, and
-/// saves bytes on every scrape: at 10,000 accounts the body is smaller than
-/// client_golang's (README, Benchmarks).
-pub struct Exposition {
+/// The segment that comes last (the poll's, the largest) is a complete
+/// deflate stream from libdeflate at its strongest level ([`STRONGEST_LEVEL`],
+/// [`LARGE_TEXT_LEVEL`] above [`STRONGEST_LEVEL_MAX_BYTES`]), whose last
+/// block is the final one. A segment that comes before it (the walk's) ends
+/// in a sync flush instead (byte-aligned, not final; zlib, as libdeflate
+/// always ends its stream), so streams splice into one.
+pub struct Segment {
     text: Bytes,
     deflated: Bytes,
     crc: crc32fast::Hasher,
+}
+
+impl Segment {
+    /// A segment that ends the stream.
+    pub fn last(text: String) -> Segment {
+        let deflated = deflate_once(text.as_bytes());
+        Segment::with(text, deflated)
+    }
+
+    /// A segment that other segments follow.
+    pub fn leading(text: String) -> Segment {
+        let mut deflated = Vec::with_capacity(text.len() / 8 + 64);
+        if !text.is_empty() {
+            let mut z = Compress::new(Compression::best(), false);
+            deflate_into(&mut z, text.as_bytes(), &mut deflated, FlushCompress::Sync);
+        }
+        Segment::with(text, deflated)
+    }
+
+    fn with(text: String, deflated: Vec<u8>) -> Segment {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(text.as_bytes());
+        Segment {
+            text: Bytes::from(text),
+            deflated: Bytes::from(deflated),
+            crc,
+        }
+    }
+
+    pub fn text(&self) -> &Bytes {
+        &self.text
+    }
+}
+
+/// What a scrape serves besides the live part: the producers' segments in
+/// order, their combined CRC and length.
+///
+/// The gzip form is one gzip member whose deflate stream is spliced: each
+/// scrape compresses its small live part (the exporter's own metrics) first,
+/// ending in a sync flush, then come the leading segments and the last one,
+/// whose final block ends the stream. The trailer's CRC combines them all.
+/// Any gzip reader sees one ordinary stream; the plain form has the same
+/// order. Making one is cheap (no rendering, no compressing): a producer's
+/// publish swaps its segment and splices anew.
+pub struct Exposition {
+    segments: Vec<Arc<Segment>>,
+    crc: crc32fast::Hasher,
+    len: u64,
     /// The live part as last encoded, reused for [`LIVE_MAX_AGE`].
     live: RwLock<Option<Arc<LiveParts>>>,
 }
@@ -494,14 +547,26 @@ pub fn deflate_once(text: &[u8]) -> Vec<u8> {
 }
 
 impl Exposition {
+    /// One segment, ending the stream.
     pub fn new(text: String) -> Exposition {
-        let deflated = deflate_once(text.as_bytes());
+        Exposition::spliced(Vec::new(), Arc::new(Segment::last(text)))
+    }
+
+    /// `leading` segments (made by [`Segment::leading`]), then `last`
+    /// (made by [`Segment::last`]).
+    pub fn spliced(leading: Vec<Arc<Segment>>, last: Arc<Segment>) -> Exposition {
+        let mut segments = leading;
+        segments.push(last);
         let mut crc = crc32fast::Hasher::new();
-        crc.update(text.as_bytes());
+        let mut len = 0u64;
+        for s in &segments {
+            crc.combine(&s.crc);
+            len += s.text.len() as u64;
+        }
         Exposition {
-            text: Bytes::from(text),
-            deflated: Bytes::from(deflated),
+            segments,
             crc,
+            len,
             live: RwLock::new(None),
         }
     }
@@ -527,7 +592,7 @@ impl Exposition {
             Some(p) => p,
             None => {
                 let live = encode_live();
-                let [head, _, tail] = self.gzip_parts(&live);
+                let [head, tail] = self.gzip_parts(&live);
                 let p = Arc::new(LiveParts {
                     made: Instant::now(),
                     plain: Bytes::from(live),
@@ -538,41 +603,51 @@ impl Exposition {
                 p
             }
         };
+        let mut chunks = Vec::with_capacity(self.segments.len() + 2);
         if gzip {
-            vec![
-                parts.gzip_head.clone(),
-                self.deflated.clone(),
-                parts.gzip_tail.clone(),
-            ]
+            chunks.push(parts.gzip_head.clone());
+            chunks.extend(self.segments.iter().map(|s| s.deflated.clone()));
+            chunks.push(parts.gzip_tail.clone());
         } else {
-            vec![parts.plain.clone(), self.text.clone()]
+            chunks.push(parts.plain.clone());
+            chunks.extend(self.segments.iter().map(|s| s.text.clone()));
         }
+        chunks
     }
 
     pub fn empty() -> Exposition {
         Exposition::new(String::new())
     }
 
-    pub fn text(&self) -> &Bytes {
-        &self.text
+    /// Bytes of the cached part as plain text.
+    pub fn text_len(&self) -> usize {
+        self.len as usize
     }
 
     /// Bytes of the cached part as sent gzip-encoded.
     pub fn deflated_len(&self) -> usize {
-        self.deflated.len()
+        self.segments.iter().map(|s| s.deflated.len()).sum()
     }
 
     /// Body chunks: `live`, then the cached series.
     pub fn plain_body(&self, live: Vec<u8>) -> Vec<Bytes> {
-        vec![Bytes::from(live), self.text.clone()]
+        let mut chunks = vec![Bytes::from(live)];
+        chunks.extend(self.segments.iter().map(|s| s.text.clone()));
+        chunks
     }
 
     /// Body chunks of one gzip stream of `live` followed by the cached series.
     pub fn gzip_body(&self, live: &[u8]) -> Vec<Bytes> {
-        self.gzip_parts(live).into()
+        let [head, tail] = self.gzip_parts(live);
+        let mut chunks = vec![head];
+        chunks.extend(self.segments.iter().map(|s| s.deflated.clone()));
+        chunks.push(tail);
+        chunks
     }
 
-    fn gzip_parts(&self, live: &[u8]) -> [Bytes; 3] {
+    /// The gzip head with `live` compressed and sync-flushed, and the
+    /// trailer for `live` followed by every segment.
+    fn gzip_parts(&self, live: &[u8]) -> [Bytes; 2] {
         let mut head = Vec::with_capacity(live.len() / 4 + 64);
         head.extend_from_slice(&GZIP_HEADER);
         let mut deflate = Compress::new(Compression::fast(), false);
@@ -580,15 +655,12 @@ impl Exposition {
         let mut crc = crc32fast::Hasher::new();
         crc.update(live);
         crc.combine(&self.crc);
-        let size = (self.text.len() as u64 + live.len() as u64) as u32;
+        // ISIZE is the length modulo 2^32 (RFC 1952).
+        let size = (self.len + live.len() as u64) as u32;
         let mut tail = [0u8; 8];
         tail[..4].copy_from_slice(&crc.finalize().to_le_bytes());
         tail[4..].copy_from_slice(&size.to_le_bytes());
-        [
-            Bytes::from(head),
-            self.deflated.clone(),
-            Bytes::copy_from_slice(&tail),
-        ]
+        [Bytes::from(head), Bytes::copy_from_slice(&tail)]
     }
 }
 
@@ -840,6 +912,38 @@ mod tests {
         // Gzip actually compresses (the series are very repetitive).
         let size: usize = exp.gzip_body(&live).iter().map(|b| b.len()).sum();
         assert!(size * 5 < want.len(), "{size} vs {}", want.len());
+    }
+
+    #[test]
+    fn segments_splice_into_one_stream() {
+        let snap = snapshot(3000);
+        let names = names(&snap);
+        let (walk, poll) = (render_walk(&names), render_poll(&snap));
+        assert!(!walk.is_empty() && !poll.is_empty());
+        let exp = Exposition::spliced(
+            vec![Arc::new(Segment::leading(walk.clone()))],
+            Arc::new(Segment::last(poll.clone())),
+        );
+        let live = b"x 1\n".to_vec();
+        let want = [live.clone(), walk.into_bytes(), poll.into_bytes()].concat();
+        assert_eq!(gunzip(&exp.gzip_body(&live)), want);
+        assert_eq!(exp.plain_body(live.clone()).concat(), want);
+        // The same bytes as the one-pass render, which matches the registry.
+        assert_eq!(
+            &want[live.len()..],
+            render_snapshot(&snap, &names).as_bytes()
+        );
+        // Empty segments anywhere still make one valid stream.
+        for (w, p) in [("", ""), ("a 1\n", ""), ("", "b 2\n")] {
+            let exp = Exposition::spliced(
+                vec![Arc::new(Segment::leading(w.into()))],
+                Arc::new(Segment::last(p.into())),
+            );
+            assert_eq!(
+                gunzip(&exp.gzip_body(b"x 1\n")),
+                format!("x 1\n{w}{p}").as_bytes()
+            );
+        }
     }
 
     #[test]

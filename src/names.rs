@@ -71,7 +71,7 @@ where
         usize::from(ORGANIZATIONS_PAGE_SIZE),
         LISTING_TIMEOUT,
         opts,
-        state,
+        &state.metrics.api_requests,
     )
     .paced(pace);
     let listed = paging::list_all(&listing, fetch).await?;

@@ -23,12 +23,13 @@ use std::time::{Duration, SystemTime};
 
 use std::sync::Mutex;
 
+use prometheus::IntCounterVec;
+
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
 use crate::error::{ApiError, PollError};
 use crate::model::Page;
-use crate::state::State;
 
 /// No real organisation has more accounts than this; an upstream that keeps
 /// handing out new tokens past it is broken, and we stop.
@@ -47,7 +48,9 @@ pub struct Listing<'a> {
     pub max_attempts: u32,
     pub retry_backoff: Duration,
     pub request_timeout: Duration,
-    pub state: &'a State,
+    /// `aws_compute_optimizer_api_requests_total`, where every attempt is
+    /// counted by operation and result.
+    pub requests: &'a IntCounterVec,
     /// Every attempt, retries included, first waits its turn here.
     pub pace: Option<&'a Pace>,
 }
@@ -59,7 +62,7 @@ impl<'a> Listing<'a> {
         page_size: usize,
         timeout: Duration,
         opts: &PollOptions,
-        state: &'a State,
+        requests: &'a IntCounterVec,
     ) -> Listing<'a> {
         Listing {
             operation,
@@ -69,7 +72,7 @@ impl<'a> Listing<'a> {
             max_attempts: opts.max_attempts.max(1),
             retry_backoff: opts.retry_backoff,
             request_timeout: opts.request_timeout,
-            state,
+            requests,
             pace: None,
         }
     }
@@ -194,7 +197,9 @@ where
         let attempt_deadline = l.deadline.min(now + l.request_timeout);
         let err = match timeout_at(attempt_deadline, attempt_once()).await {
             Ok(Ok(page)) => {
-                l.state.count_request(l.operation, "success");
+                l.requests
+                    .with_label_values(&[l.operation, "success"])
+                    .inc();
                 return Ok(page);
             }
             Ok(Err(e)) => e,
@@ -207,7 +212,9 @@ where
                 true,
             ),
         };
-        l.state.count_request(l.operation, &err.code);
+        l.requests
+            .with_label_values(&[l.operation, err.code.as_str()])
+            .inc();
         if err.code == "timeout" && Instant::now() >= l.deadline {
             return Err(timed_out());
         }
@@ -251,12 +258,19 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn listing(state: &State, page_size: usize, timeout: Duration) -> Listing<'_> {
         let mut opts = PollOptions::from_config(&crate::config::Config::default());
         opts.retry_backoff = Duration::from_millis(1);
-        Listing::new("Test", page_size, timeout, &opts, state)
+        Listing::new(
+            "Test",
+            page_size,
+            timeout,
+            &opts,
+            &state.metrics.api_requests,
+        )
     }
 
     fn page(items: Vec<u32>, next: Option<&str>) -> Page<u32> {

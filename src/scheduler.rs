@@ -80,7 +80,7 @@ pub async fn poll_once<S: PageSource>(
         usize::from(opts.page_size),
         opts.timeout,
         opts,
-        state,
+        &state.metrics.api_requests,
     );
     let listed = paging::list_all(&listing, |next_token| {
         let req = PageRequest {

@@ -1,9 +1,12 @@
-//! What the poller publishes and the HTTP server reads.
+//! What the producers publish and the HTTP server reads.
 //!
-//! A completed poll replaces the snapshot and its rendered exposition in one
-//! step each (an `Arc` swap under a lock held for nanoseconds), so a scrape
-//! sees either the whole previous organisation or the whole new one, and never
-//! waits for a poll.
+//! Each producer owns a segment of `/metrics` (the enrollment poll its
+//! statuses, the organisation walk `account_info`), renders and compresses
+//! it on its own, off every lock, and publishes by swapping its segment and
+//! splicing a new [`Exposition`] (`Arc` swaps under a lock held for
+//! microseconds). A scrape sees either the whole previous segment or the
+//! whole new one, never waits for a producer, and one producer's news never
+//! re-renders the other's segment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::PollOptions;
 use crate::error::PollError;
-use crate::metrics::{Exposition, SelfMetrics, render_snapshot};
+use crate::metrics::{Exposition, Segment, SelfMetrics, render_poll, render_walk};
 use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
 
 /// Outcome of the latest poll, for the landing and status pages.
@@ -27,14 +30,19 @@ pub struct State {
     pub version: &'static str,
     snapshot: RwLock<Arc<Snapshot>>,
     names: RwLock<Arc<Directory>>,
+    /// The walk's segment (`account_info`) and the poll's, spliced into
+    /// `exposition`.
+    walk_segment: RwLock<Arc<Segment>>,
+    poll_segment: RwLock<Arc<Segment>>,
     exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
     /// When the walk's data was learned (saved with it to storage).
     learned: Mutex<Learned>,
     ready: AtomicBool,
     simulated: AtomicBool,
-    /// Serialises publishing a poll and publishing names (both rare), so
-    /// neither can overwrite the other's render with older data.
+    /// Serialises the swaps and splices of the two producers (microseconds;
+    /// never held while rendering or compressing), so neither can splice
+    /// the other's older segment over its newer one.
     publishing: Mutex<()>,
 }
 
@@ -45,6 +53,8 @@ impl State {
             version,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             names: RwLock::new(Arc::new(Directory::default())),
+            walk_segment: RwLock::new(Arc::new(Segment::leading(String::new()))),
+            poll_segment: RwLock::new(Arc::new(Segment::last(String::new()))),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
             learned: Mutex::new(Learned::default()),
@@ -78,17 +88,24 @@ impl State {
         read(&self.names).clone()
     }
 
-    /// Publishes new account names (from AWS Organizations) and re-renders
-    /// the current organisation with them.
+    /// Publishes new account names (from AWS Organizations): the walk's
+    /// segment only; the poll's stays as it is.
     pub fn set_names(&self, names: Directory) {
-        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         if *self.names() == names {
             return;
         }
-        let names = Arc::new(names);
-        let exposition = Arc::new(Exposition::new(render_snapshot(&self.snapshot(), &names)));
-        *write(&self.names) = names;
-        *write(&self.exposition) = exposition;
+        let segment = Arc::new(Segment::leading(render_walk(&names)));
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        *write(&self.names) = Arc::new(names);
+        *write(&self.walk_segment) = segment;
+        self.splice();
+    }
+
+    /// A new exposition from the current segments (called under `publishing`).
+    fn splice(&self) {
+        let walk = read(&self.walk_segment).clone();
+        let poll = read(&self.poll_segment).clone();
+        *write(&self.exposition) = Arc::new(Exposition::spliced(vec![walk], poll));
     }
 
     pub fn learned(&self) -> Learned {
@@ -149,19 +166,27 @@ impl State {
     /// Records a finished poll: swaps in a complete organisation, or keeps the
     /// last good one and marks the exporter down.
     pub fn publish(&self, result: Result<Snapshot, PollError>, took: Duration, opts: &PollOptions) {
+        // Only the poll writes the snapshot, so this reads the previous one.
+        let result = result.map(|mut snap| {
+            if snap.org.is_none() {
+                // GetEnrollmentStatus failed this time: keep its last answer.
+                snap.org = self.snapshot().org.clone();
+            }
+            snap
+        });
+        // Rendered and compressed before the lock: the walk publishes meanwhile.
+        let segment = result
+            .as_ref()
+            .ok()
+            .map(|snap| Arc::new(Segment::last(render_poll(snap))));
         let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let m = &self.metrics;
         m.poll_duration.observe(took.as_secs_f64());
         let outcome = match result {
-            Ok(mut snap) => {
+            Ok(snap) => {
                 let previous = self.snapshot();
-                if snap.org.is_none() {
-                    // GetEnrollmentStatus failed this time: keep its last answer.
-                    snap.org = previous.org.clone();
-                }
                 log_changes(&previous, &snap);
                 self.count_transitions(&previous, &snap);
-                let exposition = Arc::new(Exposition::new(render_snapshot(&snap, &self.names())));
                 let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
                 let (accounts, pages) = (snap.accounts.len(), snap.pages);
                 let outcome = PollOutcome {
@@ -169,8 +194,11 @@ impl State {
                     duration: took,
                     error: None,
                 };
-                *write(&self.exposition) = exposition;
+                if let Some(segment) = segment {
+                    *write(&self.poll_segment) = segment;
+                }
                 *write(&self.snapshot) = Arc::new(snap);
+                self.splice();
                 m.up.set(1.0);
                 m.last_success.set(unix_seconds(finished));
                 m.polls.with_label_values(&["success"]).inc();
@@ -289,6 +317,42 @@ mod tests {
             .iter()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn each_producer_swaps_only_its_own_segment() {
+        use crate::model::{AccountInfo, Directory};
+        let state = State::new("test", "test");
+        let opts = PollOptions::from_config(&Config::default());
+        let snap = Snapshot {
+            finished_at: Some(SystemTime::now()),
+            ..Snapshot::default()
+        };
+        state.publish(Ok(snap), Duration::from_millis(5), &opts);
+        let poll = read(&state.poll_segment).clone();
+        let mut names = Directory::default();
+        names.accounts.insert(
+            "111111111111".into(),
+            AccountInfo {
+                name: "a".into(),
+                ..AccountInfo::default()
+            },
+        );
+        state.set_names(names);
+        // The walk's news spliced in; the poll's segment not rendered again.
+        assert!(Arc::ptr_eq(&poll, &read(&state.poll_segment)));
+        let text = body(&state);
+        assert!(text.contains("aws_compute_optimizer_account_info{account_id=\"111111111111\""));
+        assert!(text.contains("aws_compute_optimizer_enrollment_accounts{status=\"Active\"} 0"));
+        // And the poll's news leaves the walk's segment alone.
+        let walk = read(&state.walk_segment).clone();
+        let snap = Snapshot {
+            finished_at: Some(SystemTime::now()),
+            ..Snapshot::default()
+        };
+        state.publish(Ok(snap), Duration::from_millis(5), &opts);
+        assert!(Arc::ptr_eq(&walk, &read(&state.walk_segment)));
+        assert!(!Arc::ptr_eq(&poll, &read(&state.poll_segment)));
     }
 
     #[test]
