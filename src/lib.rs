@@ -14,7 +14,10 @@
 //! * [`paging`]: the one paging loop (tokens, caps, retries, deadlines) that
 //!   every listing uses.
 //! * [`scheduler`]: the enrollment poll loop; [`names`]: account names.
-//! * [`state`]: what a finished poll publishes, swapped in one step.
+//! * [`state`]: what the producers publish, each swapping its own segment.
+//! * [`storage`]: `--storage.path`, the walk's data kept across restarts.
+//! * [`authgate`]: the one bcrypt worker, its fair queue, the login cache.
+//! * [`websec`] and [`tlsconf`]: exporter-toolkit's web config.
 //! * [`metrics`]: the cached organisation exposition (plain and gzip) and the
 //!   exporter's own live metrics.
 //! * [`server`] and [`pages`]: HTTP endpoints and the pages for people;
