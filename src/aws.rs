@@ -47,9 +47,9 @@ const KNOWN_CODES: &[&str] = &[
     "InvalidClientTokenId",
     "RequestExpired",
     "SignatureDoesNotMatch",
-    "AWSOrganizationsNotInUseException",
-    "TooManyRequestsException",
     "ServiceException",
+    // Organizations: a malformed request (MaxResults, an ID's format).
+    "InvalidInputException",
 ];
 
 /// Static keys, for tests and tools that must not touch the environment.
@@ -417,4 +417,24 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 fn looks_like_credentials(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
     d.contains("credential") || d.contains("identity")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_codes_are_listed_once_each_and_cover_organizations() {
+        let mut seen = std::collections::HashSet::new();
+        for code in KNOWN_CODES {
+            assert!(seen.insert(code), "{code} listed twice");
+        }
+        for code in [
+            "InvalidInputException",
+            "TooManyRequestsException",
+            "AWSOrganizationsNotInUseException",
+        ] {
+            assert!(KNOWN_CODES.contains(&code), "{code}");
+        }
+    }
 }

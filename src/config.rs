@@ -179,6 +179,16 @@ impl AwsConfig {
     }
 }
 
+/// What STS accepts as an external ID (`[\w+=,.@:/-]{2,1224}`).
+const EXTERNAL_ID_RULE: &str = "2-1224 characters of letters, digits and +=,.@:/-_";
+
+fn valid_external_id(id: &str) -> bool {
+    (2..=1224).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c))
+}
+
 pub fn tag_label(key: &str) -> String {
     let mut label = String::from("tag_");
     label.extend(key.chars().map(|c| {
@@ -337,13 +347,9 @@ impl Config {
             .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
         // A Secret created with `--from-file` often ends in a newline.
         let id = id.trim_end_matches(['\n', '\r']);
-        let valid = (2..=1224).contains(&id.len())
-            && id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c));
-        if !valid {
+        if !valid_external_id(id) {
             return Err(invalid(format!(
-                "{} must hold one external ID: 2-1224 characters of letters, digits and +=,.@:/-_",
+                "{} must hold one external ID: {EXTERNAL_ID_RULE}",
                 file.display()
             )));
         }
@@ -505,6 +511,13 @@ impl Config {
                     "{arn:?} is not a role ARN such as \"arn:aws:iam::123456789012:role/name\""
                 ),
             );
+        }
+        if let Some(id) = &a.external_id
+            && a.external_id_file.is_none()
+            && !valid_external_id(id)
+        {
+            // Never quoted: it is a secret.
+            return err("aws.external_id", format!("must be {EXTERNAL_ID_RULE}"));
         }
         if a.external_id.is_some() && a.external_id_file.is_some() {
             return err(
@@ -943,6 +956,6 @@ mod tests {
         assert!(!out.contains("hunter2"), "{out}");
         assert!(out.contains("external_id = \"<secret>\""), "{out}");
         // The printed config is itself a valid config.
-        assert!(Config::parse(Path::new("y.toml"), &out.replace("<secret>", "x")).is_ok());
+        assert!(Config::parse(Path::new("y.toml"), &out.replace("<secret>", "a-secret")).is_ok());
     }
 }

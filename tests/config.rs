@@ -17,6 +17,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "external_id_invalid.toml",
+        &[
+            "external_id_invalid.toml:3:",
+            "aws.external_id",
+            "must be 2-1224 characters of letters, digits and +=,.@:/-_",
+        ],
+    ),
+    (
         "external_id_wrong_type.toml",
         &[
             "external_id_wrong_type.toml:3:",
@@ -194,6 +202,10 @@ fn every_bad_file_is_rejected_with_a_precise_one_line_message() {
     for (file, needles) in CASES {
         let path = dir.join(file);
         let err = Config::load(&path).expect_err(file).to_string();
+        assert!(
+            !err.contains("has spaces"),
+            "{file}: a secret quoted: {err}"
+        );
         assert!(!err.contains('\n'), "{file}: not one line: {err}");
         assert!(
             err.contains(&*path.to_string_lossy()),

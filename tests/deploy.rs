@@ -133,7 +133,7 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
     let exporter = Exporter::start(
         &standin,
         "role_arn = \"arn:aws:iam::444455556666:role/compute-optimizer-exporter-reader\"\n\
-         external_id = \"x\"\norganizations = true\norganizations_interval = \"1h\"\n\
+         external_id = \"ext-id-1\"\norganizations = true\norganizations_interval = \"1h\"\n\
          account_tags = [\"team\"]\norganizations_requests_per_second = 1000\n\
          [poll]\ninterval = \"1h\"\n",
     )
