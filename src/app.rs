@@ -31,8 +31,9 @@ pub struct Options {
     pub config: Config,
     /// Re-read on reload; `None` means defaults only (reload is a no-op).
     pub config_path: Option<PathBuf>,
-    /// `--web.listen-address`, which wins over the file on every load.
-    pub listen_override: Option<String>,
+    /// `--web.listen-address` and `--web.telemetry-path`, which win over
+    /// the file on every load.
+    pub web_flags: WebFlags,
     pub demo: bool,
     /// Static keys instead of the default chain (tests, tools).
     pub credentials: Option<StaticCredentials>,
@@ -67,12 +68,22 @@ fn fit_to_open_files(limits: &mut Limits, budget: u64) {
     }
 }
 
-/// Loads the configuration file (or defaults) and applies CLI overrides.
-/// `--demo` without a file gets settings that show the simulation moving,
-/// on every load, so a reload keeps them.
+/// The `--web.*` flags that override `[web]` keys, as node_exporter's do.
+#[derive(Debug, Clone, Default)]
+pub struct WebFlags {
+    /// `--web.listen-address`, over `web.listen_address`.
+    pub listen_address: Option<String>,
+    /// `--web.telemetry-path`, over `web.telemetry_path`.
+    pub telemetry_path: Option<String>,
+}
+
+/// Loads the configuration file (or defaults) and applies the flags, each
+/// held to the same rule as the key it overrides. `--demo` without a file
+/// gets settings that show the simulation moving, on every load, so a
+/// reload keeps them.
 pub fn load_config(
     path: Option<&std::path::Path>,
-    listen_override: Option<&str>,
+    flags: &WebFlags,
     demo: bool,
 ) -> Result<Config, String> {
     let mut config = match path {
@@ -80,10 +91,19 @@ pub fn load_config(
         None if demo => Config::demo(),
         None => Config::default(),
     };
-    if let Some(addr) = listen_override {
-        config.web.listen_address = addr.to_owned();
-        crate::config::parse_listen_address(addr)
-            .map_err(|e| format!("--web.listen-address: {e}"))?;
+    if let Some(addr) = &flags.listen_address {
+        config.web.listen_address = addr.clone();
+    }
+    if let Some(path) = &flags.telemetry_path {
+        config.web.telemetry_path = path.clone();
+    }
+    if let Err((key, msg)) = config.validate() {
+        let flag = match key.as_str() {
+            "web.listen_address" => "--web.listen-address",
+            "web.telemetry_path" => "--web.telemetry-path",
+            other => other,
+        };
+        return Err(format!("{flag}: {msg}"));
     }
     Ok(config)
 }
@@ -329,7 +349,7 @@ async fn reload(
     let result = async {
         let new = load_config(
             opts.config_path.as_deref(),
-            opts.listen_override.as_deref(),
+            &opts.web_flags,
             opts.demo,
         )?;
         let new_security = load_security(opts.web_config_file.as_deref())?;

@@ -33,6 +33,9 @@ pub struct Args {
     /// Address to listen on, overriding web.listen_address (e.g. ":9746", "127.0.0.1:9746").
     #[arg(long = "web.listen-address", value_name = "ADDR")]
     pub listen_address: Option<String>,
+    /// Path of the metrics, overriding web.telemetry_path (e.g. "/metrics").
+    #[arg(long = "web.telemetry-path", value_name = "PATH")]
+    pub telemetry_path: Option<String>,
     /// TLS and basic authentication, in the Prometheus exporter-toolkit's YAML format.
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
@@ -69,11 +72,11 @@ pub struct Args {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match app::load_config(
-        args.config.as_deref(),
-        args.listen_address.as_deref(),
-        args.demo,
-    ) {
+    let web_flags = app::WebFlags {
+        listen_address: args.listen_address.clone(),
+        telemetry_path: args.telemetry_path.clone(),
+    };
+    let config = match app::load_config(args.config.as_deref(), &web_flags, args.demo) {
         Ok(c) => c,
         Err(e) => {
             say_error(&e);
@@ -127,7 +130,7 @@ pub fn main() -> ExitCode {
         let opts = Options {
             config,
             config_path: args.config.clone(),
-            listen_override: args.listen_address.clone(),
+            web_flags,
             demo: args.demo,
             credentials: None,
             sighup: true,

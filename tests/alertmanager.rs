@@ -359,7 +359,10 @@ async fn a_restart_and_a_fresh_replica_change_no_notification() {
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, &toml).unwrap();
-    let config = || compute_optimizer_exporter::app::load_config(Some(&path), None, false).unwrap();
+    let config = || {
+        compute_optimizer_exporter::app::load_config(Some(&path), &Default::default(), false)
+            .unwrap()
+    };
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let (a_addr, b_addr, c_addr) = (addr(free_port()), addr(free_port()), addr(free_port()));
     let (a_store, b_store) = (dir.join("a"), dir.join("b"));

@@ -40,7 +40,7 @@ fn web_yml(dir: &Path, users: &[(&str, &str)], cost: u32) -> std::path::PathBuf 
 async fn start(dir: &Path, toml: &str, web: &Path) -> Exporter {
     let config = dir.join("config.toml");
     std::fs::write(&config, toml).unwrap();
-    let c = app::load_config(Some(&config), None, true).unwrap();
+    let c = app::load_config(Some(&config), &Default::default(), true).unwrap();
     Exporter::start_full(c, Some(&config), true, Some(web)).await
 }
 

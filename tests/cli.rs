@@ -221,16 +221,50 @@ fn a_bad_config_exits_non_zero_with_one_line() {
         );
         assert!(!err.contains("panicked"));
     }
-    let out = exporter()
-        .args(["--web.listen-address", "nowhere", "--demo"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("--web.listen-address")
+    for (flag, value) in [
+        ("--web.listen-address", "nowhere"),
+        ("--web.telemetry-path", "metrics"),
+        ("--web.telemetry-path", "/"),
+    ] {
+        let out = exporter().args([flag, value, "--demo"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with(&format!("error: {flag}: ")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// `--web.telemetry-path`, node_exporter's flag, wins over the file.
+#[tokio::test]
+async fn the_telemetry_path_flag_moves_the_metrics() {
+    let dir = tempdir();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "[web]\ntelemetry_path = \"/from-file\"\n").unwrap();
+    let mut run = Running::start(
+        exporter()
+            .args([
+                "--demo",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--web.telemetry-path",
+                "/prom",
+                "--config.file",
+            ])
+            .arg(&config),
     );
+    let addr = run.addr();
+    run.wait_line("poll finished");
+    assert_eq!(get(addr, "/prom").await.status, 200);
+    assert!(
+        get(addr, "/prom")
+            .await
+            .text()
+            .contains("aws_compute_optimizer_up")
+    );
+    assert_eq!(get(addr, "/from-file").await.status, 404);
+    assert_eq!(get(addr, "/metrics").await.status, 404);
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
 }
 
 #[tokio::test]

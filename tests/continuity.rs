@@ -43,7 +43,7 @@ async fn start(toml: &str, storage: &Path) -> Exporter {
     let dir = tempdir();
     let path = dir.join("config.toml");
     std::fs::write(&path, toml).unwrap();
-    let config = app::load_config(Some(&path), None, false).unwrap();
+    let config = app::load_config(Some(&path), &Default::default(), false).unwrap();
     Exporter::start_stored(config, Some(&path), false, None, Some(storage)).await
 }
 
@@ -242,7 +242,7 @@ async fn a_reload_restarts_only_the_producer_whose_settings_changed() {
     let path = dir.join("config.toml");
     let toml = config(&standin, 1000.0);
     std::fs::write(&path, &toml).unwrap();
-    let c = app::load_config(Some(&path), None, false).unwrap();
+    let c = app::load_config(Some(&path), &Default::default(), false).unwrap();
     let e = Exporter::start_config(c, Some(&path), false).await;
     e.wait_for(10, |t| {
         sample(t, "aws_compute_optimizer_organizations_complete") == Some(1.0)
@@ -337,7 +337,7 @@ async fn names_switched_off_stay_off() {
     let path = dir.join("config.toml");
     let toml = config(&standin, 20.0);
     std::fs::write(&path, &toml).unwrap();
-    let c = app::load_config(Some(&path), None, false).unwrap();
+    let c = app::load_config(Some(&path), &Default::default(), false).unwrap();
     let e = Exporter::start_config(c, Some(&path), false).await;
     e.wait_for(10, |t| info_lines(t).len() == 40).await;
     std::fs::write(

@@ -249,7 +249,8 @@ impl Exporter {
     }
 
     pub async fn start_with(config_path: Option<&Path>, demo: bool) -> Exporter {
-        let config = app::load_config(config_path, None, demo).expect("valid test config");
+        let config =
+            app::load_config(config_path, &Default::default(), demo).expect("valid test config");
         Exporter::start_config(config, config_path, demo).await
     }
 
@@ -295,7 +296,7 @@ impl Exporter {
         let opts = Options {
             config,
             config_path: config_path.map(Path::to_owned),
-            listen_override: None,
+            web_flags: Default::default(),
             demo,
             credentials: Some(StaticCredentials {
                 access_key_id: "AKIDTEST".into(),
