@@ -352,11 +352,34 @@ fn kustomize_sets_image_namespace_and_operator_labels_in_one_place() {
         BTreeSet::from([
             "ConfigMap",
             "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
             "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor"
         ])
+    );
+    // The PodDisruptionBudget and the NetworkPolicy select the Deployment's
+    // pods, and the policy opens the port the container serves on.
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let deployment = of("Deployment");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        &of("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        pod_labels
+    );
+    let policy = &of("NetworkPolicy")["spec"];
+    assert_eq!(&policy["podSelector"]["matchLabels"], pod_labels);
+    let port = &policy["ingress"][0]["ports"][0]["port"];
+    let container_ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        container_ports
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| &p["name"] == port),
+        "the policy opens {port:?}"
     );
 }
 
