@@ -109,7 +109,14 @@ impl AwsSource {
         let mut shared = base.to_builder();
         if let Some(role) = &cfg.role_arn {
             // STS in the configured region, at its own endpoint if one is set.
-            let sts = with_endpoint(&base, cfg.sts_endpoint_url.as_deref());
+            // The role hop retries on its own (the SDK's standard mode: three
+            // attempts, throttling and 5xx): the paging loop cannot retry
+            // inside the credentials provider, and one STS throttle during a
+            // refresh must not fail a poll.
+            let sts = with_endpoint(&base, cfg.sts_endpoint_url.as_deref())
+                .to_builder()
+                .retry_config(RetryConfig::standard().with_max_attempts(3))
+                .build();
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
                 .session_name(cfg.session_name.clone())
                 .configure(&sts);

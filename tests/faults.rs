@@ -191,3 +191,31 @@ async fn assumed_role_credentials_are_refreshed_before_they_expire() {
     );
     exporter.stop().await;
 }
+
+/// One throttle from STS during a credential fetch is retried by the role
+/// hop itself: the poll succeeds instead of failing as `credentials`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_assume_role_is_retried_not_a_failed_poll() {
+    let standin = Standin::start(org(20)).await;
+    standin.throttle_assume_role(1);
+    let exporter = Exporter::start(
+        &standin,
+        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\n[poll]\ninterval = \"1h\"\n",
+    )
+    .await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(standin.assume_role_throttled(), 1, "the fault was served");
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_up"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "aws_compute_optimizer_polls_total{result=\"failure\"}"
+        ),
+        Some(0.0)
+    );
+    exporter.stop().await;
+}

@@ -106,6 +106,9 @@ struct Inner {
     requests: usize,
     /// AssumeRole calls answered; session credentials last this long.
     assume_role_calls: usize,
+    /// The next this many AssumeRole calls answer STS's `Throttling`.
+    assume_role_throttle: usize,
+    assume_role_throttled: usize,
     session_seconds: u64,
     /// GetEnrollmentStatus: calls answered, and whether to deny them.
     org_status_calls: usize,
@@ -349,6 +352,15 @@ impl Standin {
             .unwrap()
             .names
             .insert(id.to_owned(), name.to_owned());
+    }
+
+    /// The next `n` AssumeRole calls answer `Throttling`.
+    pub fn throttle_assume_role(&self, n: usize) {
+        self.inner.lock().unwrap().assume_role_throttle = n;
+    }
+
+    pub fn assume_role_throttled(&self) -> usize {
+        self.inner.lock().unwrap().assume_role_throttled
     }
 
     pub fn assume_role_calls(&self) -> usize {
@@ -596,7 +608,22 @@ async fn handle(
         }
     }
     match operation.as_str() {
-        "AssumeRole" | "AssumeRoleWithWebIdentity" => return Ok(assume_role(&inner, &body)),
+        "AssumeRole" | "AssumeRoleWithWebIdentity" => {
+            let mut i = inner.lock().unwrap();
+            if i.assume_role_throttle > 0 {
+                i.assume_role_throttle -= 1;
+                i.assume_role_throttled += 1;
+                // STS's awsQuery error, as it throttles (HTTP 400).
+                let xml = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>";
+                return Ok(Response::builder()
+                    .status(400)
+                    .header("content-type", "text/xml")
+                    .body(Full::new(Bytes::from(xml)))
+                    .unwrap());
+            }
+            drop(i);
+            return Ok(assume_role(&inner, &body));
+        }
         op if ORGANIZATIONS_OPERATIONS.contains(&op) => {
             return Ok(organizations(&inner, op, &body));
         }
