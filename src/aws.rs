@@ -134,13 +134,14 @@ impl AwsSource {
         if let Some(url) = &cfg.endpoint_url {
             co = co.endpoint_url(url);
         }
+        let home = organizations_region(&region).await;
         let organizations = cfg.organizations.then(|| {
             // Organizations is global: AWS's own endpoint rules sign for the
             // partition's home region whatever aws.region is, but with a
             // custom endpoint (key or variable) the SDK would sign for
             // aws.region, which AWS refuses. Pinning the region does both.
-            let mut conf = aws_sdk_organizations::config::Builder::from(&shared)
-                .region(Region::new(organizations_region(&region)));
+            let mut conf =
+                aws_sdk_organizations::config::Builder::from(&shared).region(Region::new(home));
             if let Some(url) = &cfg.organizations_endpoint_url {
                 conf = conf.endpoint_url(url);
             }
@@ -154,15 +155,21 @@ impl AwsSource {
     }
 }
 
-/// The region Organizations requests are signed for in `region`'s partition.
-fn organizations_region(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "cn-northwest-1"
-    } else if region.starts_with("us-gov-") {
-        "us-gov-west-1"
-    } else {
-        "us-east-1"
-    }
+/// The region Organizations requests are signed for in `region`'s
+/// partition (its home region), as the SDK's own endpoint rules and
+/// partition data say: us-east-1, cn-northwest-1, us-gov-west-1, the ISO
+/// partitions' and the European Sovereign Cloud's own.
+async fn organizations_region(region: &str) -> String {
+    use aws_sdk_organizations::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+    let resolved = match Params::builder().region(region).build() {
+        Ok(params) => DefaultResolver::new().resolve_endpoint(&params).await.ok(),
+        Err(_) => None,
+    };
+    resolved
+        .as_ref()
+        .and_then(|e| e.auth_schemes().first()?.get("signingRegion")?.as_string())
+        .unwrap_or("us-east-1")
+        .to_owned()
 }
 
 /// `base`, with its endpoint replaced where `url` is set. The endpoint is
@@ -429,6 +436,21 @@ fn looks_like_credentials(detail: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn organizations_is_signed_for_its_partitions_home_region() {
+        for (region, home) in [
+            ("eu-west-1", "us-east-1"),
+            ("us-east-1", "us-east-1"),
+            ("cn-north-1", "cn-northwest-1"),
+            ("us-gov-east-1", "us-gov-west-1"),
+            ("us-iso-west-1", "us-iso-east-1"),
+            ("us-isob-east-1", "us-isob-east-1"),
+            ("eusc-de-east-1", "eusc-de-east-1"),
+        ] {
+            assert_eq!(organizations_region(region).await, home, "{region}");
+        }
+    }
 
     #[test]
     fn known_codes_are_listed_once_each_and_cover_organizations() {

@@ -410,3 +410,39 @@ async fn a_refresh_failing_part_way_keeps_the_last_known_tags() {
     assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
     e.stop().await;
 }
+
+/// China and GovCloud: Organizations is signed for the partition's home
+/// region (from the SDK's partition data), whatever aws.region is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_is_signed_for_the_partitions_home_region() {
+    for (region, home) in [
+        ("cn-north-1", "cn-northwest-1"),
+        ("us-gov-east-1", "us-gov-west-1"),
+    ] {
+        let standin = Standin::start(org(5)).await;
+        standin.organizations_home(home);
+        let toml = format!(
+            "[aws]\nregion = \"{region}\"\n{}retry_backoff = \"10ms\"\norganizations = true\norganizations_interval = \"1h\"\n[poll]\ninterval = \"1h\"\n",
+            standin.endpoint_keys()
+        );
+        let e = Exporter::start_toml(&toml).await;
+        let text = e
+            .wait_for(10, |t| {
+                sample(t, "aws_compute_optimizer_organizations_up").is_some()
+            })
+            .await;
+        assert_eq!(
+            sample(&text, "aws_compute_optimizer_organizations_up"),
+            Some(1.0),
+            "{region}: {text}"
+        );
+        assert!(
+            standin
+                .signed_regions()
+                .contains(&format!("organizations {home}")),
+            "{region}: {:?}",
+            standin.signed_regions()
+        );
+        e.stop().await;
+    }
+}

@@ -106,6 +106,8 @@ struct Inner {
     requests: usize,
     /// AssumeRole calls answered; session credentials last this long.
     assume_role_calls: usize,
+    /// The region Organizations signatures must be scoped to (us-east-1).
+    organizations_home: Option<String>,
     /// The next this many AssumeRole calls answer STS's `Throttling`.
     assume_role_throttle: usize,
     assume_role_throttled: usize,
@@ -354,6 +356,12 @@ impl Standin {
             .insert(id.to_owned(), name.to_owned());
     }
 
+    /// Serves Organizations as the partition whose home region is `region`
+    /// does (cn-northwest-1 in China, us-gov-west-1 in GovCloud).
+    pub fn organizations_home(&self, region: &str) {
+        self.inner.lock().unwrap().organizations_home = Some(region.to_owned());
+    }
+
     /// The next `n` AssumeRole calls answer `Throttling`.
     pub fn throttle_assume_role(&self, n: usize) {
         self.inner.lock().unwrap().assume_role_throttle = n;
@@ -589,9 +597,17 @@ async fn handle(
         inner.record(seen);
         return Ok(unknown_operation(service));
     }
-    // Organizations is global: AWS accepts only signatures scoped to us-east-1.
+    // Organizations is global: AWS accepts only signatures scoped to its
+    // partition's home region (us-east-1 in `aws`).
+    let home = {
+        let inner = inner.lock().unwrap();
+        inner
+            .organizations_home
+            .clone()
+            .unwrap_or_else(|| "us-east-1".into())
+    };
     if service == Service::Organizations
-        && scope(seen.authorization.as_deref()).is_some_and(|(region, _)| region != "us-east-1")
+        && scope(seen.authorization.as_deref()).is_some_and(|(region, _)| region != home)
     {
         return Ok(json_reply(
             400,
