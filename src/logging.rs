@@ -5,7 +5,6 @@ use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -42,16 +41,18 @@ pub fn init(level: LogLevel, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     // `try_init`: a second call (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
-    };
+    let _ = builder.event_format(Promslog { format }).try_init();
 }
 
-/// `ts=… level=info target=… msg="…" key=value …`
-pub struct Logfmt;
+/// promslog's layout, the Prometheus ecosystem's logger, in both formats, so
+/// pipelines built for Prometheus components parse this one too:
+/// `time=2026-12-02T06:50:12.345Z level=INFO source=scheduler.rs:42 msg="…" key=value …`
+/// or the same keys as one JSON object per line.
+pub struct Promslog {
+    pub format: LogFormat,
+}
 
-impl<S, N> FormatEvent<S, N> for Logfmt
+impl<S, N> FormatEvent<S, N> for Promslog
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -62,47 +63,113 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        w.write_str("ts=")?;
-        SystemTime.format_time(&mut w)?;
         let meta = event.metadata();
-        write!(
-            w,
-            " level={} target={}",
-            meta.level().as_str().to_ascii_lowercase(),
-            meta.target()
-        )?;
-        let mut visitor = Visitor { out: String::new() };
-        event.record(&mut visitor);
-        w.write_str(&visitor.out)?;
-        writeln!(w)
+        let time = rfc3339_millis(std::time::SystemTime::now());
+        let level = match *meta.level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => "WARN",
+            tracing::Level::INFO => "INFO",
+            // promslog has no TRACE.
+            _ => "DEBUG",
+        };
+        let file = meta.file().unwrap_or(meta.target());
+        let file = file.rsplit(['/', '\\']).next().unwrap_or(file);
+        let source = match meta.line() {
+            Some(line) => format!("{file}:{line}"),
+            None => file.to_owned(),
+        };
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        match self.format {
+            LogFormat::Logfmt => {
+                let mut out = format!("time={time} level={level} source=");
+                push_value(&mut out, &source);
+                for (key, value) in &fields.0 {
+                    out.push(' ');
+                    out.push_str(key);
+                    out.push('=');
+                    match value {
+                        serde_json::Value::String(s) => push_value(&mut out, s),
+                        other => push_value(&mut out, &other.to_string()),
+                    }
+                }
+                writeln!(w, "{out}")
+            }
+            LogFormat::Json => {
+                let mut object = serde_json::Map::new();
+                object.insert("time".into(), time.into());
+                object.insert("level".into(), level.into());
+                object.insert("source".into(), source.into());
+                for (key, value) in fields.0 {
+                    object.insert(key, value);
+                }
+                writeln!(w, "{}", serde_json::Value::Object(object))
+            }
+        }
     }
 }
 
-struct Visitor {
-    out: String,
+/// An event's fields in order, `message` renamed `msg` (first, as
+/// promslog writes it).
+struct Fields(Vec<(String, serde_json::Value)>);
+
+impl Fields {
+    fn push(&mut self, field: &Field, value: serde_json::Value) {
+        match field.name() {
+            "message" => self.0.insert(0, ("msg".into(), value)),
+            key => self.0.push((key.to_owned(), value)),
+        }
+    }
 }
 
-impl Visit for Visitor {
+impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, value);
+        self.push(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, value.into());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.push(field, &format!("{value:?}"));
+        self.push(field, format!("{value:?}").into());
     }
 }
 
-impl Visitor {
-    fn push(&mut self, field: &Field, value: &str) {
-        let key = match field.name() {
-            "message" => "msg",
-            k => k,
-        };
-        self.out.push(' ');
-        self.out.push_str(key);
-        self.out.push('=');
-        push_value(&mut self.out, value);
-    }
+/// `2026-12-02T06:50:12.345Z`, as promslog writes its `time`.
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (proleptic Gregorian), after H. Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// Quotes a value when logfmt needs it, escaping quotes, backslashes and
@@ -139,6 +206,62 @@ pub fn push_value(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_is_rfc3339_in_milliseconds_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_189_672_757);
+        assert_eq!(rfc3339_millis(t), "2026-12-02T05:34:32.757Z");
+        assert_eq!(
+            rfc3339_millis(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn lines_carry_promslogs_keys_in_both_formats() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for format in [LogFormat::Logfmt, LogFormat::Json] {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .event_format(Promslog { format })
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(accounts = 3u64, code = "x y", "poll failed");
+            });
+            let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            match format {
+                LogFormat::Logfmt => {
+                    assert!(line.starts_with("time=20"), "{line}");
+                    assert!(line.contains(" level=WARN source=logging.rs:"), "{line}");
+                    assert!(
+                        line.contains(" msg=\"poll failed\" accounts=3 code=\"x y\"\n"),
+                        "{line}"
+                    );
+                }
+                LogFormat::Json => {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(v["level"], "WARN");
+                    assert_eq!(v["msg"], "poll failed");
+                    assert_eq!(v["accounts"], 3);
+                    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+                    assert!(v["source"].as_str().unwrap().starts_with("logging.rs:"));
+                }
+            }
+        }
+    }
 
     #[test]
     fn logfmt_values() {

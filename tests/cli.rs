@@ -307,8 +307,8 @@ async fn a_denied_poll_logs_what_to_fix_and_never_the_secret() {
     );
     run.addr();
     let line = run.wait_line("poll failed");
-    assert!(line.starts_with("ts="), "{line}");
-    assert!(line.contains("level=error"), "{line}");
+    assert!(line.starts_with("time="), "{line}");
+    assert!(line.contains("level=ERROR"), "{line}");
     assert!(line.contains("code=AccessDeniedException"), "{line}");
     assert!(
         line.contains("compute-optimizer:GetEnrollmentStatusesForOrganization"),
@@ -588,7 +588,7 @@ async fn a_large_slow_organisation_polls_under_defaults_and_warns_near_the_deadl
     let done = run.wait_line("poll finished");
     assert!(done.contains("accounts=3000"), "{done}");
     let warning = run.wait_line("used most of poll.timeout");
-    assert!(warning.contains("level=warn"), "{warning}");
+    assert!(warning.contains("level=WARN"), "{warning}");
     assert!(warning.contains("raise poll.interval"), "{warning}");
     assert!(!run.drain().contains("poll failed"));
     drop(run);

@@ -205,7 +205,7 @@ async fn damaged_snapshots_are_warnings_and_an_unwritable_folder_is_an_error() {
             .find(|l| l.contains(warning))
             .unwrap_or_else(|| panic!("{case}: no warning:\n{text}"));
         assert!(line.contains(&file.display().to_string()), "{case}: {line}");
-        assert!(line.contains("level=warn"), "{case}: {line}");
+        assert!(line.contains("level=WARN"), "{case}: {line}");
         // The fresh walk replaced the damaged file.
         assert!(
             std::fs::read_to_string(&file)
