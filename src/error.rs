@@ -85,6 +85,9 @@ impl PollError {
             None => "the regional endpoint (aws.region, AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER)".into(),
         };
         match self.code() {
+            "credentials" if no_credentials(&self.to_string()) => Some(
+                "no credentials were found: the default chain looked at AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared config and credentials files (~/.aws, AWS_PROFILE or aws.profile), web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, as IRSA sets them), the ECS container endpoint and EC2 instance metadata; give the exporter one of them".into(),
+            ),
             "AccessDeniedException"
             | "MissingAuthenticationToken"
             | "credentials"
@@ -93,7 +96,7 @@ impl PollError {
             | "ExpiredTokenException"
             | "InvalidSignatureException"
             | "SignatureDoesNotMatch" => Some(format!(
-                "the credentials need IAM permission compute-optimizer:GetEnrollmentStatusesForOrganization, and the call must come from the organisation's management account or a delegated administrator for Compute Optimizer{role}"
+                "the credentials need IAM permission compute-optimizer:GetEnrollmentStatusesForOrganization, and the call must come from the organisation's management account or a delegated administrator for Compute Optimizer, with trusted access for Compute Optimizer enabled in Organizations (aws organizations enable-aws-service-access --service-principal compute-optimizer.amazonaws.com){role}"
             )),
             "InvalidParameterValueException" => Some(format!(
                 "the request was rejected as invalid: maxResults={} statuses={:?}; check poll.page_size and poll.statuses",
@@ -126,4 +129,11 @@ impl PollError {
             _ => None,
         }
     }
+}
+
+/// True when a credentials failure is "none found anywhere", not a
+/// provider's error (as aws-config words it).
+fn no_credentials(message: &str) -> bool {
+    message.contains("no providers in chain provided credentials")
+        || message.contains("the credential provider was not enabled")
 }

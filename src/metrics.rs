@@ -366,19 +366,23 @@ pub fn render_poll(snap: &Snapshot) -> String {
             );
             one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{"), status);
         }
-        header(
-            &mut out,
-            MEMBERS_ENROLLED,
-            &format!(
-                "1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}"
-            ),
-        );
-        let _ = writeln!(
-            out,
-            "{MEMBERS_ENROLLED} {}",
-            u8::from(org.member_accounts_enrolled)
-        );
+        // Only the management account's answer carries the member count; a
+        // delegated administrator's leaves it out and can read
+        // memberAccountsEnrolled (a plain bool) as false: then neither is
+        // exported, rather than a wrong 0.
         if let Some(n) = org.member_accounts_opted_in {
+            header(
+                &mut out,
+                MEMBERS_ENROLLED,
+                &format!(
+                    "1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}"
+                ),
+            );
+            let _ = writeln!(
+                out,
+                "{MEMBERS_ENROLLED} {}",
+                u8::from(org.member_accounts_enrolled)
+            );
             header(
                 &mut out,
                 MEMBERS_OPTED_IN,

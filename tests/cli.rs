@@ -667,3 +667,36 @@ fn a_network_failure_logs_what_to_check() {
         assert!(line.contains(needle), "{needle}: {line}");
     }
 }
+
+/// No credentials anywhere: the advice says none were found and where the
+/// chain looked, not that an IAM permission is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_at_all_says_so_and_where_it_looked() {
+    let standin = Standin::start(org(5)).await;
+    let path = tempdir().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\n{}[poll]\ninterval = \"1h\"\n",
+            standin.endpoint_keys()
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(&path),
+    );
+    run.addr();
+    let line = run.wait_line("poll failed");
+    assert!(line.contains("code=credentials"), "{line}");
+    assert!(line.contains("no credentials were found"), "{line}");
+    assert!(line.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{line}");
+    assert!(!line.contains("need IAM permission"), "{line}");
+    assert_eq!(standin.requests(), 0, "nothing was sent unsigned");
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+}

@@ -446,3 +446,24 @@ async fn organizations_is_signed_for_the_partitions_home_region() {
         e.stop().await;
     }
 }
+
+/// From a delegated administrator, GetEnrollmentStatus carries no member
+/// count and its `memberAccountsEnrolled` can read false: neither member
+/// series is exported rather than a wrong 0; the account's own status is.
+#[tokio::test]
+async fn a_delegated_administrators_answer_exports_no_member_figures() {
+    let standin = Standin::start(org(8)).await;
+    standin.org_status_as_delegated_administrator(true);
+    let e = Exporter::start(&standin, "[poll]\ninterval = \"1h\"\n").await;
+    let text = e.wait_polls(1).await;
+    assert_eq!(requests(&text, "GetEnrollmentStatus", "success"), 1.0);
+    assert!(
+        !text.contains("aws_compute_optimizer_organization_member_accounts_enrolled"),
+        "{text}"
+    );
+    assert!(!text.contains("aws_compute_optimizer_organization_member_accounts_opted_in"));
+    assert!(text.contains(
+        "aws_compute_optimizer_management_account_enrollment_status{status=\"Active\"} 1"
+    ));
+    e.stop().await;
+}

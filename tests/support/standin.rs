@@ -136,6 +136,7 @@ struct Inner {
     latency: Duration,
     /// GetEnrollmentStatus answers without a `status` field.
     org_status_without_status: bool,
+    org_status_delegated: bool,
     /// `service:Operation` of every request a service answered as its own.
     operations: BTreeSet<String>,
     /// Requests that reached a service they were not meant for.
@@ -232,6 +233,12 @@ impl Standin {
     /// GetEnrollmentStatus answers without a `status` field while set.
     pub fn org_status_without_status(&self, on: bool) {
         self.inner.lock().unwrap().org_status_without_status = on;
+    }
+
+    /// GetEnrollmentStatus as a delegated administrator gets it: no
+    /// `numberOfMemberAccountsOptedIn`, and `memberAccountsEnrolled` false.
+    pub fn org_status_as_delegated_administrator(&self, on: bool) {
+        self.inner.lock().unwrap().org_status_delegated = on;
     }
 
     pub fn set_accounts(&self, accounts: Vec<OrgAccount>) {
@@ -832,7 +839,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 
 /// Compute Optimizer GetEnrollmentStatus for the calling account.
 fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
-    let (denied, active, without_status) = {
+    let (denied, active, without_status, delegated) = {
         let mut inner = inner.lock().unwrap();
         inner.org_status_calls += 1;
         let active = inner
@@ -844,6 +851,7 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
             inner.org_status_denied,
             active,
             inner.org_status_without_status,
+            inner.org_status_delegated,
         )
     };
     if denied {
@@ -854,16 +862,18 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
         );
     }
     let mut fields = vec![
-        (text("memberAccountsEnrolled"), Value::Bool(true)),
-        (
-            text("numberOfMemberAccountsOptedIn"),
-            Value::Integer((active as i64).into()),
-        ),
+        (text("memberAccountsEnrolled"), Value::Bool(!delegated)),
         (
             text("lastUpdatedTimestamp"),
             Value::Tag(1, Box::new(Value::Float(1_690_000_000.0))),
         ),
     ];
+    if !delegated {
+        fields.push((
+            text("numberOfMemberAccountsOptedIn"),
+            Value::Integer((active as i64).into()),
+        ));
+    }
     if !without_status {
         fields.push((text("status"), text("Active")));
     }
