@@ -241,7 +241,13 @@ fn the_shipped_example_is_valid_and_spells_out_every_default() {
         let key = line.split(" = ").next().unwrap();
         assert!(text.contains(&format!("{key} =")), "example lacks {key}");
     }
+    // Copied and edited, it still follows the defaults: a shorter interval
+    // takes the timeout with it.
+    let edited = text.replace("interval = \"5m\"", "interval = \"1m\"");
+    let c = Config::parse(&root.join("edited.toml"), &edited).expect("the edited example loads");
+    assert_eq!(c.poll.timeout, std::time::Duration::from_secs(60));
     for key in [
+        "timeout",
         "region",
         "profile",
         "endpoint_url",
