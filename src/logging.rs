@@ -150,6 +150,16 @@ impl Visit for Fields {
 
 /// `2026-12-02T06:50:12.345Z`, as promslog writes its `time`.
 fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let millis = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_millis();
+    let seconds = rfc3339(t);
+    format!("{}.{millis:03}Z", seconds.trim_end_matches('Z'))
+}
+
+/// `2026-12-02T06:50:12Z`: UTC, whole seconds (as AWS writes timestamps).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -164,11 +174,10 @@ fn rfc3339_millis(t: std::time::SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
+        rem % 60
     )
 }
 
