@@ -296,10 +296,29 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         }
     }
     assert!(exprs.len() >= 10);
+    // As mixin dashboards: every query follows the cluster and job variables.
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        variables.contains(&"cluster") && variables.contains(&"job"),
+        "{variables:?}"
+    );
+    for (title, expr) in &exprs {
+        assert!(
+            expr.contains("cluster=~\"$cluster\"") && expr.contains("job=~\"$job\""),
+            "panel {title:?} ignores $cluster or $job: {expr}"
+        );
+    }
     for (title, expr) in &exprs {
         let promql = expr
             .replace("$__rate_interval", "30s")
             .replace("$instance", ".*")
+            .replace("$cluster", ".*")
+            .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*");
         eventually(10, || async {
@@ -323,6 +342,8 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         .collect();
     let all = |t: &str| {
         t.replace("$instance", ".*")
+            .replace("$cluster", ".*")
+            .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*")
     };
@@ -357,6 +378,8 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     assert!(!in_prod.is_empty());
     let filtered = table
         .replace("$instance", ".*")
+        .replace("$cluster", ".*")
+        .replace("$job", ".*")
         .replace("$ou_path", "Root/Prod")
         .replace("$team", ".*");
     let rows = query(&prom, &filtered).await;
@@ -429,6 +452,8 @@ async fn the_dashboard_counts_each_account_once_with_two_replicas() {
             .and_then(|p| p["targets"][0]["expr"].as_str())
             .unwrap_or_else(|| panic!("no panel {title:?}"))
             .replace("$instance", ".*")
+            .replace("$cluster", ".*")
+            .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*")
     };
