@@ -52,6 +52,35 @@ const KNOWN_CODES: &[&str] = &[
     "InvalidInputException",
 ];
 
+/// STS's own error codes, as they surface inside a credentials failure (the
+/// `aws.role_arn` hop, web identity): kept in the `result` label instead of
+/// `credentials`, so the cause shows. Throttling and IdP trouble are
+/// transient and retried.
+const STS_CODES: &[(&str, bool)] = &[
+    ("Throttling", true),
+    ("IDPCommunicationError", true),
+    ("ExpiredToken", false),
+    ("RegionDisabledException", false),
+    ("InvalidIdentityToken", false),
+    ("MalformedPolicyDocument", false),
+    ("PackedPolicyTooLarge", false),
+];
+
+/// A credentials failure, labelled with STS's code where it names one.
+fn credentials_error(detail: String) -> ApiError {
+    let named = STS_CODES.iter().find(|(code, _)| {
+        detail.match_indices(code).any(|(at, _)| {
+            let before = detail[..at].chars().next_back();
+            let after = detail[at + code.len()..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        })
+    });
+    match named {
+        Some((code, retryable)) => ApiError::new(*code, detail, *retryable),
+        None => ApiError::new("credentials", detail, false),
+    }
+}
+
 /// Static keys, for tests and tools that must not touch the environment.
 #[derive(Clone)]
 pub struct StaticCredentials {
@@ -402,12 +431,12 @@ where
         SdkError::DispatchFailure(d) if d.is_timeout() => ApiError::new("timeout", detail, true),
         SdkError::DispatchFailure(d) if d.is_io() => ApiError::new("network", detail, true),
         SdkError::DispatchFailure(_) if looks_like_credentials(&detail) => {
-            ApiError::new("credentials", detail, false)
+            credentials_error(detail)
         }
         SdkError::DispatchFailure(_) => ApiError::new("network", detail, true),
         SdkError::ResponseError(_) => ApiError::new("invalid_response", detail, true),
         SdkError::ConstructionFailure(_) if looks_like_credentials(&detail) => {
-            ApiError::new("credentials", detail, false)
+            credentials_error(detail)
         }
         _ => ApiError::new("other", detail, false),
     }
@@ -450,6 +479,25 @@ mod tests {
         ] {
             assert_eq!(organizations_region(region).await, home, "{region}");
         }
+    }
+
+    #[test]
+    fn sts_codes_in_a_credentials_failure_are_found_as_whole_words() {
+        let e = credentials_error(
+            "failed to load credentials: RegionDisabledException: STS is not activated".into(),
+        );
+        assert_eq!(e.code, "RegionDisabledException");
+        assert!(!e.retryable);
+        // Another service's code that merely starts the same is not STS's.
+        assert_eq!(
+            credentials_error("ExpiredTokenException: x".into()).code,
+            "credentials"
+        );
+        assert_eq!(
+            credentials_error("no providers in chain provided credentials".into()).code,
+            "credentials"
+        );
+        assert!(credentials_error("service error: Throttling: Rate exceeded".into()).retryable);
     }
 
     #[test]

@@ -88,8 +88,19 @@ impl PollError {
             "credentials" if no_credentials(&self.to_string()) => Some(
                 "no credentials were found: the default chain looked at AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared config and credentials files (~/.aws, AWS_PROFILE or aws.profile), web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, as IRSA sets them), the ECS container endpoint and EC2 instance metadata; give the exporter one of them".into(),
             ),
+            "RegionDisabledException" => Some(format!(
+                "STS is not active in the region it was called in: activate it for the account (IAM, Account settings, Security Token Service endpoints) or set aws.sts_endpoint_url to an active region's STS{role}"
+            )),
+            "ExpiredToken" | "InvalidIdentityToken" | "IDPCommunicationError" => Some(
+                "the web identity token was refused or could not be checked: with IRSA, check the service account's role annotation, the role's trust of the cluster's OIDC provider and that the projected token is mounted (AWS_WEB_IDENTITY_TOKEN_FILE)".into(),
+            ),
+            "Throttling" => Some(
+                "STS is throttling credential requests; they are retried, and a refresh is rare: if it persists, look for other callers of STS in the account".into(),
+            ),
             "AccessDeniedException"
             | "MissingAuthenticationToken"
+            | "MalformedPolicyDocument"
+            | "PackedPolicyTooLarge"
             | "credentials"
             | "UnrecognizedClientException"
             | "InvalidClientTokenId"

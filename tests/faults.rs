@@ -219,3 +219,30 @@ async fn a_throttled_assume_role_is_retried_not_a_failed_poll() {
     );
     exporter.stop().await;
 }
+
+/// STS's own error codes reach the `result` label and the advice: a region
+/// where STS is disabled says so, not "needs IAM permission".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_error_codes_are_labelled_and_advised() {
+    let standin = Standin::start(org(5)).await;
+    standin.fail_assume_role(100, 403, "RegionDisabledException");
+    let exporter = Exporter::start(
+        &standin,
+        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\n[poll]\ninterval = \"1h\"\n",
+    )
+    .await;
+    let text = exporter.wait_polls(1).await;
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(0.0));
+    assert_eq!(
+        support::api_requests(
+            &text,
+            "GetEnrollmentStatusesForOrganization",
+            "RegionDisabledException"
+        ),
+        1.0,
+        "{text}"
+    );
+    let outcome = exporter.state.last_poll().unwrap().error.unwrap();
+    assert!(outcome.contains("RegionDisabledException"), "{outcome}");
+    exporter.stop().await;
+}

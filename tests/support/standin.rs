@@ -108,8 +108,9 @@ struct Inner {
     assume_role_calls: usize,
     /// The region Organizations signatures must be scoped to (us-east-1).
     organizations_home: Option<String>,
-    /// The next this many AssumeRole calls answer STS's `Throttling`.
+    /// The next this many AssumeRole calls answer this STS error.
     assume_role_throttle: usize,
+    assume_role_error: Option<(u16, String)>,
     assume_role_throttled: usize,
     session_seconds: u64,
     /// GetEnrollmentStatus: calls answered, and whether to deny them.
@@ -374,6 +375,13 @@ impl Standin {
         self.inner.lock().unwrap().assume_role_throttle = n;
     }
 
+    /// The next `n` AssumeRole calls answer STS error `code` with `status`.
+    pub fn fail_assume_role(&self, n: usize, status: u16, code: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.assume_role_throttle = n;
+        inner.assume_role_error = Some((status, code.to_owned()));
+    }
+
     pub fn assume_role_throttled(&self) -> usize {
         self.inner.lock().unwrap().assume_role_throttled
     }
@@ -636,10 +644,16 @@ async fn handle(
             if i.assume_role_throttle > 0 {
                 i.assume_role_throttle -= 1;
                 i.assume_role_throttled += 1;
-                // STS's awsQuery error, as it throttles (HTTP 400).
-                let xml = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>";
+                // STS's awsQuery error (throttling is HTTP 400).
+                let (status, code) = i
+                    .assume_role_error
+                    .clone()
+                    .unwrap_or((400, "Throttling".into()));
+                let xml = format!(
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{code} from the stand-in</Message></Error><RequestId>failed</RequestId></ErrorResponse>"
+                );
                 return Ok(Response::builder()
-                    .status(400)
+                    .status(status)
                     .header("content-type", "text/xml")
                     .body(Full::new(Bytes::from(xml)))
                     .unwrap());
