@@ -102,6 +102,38 @@ async fn promtool_finds_nothing_wrong_with_a_live_scrape() {
     e.stop().await;
 }
 
+/// The shipped dashboard.
+fn dashboard() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/compute-optimizer-exporter.json"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Waits until Prometheus listens and scrapes `n` healthy targets.
+async fn targets_up(prom: &support::prom::Prometheus, n: usize) {
+    eventually(30, || async {
+        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
+            return Err("prometheus is not listening".into());
+        }
+        let v: Value = serde_json::from_slice(&get(prom.addr, "/api/v1/targets").await.body)
+            .unwrap_or_default();
+        let up = v["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["health"] == "up")
+            .count();
+        if up == n {
+            Ok(())
+        } else {
+            Err(format!("{up} of {n} targets up: {v}"))
+        }
+    })
+    .await;
+}
+
 /// Account IDs whose one-hot series for `status` is 1 in a scrape.
 fn accounts_in(text: &str, status: &str) -> BTreeSet<String> {
     text.lines()
@@ -124,23 +156,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     e.wait_polls(1).await;
     let prom = start_prometheus(&[e.addr], &root().join("deploy/prometheus/rules.yml"), None);
 
-    eventually(30, || async {
-        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
-            return Err("prometheus is not listening".into());
-        }
-        let r = get(prom.addr, "/api/v1/targets").await;
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        let health = v["data"]["activeTargets"][0]["health"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        if health == "up" {
-            Ok(())
-        } else {
-            Err(format!("target health {health:?}: {v}"))
-        }
-    })
-    .await;
+    targets_up(&prom, 1).await;
 
     // The Pending count in Prometheus equals the organisation's.
     let scrape = e.metrics().await;
@@ -281,11 +297,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     .await;
 
     // Every dashboard query (and the instance variable) returns data.
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("deploy/grafana/compute-optimizer-exporter.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let dashboard = dashboard();
     let mut exprs = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
@@ -419,30 +431,8 @@ async fn the_dashboard_counts_each_account_once_with_two_replicas() {
         &root().join("deploy/prometheus/rules.yml"),
         None,
     );
-    eventually(30, || async {
-        if tokio::net::TcpStream::connect(prom.addr).await.is_err() {
-            return Err("prometheus is not listening".into());
-        }
-        let v: Value = serde_json::from_slice(&get(prom.addr, "/api/v1/targets").await.body)
-            .unwrap_or_default();
-        let up = v["data"]["activeTargets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["health"] == "up")
-            .count();
-        if up == 2 {
-            Ok(())
-        } else {
-            Err(format!("{up} of 2 targets up"))
-        }
-    })
-    .await;
-    let dashboard: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("deploy/grafana/compute-optimizer-exporter.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    targets_up(&prom, 2).await;
+    let dashboard = dashboard();
     let expr_of = |title: &str| -> String {
         dashboard["panels"]
             .as_array()
