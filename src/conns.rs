@@ -152,29 +152,26 @@ impl Counters {
         c
     }
 
-    fn count(&self, reason: Closed, n: u64) {
+    /// The series `reason` is counted in.
+    fn series(&self, reason: Closed) -> prometheus::IntCounter {
         let (which, label) = reason.label();
         let vec = if which == "shed" {
             &self.shed
         } else {
             &self.refused
         };
-        vec.with_label_values(&[label]).inc_by(n);
+        vec.with_label_values(&[label])
+    }
+
+    fn count(&self, reason: Closed, n: u64) {
+        self.series(reason).inc_by(n);
     }
 
     /// Every reason with its count so far.
     pub fn totals(&self) -> Vec<(Closed, u64)> {
         Closed::ALL
             .iter()
-            .map(|&r| {
-                let (which, label) = r.label();
-                let vec = if which == "shed" {
-                    &self.shed
-                } else {
-                    &self.refused
-                };
-                (r, vec.with_label_values(&[label]).get())
-            })
+            .map(|&r| (r, self.series(r).get()))
             .collect()
     }
 }
@@ -405,8 +402,6 @@ pub struct Table {
     limits: Limits,
     base: Instant,
     inner: Mutex<Inner>,
-    shed: AtomicU64,
-    refused: AtomicU64,
     counters: Counters,
 }
 
@@ -432,17 +427,11 @@ impl Table {
             limits,
             base: Instant::now(),
             inner: Mutex::new(Inner::default()),
-            shed: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
             counters,
         })
     }
 
     fn closed(&self, why: Closed) {
-        match why {
-            Closed::RefusedAllBusy => self.refused.fetch_add(1, Ordering::Relaxed),
-            _ => self.shed.fetch_add(1, Ordering::Relaxed),
-        };
         self.counters.count(why, 1);
     }
 
@@ -454,11 +443,19 @@ impl Table {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Open connections, and those shed and refused so far (all reasons).
     pub fn counts(&self) -> Counts {
+        let (mut shed, mut refused) = (0, 0);
+        for (why, n) in self.counters.totals() {
+            match why {
+                Closed::RefusedAllBusy => refused += n,
+                _ => shed += n,
+            }
+        }
         Counts {
             open: self.lock().conns.len(),
-            shed: self.shed.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
+            shed,
+            refused,
         }
     }
 

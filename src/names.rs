@@ -75,13 +75,10 @@ where
     )
     .paced(pace);
     let listed = paging::list_all(&listing, fetch).await?;
-    if listed.skipped > 0 {
-        state
-            .metrics
-            .accounts_skipped
-            .with_label_values(&[crate::metrics::SKIPPED_ORGANIZATIONS])
-            .inc_by(listed.skipped as u64);
-    }
+    listed.count_skipped(
+        &state.metrics.accounts_skipped,
+        crate::metrics::SKIPPED_ORGANIZATIONS,
+    );
     Ok(listed.items)
 }
 

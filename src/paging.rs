@@ -124,6 +124,18 @@ pub struct Listed<T> {
     pub skipped: usize,
 }
 
+impl<T> Listed<T> {
+    /// Counts the items skipped (a field missing) under `reason` in
+    /// `aws_compute_optimizer_skipped_items_total`.
+    pub fn count_skipped(&self, skipped_items: &IntCounterVec, reason: &str) {
+        if self.skipped > 0 {
+            skipped_items
+                .with_label_values(&[reason])
+                .inc_by(self.skipped as u64);
+        }
+    }
+}
+
 /// Follows `nextToken` from the first page to the last; `fetch` asks for the
 /// page after the token it is given (`None`: the first page).
 pub async fn list_all<T, F, Fut>(l: &Listing<'_>, mut fetch: F) -> Result<Listed<T>, PollError>

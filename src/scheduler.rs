@@ -91,13 +91,10 @@ pub async fn poll_once<S: PageSource>(
         async move { source.fetch_page(&req).await }
     })
     .await?;
-    if listed.skipped > 0 {
-        state
-            .metrics
-            .accounts_skipped
-            .with_label_values(&[crate::metrics::SKIPPED_MISSING])
-            .inc_by(listed.skipped as u64);
-    }
+    listed.count_skipped(
+        &state.metrics.accounts_skipped,
+        crate::metrics::SKIPPED_MISSING,
+    );
     let mut snap = Snapshot {
         pages: listed.pages,
         ..Snapshot::default()
