@@ -19,9 +19,6 @@ pub const PAGES_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The three pages, as rendered together from one report.
 pub struct Pages {
-    /// What these pages were rendered from, kept alive so its address is
-    /// not reused by a later publish while this rendering is cached.
-    _from: (Arc<Snapshot>, Arc<Directory>),
     pub landing: Bytes,
     pub status_html: Bytes,
     pub status_json: Bytes,
@@ -29,15 +26,23 @@ pub struct Pages {
 
 /// What the pages show: a new poll, new names, readiness or the demo flag
 /// make a new rendering at once.
-#[derive(PartialEq)]
 struct Shown {
-    /// The published snapshot and names, by address: each publish swaps in
-    /// a new `Arc`, which a rendering's clone keeps from being reused.
-    snapshot: usize,
-    names: usize,
+    /// The published snapshot and names: each publish swaps in a new `Arc`.
+    snapshot: Arc<Snapshot>,
+    names: Arc<Directory>,
     last_poll: Option<SystemTime>,
     ready: bool,
     simulated: bool,
+}
+
+impl PartialEq for Shown {
+    /// The same publishes (by identity, not by comparing their contents).
+    fn eq(&self, other: &Shown) -> bool {
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+            && Arc::ptr_eq(&self.names, &other.names)
+            && (self.last_poll, self.ready, self.simulated)
+                == (other.last_poll, other.ready, other.simulated)
+    }
 }
 
 /// The latest rendering of the pages, shared by every connection.
@@ -51,10 +56,10 @@ impl PageCache {
     /// it shows the same and is younger than [`PAGES_MAX_AGE`], else a new
     /// one (made by one request while the others wait for it).
     pub fn get(&self, state: &State, telemetry_path: &str) -> Arc<Pages> {
-        let (snapshot, names, last_poll) = (state.snapshot(), state.names(), state.last_poll());
+        let last_poll = state.last_poll();
         let shown = Shown {
-            snapshot: Arc::as_ptr(&snapshot) as usize,
-            names: Arc::as_ptr(&names) as usize,
+            snapshot: state.snapshot(),
+            names: state.names(),
             last_poll: last_poll.as_ref().map(|p| p.finished_at),
             ready: state.is_ready(),
             simulated: state.is_simulated(),
@@ -66,14 +71,18 @@ impl PageCache {
         {
             return pages.clone();
         }
-        let mut r = report(&snapshot, &names, last_poll.as_ref(), SystemTime::now());
+        let mut r = report(
+            &shown.snapshot,
+            &shown.names,
+            last_poll.as_ref(),
+            SystemTime::now(),
+        );
         r.simulated = shown.simulated;
         // The same answer as /-/ready: a first poll has finished, even a
         // failed one.
         r.ready = shown.ready;
         let json = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into()) + "\n";
         let pages = Arc::new(Pages {
-            _from: (snapshot.clone(), names.clone()),
             landing: Bytes::from(landing(state.version, telemetry_path, &r)),
             status_html: Bytes::from(status_html(&r)),
             status_json: Bytes::from(json),

@@ -135,6 +135,20 @@ async fn targets_up(prom: &support::prom::Prometheus, n: usize) {
 }
 
 /// Account IDs whose one-hot series for `status` is 1 in a scrape.
+/// The account IDs of the `account_info` lines that `keep` keeps.
+fn info_ids(text: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("aws_compute_optimizer_account_info{") && keep(l))
+        .filter_map(|l| {
+            l.split("account_id=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 fn accounts_in(text: &str, status: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| {
@@ -220,22 +234,11 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
 
     // Per-account alerts go pending for exactly the stuck accounts, but not
     // for those Organizations has suspended or is closing.
-    let beyond_reach: BTreeSet<String> = scrape
-        .lines()
-        .filter(|l| {
-            l.starts_with("aws_compute_optimizer_account_info{")
-                && ["SUSPENDED", "PENDING_CLOSURE", "CLOSED"]
-                    .iter()
-                    .any(|s| l.contains(&format!("account_state=\"{s}\"")))
-        })
-        .filter_map(|l| {
-            l.split("account_id=\"")
-                .nth(1)?
-                .split('"')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect();
+    let beyond_reach = info_ids(&scrape, |l| {
+        ["SUSPENDED", "PENDING_CLOSURE", "CLOSED"]
+            .iter()
+            .any(|s| l.contains(&format!("account_state=\"{s}\"")))
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -372,20 +375,9 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     assert!(rows.iter().all(|r| r["metric"]["account_name"].is_string()));
     // Filtered by OU (the demo puts accounts in an OU per stage), the table
     // keeps exactly the stuck accounts of that OU.
-    let in_prod: BTreeSet<String> = scrape
-        .lines()
-        .filter(|l| {
-            l.starts_with("aws_compute_optimizer_account_info{")
-                && l.contains("ou_path=\"Root/Prod\"")
-        })
-        .filter_map(|l| {
-            l.split("account_id=\"")
-                .nth(1)?
-                .split('"')
-                .next()
-                .map(str::to_owned)
-        })
-        .filter(|id| stuck.contains(id))
+    let in_prod: BTreeSet<String> = info_ids(&scrape, |l| l.contains("ou_path=\"Root/Prod\""))
+        .intersection(&stuck)
+        .cloned()
         .collect();
     assert!(!in_prod.is_empty());
     let filtered = table
