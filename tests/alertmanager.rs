@@ -333,6 +333,28 @@ async fn each_team_is_notified_of_exactly_its_stuck_accounts_once() {
     assert!(cards.get("tag_team").is_none(), "{cards}");
     assert_eq!(labels_of(&id(10))["ou_path"], "Root/Sandbox");
 
+    // The chat receiver renders the shipped template: both of team data's
+    // accounts by name and ID in one message, its owner, and the runbook.
+    let slack: Vec<&Value> = received
+        .iter()
+        .filter(|(p, _)| p == "/slack/data")
+        .map(|(_, body)| body)
+        .collect();
+    let together = slack.iter().find(|b| {
+        let text = b["attachments"][0]["text"].as_str().unwrap_or("");
+        text.contains(&format!("lake ({})", id(3))) && text.contains(&format!("reports ({})", id(7)))
+    });
+    let message = together.unwrap_or_else(|| panic!("no message with both accounts: {slack:?}"));
+    let attachment = &message["attachments"][0];
+    assert_eq!(message["channel"], "#team-data");
+    let title = attachment["title"].as_str().unwrap_or("");
+    assert!(title.contains("for team data"), "{title}");
+    let text = attachment["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("What to do: README.md#runbook-computeoptimizeraccount"),
+        "{text}"
+    );
+
     for e in replicas {
         e.stop().await;
     }

@@ -70,6 +70,101 @@ fn the_prometheus_rule_resource_embeds_the_rules_file() {
     );
 }
 
+/// The `runbook_url` of each alert in a rules file, by alert name.
+fn runbook_urls(rules: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            out.push((name.to_owned(), None));
+        } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+            out.last_mut().expect("runbook_url after an alert").1 =
+                Some(url.trim_matches('"').to_owned());
+        }
+    }
+    out
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation
+/// other than `-` and `_` dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_links_its_runbook_section_from_one_base() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let anchors: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(anchor)
+        .collect();
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/rules.yml")).unwrap();
+    let alerts = runbook_urls(&rules);
+    assert!(alerts.len() >= 7, "{alerts:?}");
+    for (alert, url) in &alerts {
+        let url = url.as_deref().unwrap_or_else(|| panic!("{alert}: no runbook_url"));
+        let (base, section) = url.split_once('#').unwrap();
+        assert_eq!(base, "README.md", "{alert}: the default base");
+        assert_eq!(section, anchor(&format!("Runbook: {alert}")), "{alert}");
+        assert!(anchors.contains(section), "{alert}: no README section #{section}");
+    }
+
+    // Another base, through the script: every link in the rules, their
+    // unit tests and the PrometheusRule moves to it, and nothing else.
+    let copy = support::tempdir();
+    for dir in ["scripts", "deploy/prometheus", "deploy/kubernetes"] {
+        std::fs::create_dir_all(copy.join(dir)).unwrap();
+    }
+    for file in [
+        "scripts/gen-prometheusrule.sh",
+        "deploy/prometheus/rules.yml",
+        "deploy/prometheus/rules.test.yml",
+    ] {
+        std::fs::copy(root().join(file), copy.join(file)).unwrap();
+    }
+    let base = "https://git.example.com/platform/coe/-/blob/main/README.md";
+    let run = Command::new("bash")
+        .arg(copy.join("scripts/gen-prometheusrule.sh"))
+        .env("RUNBOOK_BASE", base)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let moved = std::fs::read_to_string(copy.join("deploy/prometheus/rules.yml")).unwrap();
+    let resource =
+        std::fs::read_to_string(copy.join("deploy/kubernetes/prometheusrule.yaml")).unwrap();
+    let tests = std::fs::read_to_string(copy.join("deploy/prometheus/rules.test.yml")).unwrap();
+    for (alert, url) in runbook_urls(&moved).into_iter().chain(runbook_urls(&resource)) {
+        let url = url.unwrap_or_else(|| panic!("{alert}: no runbook_url"));
+        assert_eq!(
+            url,
+            format!("{base}#{}", anchor(&format!("Runbook: {alert}"))),
+            "{alert}"
+        );
+    }
+    assert!(!tests.contains("\"README.md#"), "unit tests keep the old base");
+    assert!(tests.contains(&format!("{base}#runbook-")));
+    assert_eq!(
+        moved.replace(base, "README.md"),
+        rules,
+        "only the links change"
+    );
+    let refused = Command::new("bash")
+        .arg(copy.join("scripts/gen-prometheusrule.sh"))
+        .env("RUNBOOK_BASE", "https://x.example/\"")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_finds_nothing_wrong_with_a_live_scrape() {
     let e = Exporter::start_with(None, true).await;
