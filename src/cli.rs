@@ -36,6 +36,10 @@ pub struct Args {
     /// Path of the metrics, overriding web.telemetry_path (e.g. "/metrics").
     #[arg(long = "web.telemetry-path", value_name = "PATH")]
     pub telemetry_path: Option<String>,
+    /// Serve on the socket systemd passes (socket activation, a .socket
+    /// unit) instead of listening on web.listen_address.
+    #[arg(long = "web.systemd-socket")]
+    pub systemd_socket: bool,
     /// TLS and basic authentication, in the Prometheus exporter-toolkit's YAML format.
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
@@ -102,6 +106,19 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Before any thread starts: taking the socket clears LISTEN_FDS and
+    // LISTEN_PID from the environment.
+    let activated = if args.systemd_socket {
+        match crate::server::systemd_listener() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                say_error(&e);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     logging::init(args.log_level, args.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -116,9 +133,21 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let addr = crate::config::parse_listen_address(&config.web.listen_address)?;
-        let listener = crate::server::bind_listen(&addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen_address))?;
+        let listener = match activated {
+            Some(socket) => {
+                let listener = tokio::net::TcpListener::from_std(socket)
+                    .map_err(|e| format!("cannot serve the socket systemd passed: {e}"))?;
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "serving the socket systemd passed; web.listen_address is not used");
+                }
+                listener
+            }
+            None => {
+                let addr = crate::config::parse_listen_address(&config.web.listen_address)?;
+                crate::server::bind_listen(&addr)
+                    .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen_address))?
+            }
+        };
         let (trigger, shutdown) = shutdown::channel();
         let signalled = shutdown::signal();
         tokio::spawn(async move {

@@ -151,6 +151,37 @@ pub fn bind_listen(addr: &ListenAddress) -> std::io::Result<TcpListener> {
     }
 }
 
+/// The listening socket systemd passes with socket activation
+/// (`LISTEN_FDS`, `LISTEN_PID`), as exporter-toolkit's
+/// `--web.systemd-socket`: exactly one TCP stream socket is served.
+/// Call it before any other thread starts, as it clears those variables.
+pub fn systemd_listener() -> Result<std::net::TcpListener, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let flag = "--web.systemd-socket";
+    match fds.len() {
+        0 => {
+            return Err(format!(
+                "{flag}: systemd passed no socket (LISTEN_FDS is unset or meant for another process); \
+                 start the exporter through its .socket unit, or drop the flag"
+            ));
+        }
+        1 => {}
+        n => {
+            return Err(format!(
+                "{flag}: systemd passed {n} sockets and one is served; give the .socket unit a single ListenStream="
+            ));
+        }
+    }
+    let listener = fds
+        .take_tcp_listener(0)
+        .map_err(|e| format!("{flag}: the socket passed is not a listening TCP socket: {e}"))?
+        .ok_or_else(|| format!("{flag}: the socket passed was already taken"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{flag}: {e}"))?;
+    Ok(listener)
+}
+
 /// Serves until shutdown, then stops accepting and lets in-flight responses
 /// finish (up to [`DRAIN_TIMEOUT`]).
 ///

@@ -342,7 +342,8 @@ async fn each_team_is_notified_of_exactly_its_stuck_accounts_once() {
         .collect();
     let together = slack.iter().find(|b| {
         let text = b["attachments"][0]["text"].as_str().unwrap_or("");
-        text.contains(&format!("lake ({})", id(3))) && text.contains(&format!("reports ({})", id(7)))
+        text.contains(&format!("lake ({})", id(3)))
+            && text.contains(&format!("reports ({})", id(7)))
     });
     let message = together.unwrap_or_else(|| panic!("no message with both accounts: {slack:?}"));
     let attachment = &message["attachments"][0];

@@ -700,3 +700,48 @@ async fn no_credentials_at_all_says_so_and_where_it_looked() {
     run.signal("TERM");
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
 }
+
+/// Socket activation, as systemd's socket unit does it: the socket is bound
+/// before the exporter starts, the first scrape's connection waits in its
+/// backlog and is answered, and web.listen_address is not used.
+#[tokio::test]
+async fn the_systemd_socket_is_served_and_its_absence_is_a_clear_error() {
+    let port = support::prom::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut activate = support::debian_tool("systemd-socket-activate", "systemd");
+    activate
+        .args(["-l", &addr.to_string(), BIN])
+        .args(["--demo", "--web.systemd-socket"])
+        // Taken if the flag were ignored: the test would see no answer.
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut run = Running::start(&mut activate);
+    run.wait_line(&format!("Listening on {addr}"));
+    // systemd-socket-activate starts the exporter on the first connection.
+    let first = get(addr, "/-/healthy").await;
+    assert_eq!(first.status, 200);
+    let line = run.wait_line("msg=listening");
+    assert!(line.contains(&format!("address={addr}")), "{line}");
+    run.wait_line("poll finished");
+    assert!(
+        get(addr, "/metrics")
+            .await
+            .text()
+            .contains("aws_compute_optimizer_up 1")
+    );
+    run.signal("TERM");
+    assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
+
+    // Without systemd: one line naming the flag, exit 1.
+    let out = exporter()
+        .args(["--demo", "--web.systemd-socket"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("error: --web.systemd-socket: systemd passed no socket"),
+        "{said}"
+    );
+}

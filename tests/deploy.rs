@@ -246,6 +246,15 @@ fn iam_names_cross_reference() {
     let account = |arn: &str| arn.split(':').nth(4).unwrap().to_owned();
     assert_eq!(account(provider), account(exporter_role));
 
+    // On EC2 (systemd), the same role through the instance profile.
+    let ec2 = &json("deploy/iam/exporter-trust-ec2.json")["Statement"][0];
+    assert_eq!(ec2["Action"], "sts:AssumeRole");
+    assert_eq!(ec2["Principal"]["Service"], "ec2.amazonaws.com");
+    assert!(
+        read("deploy/systemd/compute-optimizer-exporter.service")
+            .contains("exporter-trust-ec2.json")
+    );
+
     let trust = &json("deploy/iam/reader-trust.json")["Statement"][0];
     assert_eq!(trust["Principal"]["AWS"], exporter_role);
     assert!(trust["Condition"]["StringEquals"]["sts:ExternalId"].is_string());
@@ -408,18 +417,27 @@ fn the_dockerfile_passes_hadolint_and_the_context_is_small() {
 }
 
 #[test]
-fn the_systemd_unit_passes_systemd_analyze_verify() {
+fn the_systemd_units_pass_systemd_analyze_verify() {
     // As installed, but pointing at the binary just built.
     let unit = read("deploy/systemd/compute-optimizer-exporter.service").replace(
         "/usr/local/bin/compute-optimizer-exporter",
         env!("CARGO_BIN_EXE_compute-optimizer-exporter"),
     );
     assert!(!unit.contains("man:"), "no man page ships");
-    let path = support::tempdir().join("compute-optimizer-exporter.service");
-    std::fs::write(&path, unit).unwrap();
+    // The service serves its socket unit's socket, as node_exporter's does.
+    assert!(unit.contains("Requires=compute-optimizer-exporter.socket\n"));
+    assert!(unit.contains(" --web.systemd-socket "));
+    let socket = read("deploy/systemd/compute-optimizer-exporter.socket");
+    assert!(socket.contains(&format!("\nListenStream={DEFAULT_PORT}\n")));
+    let dir = support::tempdir();
+    std::fs::write(dir.join("compute-optimizer-exporter.service"), unit).unwrap();
+    std::fs::write(dir.join("compute-optimizer-exporter.socket"), socket).unwrap();
     // Warnings go to stderr with a zero exit: none is allowed either.
     let mut verify = debian_tool("systemd-analyze", "systemd");
-    verify.arg("verify").arg(&path);
+    verify
+        .arg("verify")
+        .arg(dir.join("compute-optimizer-exporter.socket"))
+        .arg(dir.join("compute-optimizer-exporter.service"));
     let out = verify.output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");

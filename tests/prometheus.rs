@@ -111,11 +111,16 @@ fn every_alert_links_its_runbook_section_from_one_base() {
     let alerts = runbook_urls(&rules);
     assert!(alerts.len() >= 7, "{alerts:?}");
     for (alert, url) in &alerts {
-        let url = url.as_deref().unwrap_or_else(|| panic!("{alert}: no runbook_url"));
+        let url = url
+            .as_deref()
+            .unwrap_or_else(|| panic!("{alert}: no runbook_url"));
         let (base, section) = url.split_once('#').unwrap();
         assert_eq!(base, "README.md", "{alert}: the default base");
         assert_eq!(section, anchor(&format!("Runbook: {alert}")), "{alert}");
-        assert!(anchors.contains(section), "{alert}: no README section #{section}");
+        assert!(
+            anchors.contains(section),
+            "{alert}: no README section #{section}"
+        );
     }
 
     // Another base, through the script: every link in the rules, their
@@ -137,12 +142,19 @@ fn every_alert_links_its_runbook_section_from_one_base() {
         .env("RUNBOOK_BASE", base)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let moved = std::fs::read_to_string(copy.join("deploy/prometheus/rules.yml")).unwrap();
     let resource =
         std::fs::read_to_string(copy.join("deploy/kubernetes/prometheusrule.yaml")).unwrap();
     let tests = std::fs::read_to_string(copy.join("deploy/prometheus/rules.test.yml")).unwrap();
-    for (alert, url) in runbook_urls(&moved).into_iter().chain(runbook_urls(&resource)) {
+    for (alert, url) in runbook_urls(&moved)
+        .into_iter()
+        .chain(runbook_urls(&resource))
+    {
         let url = url.unwrap_or_else(|| panic!("{alert}: no runbook_url"));
         assert_eq!(
             url,
@@ -150,7 +162,10 @@ fn every_alert_links_its_runbook_section_from_one_base() {
             "{alert}"
         );
     }
-    assert!(!tests.contains("\"README.md#"), "unit tests keep the old base");
+    assert!(
+        !tests.contains("\"README.md#"),
+        "unit tests keep the old base"
+    );
     assert!(tests.contains(&format!("{base}#runbook-")));
     assert_eq!(
         moved.replace(base, "README.md"),
