@@ -8,8 +8,11 @@
 
 use std::time::SystemTime;
 
-use compute_optimizer_exporter::metrics::{Exposition, SelfMetrics, deflate_once, render_snapshot};
+use compute_optimizer_exporter::deflate::piece;
+use compute_optimizer_exporter::exposition::{Exposition, Segment};
+use compute_optimizer_exporter::metrics::{SelfMetrics, render_poll, render_snapshot};
 use compute_optimizer_exporter::model::{Account, Directory, Snapshot, Status};
+use compute_optimizer_exporter::openmetrics::Format;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn organisation(n: usize) -> Snapshot {
@@ -40,18 +43,19 @@ fn per_poll(c: &mut Criterion) {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
-            b.iter(|| render_snapshot(s, &Directory::default()))
+            b.iter(|| render_snapshot(s, &Directory::default(), Format::Text))
         });
-        let text = render_snapshot(&snap, &Directory::default());
+        let text = render_snapshot(&snap, &Directory::default(), Format::Text);
         // The per-poll compression alone (libdeflate level 12, or 9 above
-        // 8 MiB of text): off the scrape path, must stay under 2 s at 100k.
+        // 8 MiB of text, and the walk that makes it a piece): off the
+        // scrape path, must stay under 2 s at 100k.
         g.throughput(Throughput::Bytes(text.len() as u64));
         g.bench_with_input(BenchmarkId::new("compress", n), &text, |b, t| {
-            b.iter(|| deflate_once(t.as_bytes()).len())
+            b.iter(|| piece(t.as_bytes()).len())
         });
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
-            b.iter(|| Exposition::new(render_snapshot(s, &Directory::default())))
+            b.iter(|| Segment::new(render_poll(s)))
         });
         drop(text);
     }
@@ -62,13 +66,23 @@ fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
     for n in [1_000, 10_000, 100_000] {
-        let exposition = Exposition::new(render_snapshot(&organisation(n), &Directory::default()));
-        g.bench_function(BenchmarkId::new("plain", n), |b| {
-            b.iter(|| exposition.plain_body(metrics.encode()))
-        });
-        g.bench_function(BenchmarkId::new("gzip", n), |b| {
-            b.iter(|| exposition.gzip_body(&metrics.encode()))
-        });
+        let exposition = Exposition::new(render_snapshot(
+            &organisation(n),
+            &Directory::default(),
+            Format::Text,
+        ));
+        for format in [Format::Text, Format::OpenMetrics] {
+            let name = |kind: &str| match format {
+                Format::Text => kind.to_owned(),
+                Format::OpenMetrics => format!("{kind}_openmetrics"),
+            };
+            g.bench_function(BenchmarkId::new(name("plain"), n), |b| {
+                b.iter(|| exposition.plain_body(format, metrics.encode(format)))
+            });
+            g.bench_function(BenchmarkId::new(name("gzip"), n), |b| {
+                b.iter(|| exposition.gzip_body(format, &metrics.encode(format)))
+            });
+        }
     }
     g.finish();
 }

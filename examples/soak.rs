@@ -68,7 +68,9 @@ async fn main() {
         state.publish(result, Duration::ZERO, &opts);
         // Read what a scrape reads, so the cached bytes are really used.
         let exp = state.exposition();
-        assert!(exp.text_len() > accounts * 100);
+        assert!(
+            exp.text_len(compute_optimizer_exporter::openmetrics::Format::Text) > accounts * 100
+        );
         if poll == 100.min(polls) {
             baseline = rss_mb();
         }

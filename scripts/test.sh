@@ -3,7 +3,8 @@
 # tests (the latter against Debian's `prometheus`, `prometheus-alertmanager`
 # and `chromium` packages),
 # the deployment files checked by the tools that apply them (kubectl
-# kustomize, systemd-analyze, hadolint), and the benchmarks compiled. What a
+# kustomize, systemd-analyze, hadolint), the OpenMetrics body read by the
+# Python prometheus_client parser, and the benchmarks compiled. What a
 # fresh machine lacks is installed here when we are root. Ends with one
 # summary line.
 set -euo pipefail
@@ -37,6 +38,12 @@ if ! command -v hadolint >/dev/null; then
   PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
   export PATH
   hash -r
+fi
+
+# The OpenMetrics test reads /metrics with the Python prometheus_client parser.
+if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+  echo "--- installing prometheus-client (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.23.1
 fi
 
 started=$(date +%s)

@@ -1,29 +1,24 @@
 //! The two halves of `/metrics`.
 //!
-//! * The organisation's series change only when a poll completes, so they are
-//!   rendered (and gzip-compressed) once per poll into an [`Exposition`] and
-//!   every scrape serves those shared bytes.
+//! * The organisation's series change only when a poll or a walk completes,
+//!   so they are rendered here once per change, in both formats, and kept
+//!   compressed as segments ([`crate::exposition`]) that every scrape serves.
 //! * The exporter's own metrics (poll health, API request counters, process
 //!   metrics) are small and change all the time; they live in a
 //!   `prometheus::Registry` and are encoded on each scrape and appended.
 //!
 //! Both halves use metric names that never overlap, so the concatenation is a
-//! valid text exposition.
+//! valid exposition in either format ([`crate::openmetrics`]).
 
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status as FlateStatus};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+use crate::exposition::Rendered;
 use crate::model::{Directory, Snapshot, Status};
-
-/// Exact Content-Type of the Prometheus text format 0.0.4.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use crate::openmetrics::{Format, Kind};
 
 pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
 pub const LAST_UPDATED: &str =
@@ -249,11 +244,17 @@ impl SelfMetrics {
     }
 
     /// Encodes the exporter's own metrics (done per scrape; they are few).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 * 1024);
-        // Encoding gathered families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        out
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        let families = self.registry.gather();
+        match format {
+            Format::Text => {
+                let mut out = Vec::with_capacity(8 * 1024);
+                // Encoding gathered families into a Vec cannot fail.
+                let _ = TextEncoder::new().encode(&families, &mut out);
+                out
+            }
+            Format::OpenMetrics => crate::openmetrics::encode(&families),
+        }
     }
 }
 
@@ -263,13 +264,13 @@ pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labell
 /// would (families by name, series by label values), but in one pass over a
 /// sorted snapshot and without building a registry per poll: the walk's
 /// segment, then the poll's (their families sort in that order).
-pub fn render_snapshot(snap: &Snapshot, names: &Directory) -> String {
-    render_walk(names) + &render_poll(snap)
+pub fn render_snapshot(snap: &Snapshot, names: &Directory, format: Format) -> String {
+    render_walk(names).to_string(format) + &render_poll(snap).to_string(format)
 }
 
 /// The organisation walk's series: `account_info`.
-pub fn render_walk(names: &Directory) -> String {
-    let mut out = String::with_capacity(names.len() * 160 + 1024);
+pub fn render_walk(names: &Directory) -> Rendered {
+    let mut out = Rendered::with_capacity(names.len() * 160 + 1024);
     if !names.is_empty() {
         header(&mut out, ACCOUNT_INFO, ACCOUNT_INFO_HELP);
         for (id, info) in &names.accounts {
@@ -298,11 +299,11 @@ pub fn render_walk(names: &Directory) -> String {
 
 /// The enrollment poll's series; nothing before the first poll (no
 /// made-up statuses).
-pub fn render_poll(snap: &Snapshot) -> String {
+pub fn render_poll(snap: &Snapshot) -> Rendered {
     if snap.finished_at.is_none() {
-        return String::new();
+        return Rendered::default();
     }
-    let mut out = String::with_capacity(snap.accounts.len() * 420 + 1024);
+    let mut out = Rendered::with_capacity(snap.accounts.len() * 420 + 1024);
 
     header(
         &mut out,
@@ -413,292 +414,19 @@ fn one_hot(out: &mut String, prefix: &str, current: &Status) {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
+fn header(out: &mut Rendered, name: &str, help: &str) {
+    out.header(name, help, Kind::Gauge);
 }
 
-/// Escapes a label value as the text format requires.
+/// Escapes a label value as both formats require.
 fn escape_label(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// One producer's rendered series, plain and pre-compressed: node_exporter's
-/// collector model on cached bytes. Each producer (the enrollment poll, the
-/// organisation walk) renders and compresses its own segment when it has
-/// news, and a scrape only splices the segments.
-///
-/// The segment that comes last (the poll's, the largest) is a complete
-/// deflate stream from libdeflate at its strongest level ([`STRONGEST_LEVEL`],
-/// [`LARGE_TEXT_LEVEL`] above [`STRONGEST_LEVEL_MAX_BYTES`]), whose last
-/// block is the final one. A segment that comes before it (the walk's) ends
-/// in a sync flush instead (byte-aligned, not final; zlib, as libdeflate
-/// always ends its stream), so streams splice into one.
-pub struct Segment {
-    text: Bytes,
-    deflated: Bytes,
-    crc: crc32fast::Hasher,
-}
-
-impl Segment {
-    /// A segment that ends the stream.
-    pub fn last(text: String) -> Segment {
-        let deflated = deflate_once(text.as_bytes());
-        Segment::with(text, deflated)
-    }
-
-    /// A segment that other segments follow.
-    pub fn leading(text: String) -> Segment {
-        let mut deflated = Vec::with_capacity(text.len() / 8 + 64);
-        if !text.is_empty() {
-            let mut z = Compress::new(Compression::best(), false);
-            deflate_into(&mut z, text.as_bytes(), &mut deflated, FlushCompress::Sync);
-        }
-        Segment::with(text, deflated)
-    }
-
-    fn with(text: String, deflated: Vec<u8>) -> Segment {
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(text.as_bytes());
-        Segment {
-            text: Bytes::from(text),
-            deflated: Bytes::from(deflated),
-            crc,
-        }
-    }
-
-    pub fn text(&self) -> &Bytes {
-        &self.text
-    }
-}
-
-/// What a scrape serves besides the live part: the producers' segments in
-/// order, their combined CRC and length.
-///
-/// The gzip form is one gzip member whose deflate stream is spliced: each
-/// scrape compresses its small live part (the exporter's own metrics) first,
-/// ending in a sync flush, then come the leading segments and the last one,
-/// whose final block ends the stream. The trailer's CRC combines them all.
-/// Any gzip reader sees one ordinary stream; the plain form has the same
-/// order. Making one is cheap (no rendering, no compressing): a producer's
-/// publish swaps its segment and splices anew.
-pub struct Exposition {
-    segments: Vec<Arc<Segment>>,
-    crc: crc32fast::Hasher,
-    len: u64,
-    /// The live part as last encoded, reused for [`LIVE_MAX_AGE`].
-    live: RwLock<Option<Arc<LiveParts>>>,
-}
-
-/// How long one encoding of the exporter's own metrics serves scrapes. Under
-/// load that makes a scrape a handful of shared buffers, as a static file
-/// server would send; `process_*` values and API request counts of a poll
-/// in progress are at most this old. Each poll publishes a new
-/// [`Exposition`] and a reload calls [`Exposition::forget_live`], so their
-/// outcomes are never held back.
-pub const LIVE_MAX_AGE: Duration = Duration::from_millis(100);
-
-/// One encoding of the live part, plain and as the gzip head and trailer
-/// around the cached deflate stream.
-struct LiveParts {
-    made: Instant,
-    plain: Bytes,
-    gzip_head: Bytes,
-    gzip_tail: Bytes,
-}
-
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
-/// libdeflate's strongest level: near-optimal parsing.
-pub const STRONGEST_LEVEL: i32 = 12;
-/// Above this much text, [`LARGE_TEXT_LEVEL`]: level 12 costs about 0.18 s
-/// per MB here, level 9 about 0.02 s.
-pub const STRONGEST_LEVEL_MAX_BYTES: usize = 8 << 20;
-pub const LARGE_TEXT_LEVEL: i32 = 9;
-
-/// A complete raw deflate stream of `text` (its last block final).
-pub fn deflate_once(text: &[u8]) -> Vec<u8> {
-    let level = if text.len() <= STRONGEST_LEVEL_MAX_BYTES {
-        STRONGEST_LEVEL
-    } else {
-        LARGE_TEXT_LEVEL
-    };
-    let level = libdeflater::CompressionLvl::new(level).unwrap_or_default();
-    let mut compressor = libdeflater::Compressor::new(level);
-    // Zeroed memory is mapped lazily: only the pages written count in RSS.
-    let mut out = vec![0u8; compressor.deflate_compress_bound(text.len())];
-    match compressor.deflate_compress(text, &mut out) {
-        Ok(n) => {
-            out.truncate(n);
-            out.shrink_to_fit();
-            out
-        }
-        // Cannot happen with the bound above; fall back to zlib.
-        Err(_) => {
-            let mut out = Vec::new();
-            let mut z = Compress::new(Compression::best(), false);
-            deflate_into(&mut z, text, &mut out, FlushCompress::Finish);
-            out
-        }
-    }
-}
-
-impl Exposition {
-    /// One segment, ending the stream.
-    pub fn new(text: String) -> Exposition {
-        Exposition::spliced(Vec::new(), Arc::new(Segment::last(text)))
-    }
-
-    /// `leading` segments (made by [`Segment::leading`]), then `last`
-    /// (made by [`Segment::last`]).
-    pub fn spliced(leading: Vec<Arc<Segment>>, last: Arc<Segment>) -> Exposition {
-        let mut segments = leading;
-        segments.push(last);
-        let mut crc = crc32fast::Hasher::new();
-        let mut len = 0u64;
-        for s in &segments {
-            crc.combine(&s.crc);
-            len += s.text.len() as u64;
-        }
-        Exposition {
-            segments,
-            crc,
-            len,
-            live: RwLock::new(None),
-        }
-    }
-
-    /// Drops the cached live part, so the next scrape encodes it afresh
-    /// (after a change the exporter itself makes, such as a reload).
-    pub fn forget_live(&self) {
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// The body of a scrape: the live part (from `encode_live`, or as encoded
-    /// less than [`LIVE_MAX_AGE`] ago) and the cached series, gzip or plain.
-    pub fn body(&self, gzip: bool, encode_live: impl FnOnce() -> Vec<u8>) -> Vec<Bytes> {
-        let fresh = |p: &Arc<LiveParts>| p.made.elapsed() < LIVE_MAX_AGE;
-        let cached = self
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|p| fresh(p))
-            .cloned();
-        let parts = match cached {
-            Some(p) => p,
-            None => {
-                let live = encode_live();
-                let [head, tail] = self.gzip_parts(&live);
-                let p = Arc::new(LiveParts {
-                    made: Instant::now(),
-                    plain: Bytes::from(live),
-                    gzip_head: head,
-                    gzip_tail: tail,
-                });
-                *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
-                p
-            }
-        };
-        let mut chunks = Vec::with_capacity(self.segments.len() + 2);
-        if gzip {
-            chunks.push(parts.gzip_head.clone());
-            chunks.extend(self.segments.iter().map(|s| s.deflated.clone()));
-            chunks.push(parts.gzip_tail.clone());
-        } else {
-            chunks.push(parts.plain.clone());
-            chunks.extend(self.segments.iter().map(|s| s.text.clone()));
-        }
-        chunks
-    }
-
-    pub fn empty() -> Exposition {
-        Exposition::new(String::new())
-    }
-
-    /// Bytes of the cached part as plain text.
-    pub fn text_len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Bytes of the cached part as sent gzip-encoded.
-    pub fn deflated_len(&self) -> usize {
-        self.segments.iter().map(|s| s.deflated.len()).sum()
-    }
-
-    /// Body chunks: `live`, then the cached series.
-    pub fn plain_body(&self, live: Vec<u8>) -> Vec<Bytes> {
-        let mut chunks = vec![Bytes::from(live)];
-        chunks.extend(self.segments.iter().map(|s| s.text.clone()));
-        chunks
-    }
-
-    /// Body chunks of one gzip stream of `live` followed by the cached series.
-    pub fn gzip_body(&self, live: &[u8]) -> Vec<Bytes> {
-        let [head, tail] = self.gzip_parts(live);
-        let mut chunks = vec![head];
-        chunks.extend(self.segments.iter().map(|s| s.deflated.clone()));
-        chunks.push(tail);
-        chunks
-    }
-
-    /// The gzip head with `live` compressed and sync-flushed, and the
-    /// trailer for `live` followed by every segment.
-    fn gzip_parts(&self, live: &[u8]) -> [Bytes; 2] {
-        let mut head = Vec::with_capacity(live.len() / 4 + 64);
-        head.extend_from_slice(&GZIP_HEADER);
-        let mut deflate = Compress::new(Compression::fast(), false);
-        deflate_into(&mut deflate, live, &mut head, FlushCompress::Sync);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(live);
-        crc.combine(&self.crc);
-        // ISIZE is the length modulo 2^32 (RFC 1952).
-        let size = (self.len + live.len() as u64) as u32;
-        let mut tail = [0u8; 8];
-        tail[..4].copy_from_slice(&crc.finalize().to_le_bytes());
-        tail[4..].copy_from_slice(&size.to_le_bytes());
-        [Bytes::from(head), Bytes::copy_from_slice(&tail)]
-    }
-}
-
-/// Feeds all of `input` to `deflate`, then flushes as asked, growing `out`.
-fn deflate_into(deflate: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) {
-    loop {
-        if out.capacity() - out.len() < 4096 {
-            out.reserve(out.capacity().max(4096));
-        }
-        let (in_before, out_before) = (deflate.total_in(), deflate.total_out());
-        let status = deflate.compress_vec(input, out, flush);
-        input = &input[(deflate.total_in() - in_before) as usize..];
-        let stalled = deflate.total_in() == in_before && deflate.total_out() == out_before;
-        match status {
-            Ok(FlateStatus::StreamEnd) | Err(_) => return,
-            // zlib: a flush is complete once it returns with output space left.
-            Ok(_)
-                if !matches!(flush, FlushCompress::Finish)
-                    && input.is_empty()
-                    && out.len() < out.capacity() =>
-            {
-                return;
-            }
-            Ok(_) if stalled && out.len() < out.capacity() => return,
-            Ok(_) => {}
-        }
-    }
+    crate::openmetrics::escape(out, value, true);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Account;
-    use std::io::Read;
     use std::time::SystemTime;
 
     fn snapshot(n: usize) -> Snapshot {
@@ -857,7 +585,7 @@ mod tests {
             let mut snap = snapshot(n);
             let none = Directory::default();
             assert_eq!(
-                render_snapshot(&snap, &none),
+                render_snapshot(&snap, &none, Format::Text),
                 registry_render(&snap, &none),
                 "n={n}"
             );
@@ -874,7 +602,7 @@ mod tests {
                 last_updated: None,
             });
             assert_eq!(
-                render_snapshot(&snap, &names),
+                render_snapshot(&snap, &names, Format::Text),
                 registry_render(&snap, &names),
                 "n={n} with names"
             );
@@ -883,108 +611,28 @@ mod tests {
 
     #[test]
     fn nothing_is_rendered_before_the_first_poll() {
-        assert_eq!(
-            render_snapshot(&Snapshot::default(), &Directory::default()),
-            ""
-        );
-    }
-
-    fn gunzip(chunks: &[Bytes]) -> Vec<u8> {
-        let all: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
-        let mut out = Vec::new();
-        let mut dec = flate2::read::GzDecoder::new(&all[..]);
-        dec.read_to_end(&mut out).unwrap();
-        // One member only: nothing may follow the trailer.
-        let mut multi = flate2::read::MultiGzDecoder::new(&all[..]);
-        let mut out2 = Vec::new();
-        multi.read_to_end(&mut out2).unwrap();
-        assert_eq!(out, out2);
-        out
-    }
-
-    #[test]
-    fn gzip_body_is_one_valid_stream_of_both_parts() {
-        let text = render_snapshot(&snapshot(3000), &Directory::default());
-        let exp = Exposition::new(text.clone());
-        let live = b"# HELP x y\n# TYPE x gauge\nx 1\n".to_vec();
-        let got = gunzip(&exp.gzip_body(&live));
-        let mut want = live.clone();
-        want.extend_from_slice(text.as_bytes());
-        assert_eq!(got, want);
-        let plain: Vec<u8> = exp.plain_body(live.clone()).concat();
-        assert_eq!(plain, want, "both encodings carry the same bytes");
-        // Gzip actually compresses (the series are very repetitive).
-        let size: usize = exp.gzip_body(&live).iter().map(|b| b.len()).sum();
-        assert!(size * 5 < want.len(), "{size} vs {}", want.len());
-    }
-
-    #[test]
-    fn segments_splice_into_one_stream() {
-        let snap = snapshot(3000);
-        let names = names(&snap);
-        let (walk, poll) = (render_walk(&names), render_poll(&snap));
-        assert!(!walk.is_empty() && !poll.is_empty());
-        let exp = Exposition::spliced(
-            vec![Arc::new(Segment::leading(walk.clone()))],
-            Arc::new(Segment::last(poll.clone())),
-        );
-        let live = b"x 1\n".to_vec();
-        let want = [live.clone(), walk.into_bytes(), poll.into_bytes()].concat();
-        assert_eq!(gunzip(&exp.gzip_body(&live)), want);
-        assert_eq!(exp.plain_body(live.clone()).concat(), want);
-        // The same bytes as the one-pass render, which matches the registry.
-        assert_eq!(
-            &want[live.len()..],
-            render_snapshot(&snap, &names).as_bytes()
-        );
-        // Empty segments anywhere still make one valid stream.
-        for (w, p) in [("", ""), ("a 1\n", ""), ("", "b 2\n")] {
-            let exp = Exposition::spliced(
-                vec![Arc::new(Segment::leading(w.into()))],
-                Arc::new(Segment::last(p.into())),
-            );
+        for format in [Format::Text, Format::OpenMetrics] {
             assert_eq!(
-                gunzip(&exp.gzip_body(b"x 1\n")),
-                format!("x 1\n{w}{p}").as_bytes()
+                render_snapshot(&Snapshot::default(), &Directory::default(), format),
+                ""
             );
         }
     }
 
     #[test]
-    fn gzip_of_empty_parts_is_valid() {
-        let exp = Exposition::empty();
-        assert_eq!(gunzip(&exp.gzip_body(b"")), b"");
-        assert_eq!(gunzip(&exp.gzip_body(b"a 1\n")), b"a 1\n");
-        let exp = Exposition::new("b 2\n".into());
-        assert_eq!(gunzip(&exp.gzip_body(b"")), b"b 2\n");
-    }
-
-    #[test]
-    fn the_live_part_is_reused_briefly_and_forgotten_on_demand() {
-        let exp = Exposition::new("a 1\n".into());
-        let calls = std::cell::Cell::new(0);
-        let live = || {
-            calls.set(calls.get() + 1);
-            format!("x {}\n", calls.get()).into_bytes()
-        };
-        assert_eq!(exp.body(false, live).concat(), b"x 1\na 1\n");
-        assert_eq!(gunzip(&exp.body(true, live)), b"x 1\na 1\n");
-        assert_eq!(calls.get(), 1, "encoded once for both scrapes");
-        exp.forget_live();
-        assert_eq!(gunzip(&exp.body(true, live)), b"x 2\na 1\n");
-        std::thread::sleep(LIVE_MAX_AGE);
-        assert_eq!(exp.body(false, live).concat(), b"x 3\na 1\n");
-    }
-
-    #[test]
     fn both_compression_levels_give_valid_streams() {
         // Above the threshold the faster level is used; both must inflate.
-        let big = render_snapshot(&snapshot(40_000), &Directory::default());
+        use crate::deflate::STRONGEST_LEVEL_MAX_BYTES;
+        use crate::exposition::Exposition;
+        let big = render_snapshot(&snapshot(40_000), &Directory::default(), Format::Text);
         assert!(big.len() > STRONGEST_LEVEL_MAX_BYTES, "{}", big.len());
-        let small = render_snapshot(&snapshot(300), &Directory::default());
+        let small = render_snapshot(&snapshot(300), &Directory::default(), Format::Text);
         for text in [small, big] {
             let exp = Exposition::new(text.clone());
-            let got = gunzip(&exp.gzip_body(b"x 1\n"));
+            let all = exp.gzip_body(Format::Text, b"x 1\n").concat();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&all[..]), &mut got)
+                .unwrap();
             assert_eq!(&got[..4], b"x 1\n");
             assert!(got[4..] == *text.as_bytes());
         }
@@ -993,7 +641,7 @@ mod tests {
     #[test]
     fn self_metrics_have_help_and_build_info() {
         let m = SelfMetrics::new("1.2.3", "abc");
-        let text = String::from_utf8(m.encode()).unwrap();
+        let text = String::from_utf8(m.encode(Format::Text)).unwrap();
         assert!(text.contains(
             "aws_compute_optimizer_exporter_build_info{revision=\"abc\",version=\"1.2.3\"} 1"
         ));

@@ -36,7 +36,6 @@ use crate::authgate::AuthGate;
 use crate::config::ListenAddress;
 use crate::conns::{self, Activity, Counters, InFlight, Limits, Table, Tracked};
 
-use crate::metrics::CONTENT_TYPE;
 use crate::pages;
 use crate::shutdown::Shutdown;
 use crate::state::State;
@@ -641,10 +640,18 @@ fn not_allowed(allow: &'static str) -> Response<Chunks> {
 fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
     let exposition = state.exposition();
     let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
-    let body = Chunks::new(exposition.body(gzip, || state.metrics.encode()));
-    let mut r = respond(StatusCode::OK, CONTENT_TYPE, body);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (format, content_type) = crate::openmetrics::negotiate(accept);
+    let body = Chunks::new(exposition.body(format, gzip, || state.metrics.encode(format)));
+    let mut r = respond(StatusCode::OK, content_type, body);
     let h = r.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     if gzip {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::PollOptions;
 use crate::error::PollError;
-use crate::metrics::{Exposition, Segment, SelfMetrics, render_poll, render_walk};
+use crate::exposition::{Exposition, Segment};
+use crate::metrics::{SelfMetrics, render_poll, render_walk};
 use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
 
 /// Outcome of the latest poll, for the landing and status pages.
@@ -53,8 +54,8 @@ impl State {
             version,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             names: RwLock::new(Arc::new(Directory::default())),
-            walk_segment: RwLock::new(Arc::new(Segment::leading(String::new()))),
-            poll_segment: RwLock::new(Arc::new(Segment::last(String::new()))),
+            walk_segment: RwLock::new(Arc::new(Segment::empty())),
+            poll_segment: RwLock::new(Arc::new(Segment::empty())),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
             last_poll: RwLock::new(None),
             learned: Mutex::new(Learned::default()),
@@ -94,7 +95,7 @@ impl State {
         if *self.names() == names {
             return;
         }
-        let segment = Arc::new(Segment::leading(render_walk(&names)));
+        let segment = Arc::new(Segment::new(render_walk(&names)));
         let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         *write(&self.names) = Arc::new(names);
         *write(&self.walk_segment) = segment;
@@ -105,7 +106,7 @@ impl State {
     fn splice(&self) {
         let walk = read(&self.walk_segment).clone();
         let poll = read(&self.poll_segment).clone();
-        *write(&self.exposition) = Arc::new(Exposition::spliced(vec![walk], poll));
+        *write(&self.exposition) = Arc::new(Exposition::spliced(vec![walk, poll]));
     }
 
     pub fn learned(&self) -> Learned {
@@ -178,7 +179,7 @@ impl State {
         let segment = result
             .as_ref()
             .ok()
-            .map(|snap| Arc::new(Segment::last(render_poll(snap))));
+            .map(|snap| Arc::new(Segment::new(render_poll(snap))));
         let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let m = &self.metrics;
         m.poll_duration.observe(took.as_secs_f64());
@@ -312,7 +313,10 @@ mod tests {
     use crate::config::Config;
 
     fn body(state: &State) -> String {
-        let parts = state.exposition().body(false, || state.metrics.encode());
+        let format = crate::openmetrics::Format::Text;
+        let parts = state
+            .exposition()
+            .body(format, false, || state.metrics.encode(format));
         parts
             .iter()
             .map(|b| String::from_utf8_lossy(b).into_owned())

@@ -24,7 +24,7 @@ async fn metrics_plain_and_gzip_carry_the_same_series() {
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("content-type"), Some(CONTENT_TYPE));
     assert_eq!(plain.header("content-encoding"), None);
-    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(plain.header("vary"), Some("Accept, Accept-Encoding"));
     let zipped = request(e.addr, "GET", "/metrics", &[("Accept-Encoding", "gzip")]).await;
     assert_eq!(zipped.status, 200);
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));

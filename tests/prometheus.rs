@@ -212,6 +212,119 @@ async fn promtool_finds_nothing_wrong_with_a_live_scrape() {
     e.stop().await;
 }
 
+/// What Prometheus 3 sends (Prometheus 2 prefers OpenMetrics too).
+const PROMETHEUS_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+
+/// The Python `prometheus_client` OpenMetrics parser's reading of a body:
+/// one JSON line per family (name, type, unit) and per sample.
+fn python_openmetrics(body: &str) -> Vec<Value> {
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for f in text_string_to_metric_families(sys.stdin.read()):
+    print(json.dumps({"family": f.name, "type": f.type, "unit": f.unit}))
+    for s in f.samples:
+        print(json.dumps({"sample": s.name, "labels": s.labels, "value": s.value}))
+"#;
+    let mut python = support::tool("python3", "install python3 and PyPI prometheus-client")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused the body: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_is_served_when_preferred_and_parses_with_the_same_samples() {
+    let e = Exporter::start_with(None, true).await;
+    e.wait_for(20, |t| t.contains("aws_compute_optimizer_account_info{"))
+        .await;
+    let text = support::request(e.addr, "GET", "/metrics", &[])
+        .await
+        .text();
+    for encoding in ["identity", "gzip"] {
+        let r = support::request(
+            e.addr,
+            "GET",
+            "/metrics",
+            &[("Accept", PROMETHEUS_ACCEPT), ("Accept-Encoding", encoding)],
+        )
+        .await;
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        );
+        let body = r.decoded();
+        assert!(body.ends_with("\n# EOF\n"), "{encoding}");
+        assert_eq!(body.matches("# EOF").count(), 1);
+        let parsed = python_openmetrics(&body);
+        let family = |name: &str| -> &Value {
+            parsed
+                .iter()
+                .find(|v| v["family"] == name)
+                .unwrap_or_else(|| panic!("{encoding}: no family {name}"))
+        };
+        assert_eq!(family("aws_compute_optimizer_account")["type"], "info");
+        assert_eq!(
+            family("aws_compute_optimizer_exporter_build")["type"],
+            "info"
+        );
+        assert_eq!(
+            family("aws_compute_optimizer_api_requests")["type"],
+            "counter"
+        );
+        let stamp =
+            family("aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds");
+        assert_eq!(stamp["unit"], "seconds");
+        assert_eq!(family("process_cpu_seconds")["unit"], "seconds");
+        assert_eq!(
+            family("aws_compute_optimizer_poll_duration_seconds")["type"],
+            "histogram"
+        );
+        // Every sample of the organisation's series, as in the text format.
+        let cached = |name: &str| {
+            name.starts_with("aws_compute_optimizer_enrollment_status")
+                || name.starts_with("aws_compute_optimizer_account_info")
+                || name == "aws_compute_optimizer_enrollment_accounts"
+        };
+        let from_text: BTreeSet<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && cached(l.split(['{', ' ']).next().unwrap()))
+            .map(str::to_owned)
+            .collect();
+        let from_openmetrics: BTreeSet<String> = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && cached(l.split(['{', ' ']).next().unwrap()))
+            .map(str::to_owned)
+            .collect();
+        assert!(from_text.len() > 1500, "{}", from_text.len());
+        assert_eq!(from_openmetrics, from_text, "{encoding}");
+        let parsed_samples = parsed
+            .iter()
+            .filter(|v| v["sample"].as_str().is_some_and(cached))
+            .count();
+        assert_eq!(parsed_samples, from_text.len(), "{encoding}");
+    }
+    e.stop().await;
+}
+
 /// The shipped dashboard.
 fn dashboard() -> Value {
     serde_json::from_str(
@@ -307,6 +420,19 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         }
     })
     .await;
+
+    // Prometheus scraped OpenMetrics: it learned the types and units the
+    // text format cannot carry.
+    let metadata = api(&prom, "/api/v1/metadata").await;
+    assert_eq!(metadata["aws_compute_optimizer_account"][0]["type"], "info");
+    assert_eq!(
+        metadata["aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds"][0]["unit"],
+        "seconds"
+    );
+    assert_eq!(
+        metadata["aws_compute_optimizer_polls"][0]["type"],
+        "counter"
+    );
 
     // Every rule of the shipped file is loaded and evaluates cleanly.
     let shipped = std::fs::read_to_string(
