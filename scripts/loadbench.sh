@@ -4,6 +4,9 @@
 #
 #   scripts/loadbench.sh [ACCOUNTS=10000] [CONNECTIONS=4] [SECONDS=10]
 #
+# With FORMAT=openmetrics, every request sends the Accept header Prometheus
+# 3 sends, and the OpenMetrics body is measured (default: the text format).
+#
 # With STATUS_CONNECTIONS=N, N more connections ask for /status as fast as
 # they can while the scrapes are measured (the pages for people must not
 # take the scrapes' CPU).
@@ -17,6 +20,11 @@ cd "$(dirname "$0")/.."
 ACCOUNTS=${1:-10000}
 CONNS=${2:-4}
 SECS=${3:-10}
+case "${FORMAT:-text}" in
+  text) ACCEPT='*/*' ;;
+  openmetrics) ACCEPT='application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1' ;;
+  *) echo "FORMAT is text or openmetrics" >&2; exit 2 ;;
+esac
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx-light" >&2; exit 1; }
 
@@ -51,12 +59,12 @@ poll_s=$(awk '/^aws_compute_optimizer_poll_duration_seconds_sum/ {print $2}' <<<
 # (utime + stime from /proc, in clock ticks: finer than process_cpu_seconds_total.)
 ticks=$(awk '{print $14 + $15}' "/proc/$EXPORTER/stat")
 cpu_ms_per_page=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v r="$requests" 'BEGIN {printf "%.3f", t * 1000 / hz / r}')
-bytes=$(curl -s "http://127.0.0.1:$EP/metrics" | wc -c)
-gz=$(curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" | wc -c)
+bytes=$(curl -s -H "Accept: $ACCEPT" "http://127.0.0.1:$EP/metrics" | wc -c)
+gz=$(curl -s -H "Accept: $ACCEPT" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" | wc -c)
 
 # wrk's figures: requests/s, p50, p99 (normalised to ms).
 bench() {
-  wrk -t "$CONNS" -c "$CONNS" -d "${SECS}s" --latency -H 'Accept-Encoding: gzip' "$1" > "$tmp/wrk.txt"
+  wrk -t "$CONNS" -c "$CONNS" -d "${SECS}s" --latency -H "Accept: $ACCEPT" -H 'Accept-Encoding: gzip' "$1" > "$tmp/wrk.txt"
   if grep -qE 'Non-2xx|Socket errors' "$tmp/wrk.txt"; then cat "$tmp/wrk.txt" >&2; exit 1; fi
   awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
@@ -77,8 +85,8 @@ rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$EXPORTER/status")
 
 # The static-file limit: the exporter's own bytes, served by nginx.
 mkdir -p "$tmp/www"
-curl -s -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics.gz"
-curl -s "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics"
+curl -s -H "Accept: $ACCEPT" -H 'Accept-Encoding: gzip' "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics.gz"
+curl -s -H "Accept: $ACCEPT" "http://127.0.0.1:$EP/metrics" > "$tmp/www/metrics"
 cat > "$tmp/nginx.conf" <<NGINX
 worker_processes 2;
 user root;

@@ -343,8 +343,20 @@ impl Config {
             key: "aws.external_id_file".into(),
             msg,
         };
-        let id = std::fs::read_to_string(&file)
-            .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+        let id = std::fs::read_to_string(&file).map_err(|e| {
+            invalid(match e.kind() {
+                // Most often a Secret that was never created, which
+                // Kubernetes mounts as an empty folder when optional.
+                std::io::ErrorKind::NotFound => format!(
+                    "{} does not exist: create the Secret mounted at {} (Kubernetes: \
+                     kubectl create secret generic ... --from-literal=external-id=...) or \
+                     the file, or remove aws.external_id_file",
+                    file.display(),
+                    file.parent().unwrap_or(Path::new("/")).display()
+                ),
+                _ => format!("cannot read {}: {e}", file.display()),
+            })
+        })?;
         // A Secret created with `--from-file` often ends in a newline.
         let id = id.trim_end_matches(['\n', '\r']);
         if !valid_external_id(id) {

@@ -167,8 +167,9 @@ const CASES: &[(&str, &[&str])] = &[
         &[
             "external_id_file_missing.toml:3:",
             "aws.external_id_file",
-            "no-such-external-id",
-            "No such file",
+            "no-such-external-id does not exist",
+            "create the Secret mounted at",
+            "or remove aws.external_id_file",
         ],
     ),
     (

@@ -43,6 +43,13 @@ fn kubernetes_manifests_match_the_exporter() {
     let config =
         Config::parse(Path::new("configmap.yaml"), toml).expect("ConfigMap config is valid");
     assert_eq!(config.web.listen_address, format!(":{DEFAULT_PORT}"));
+    // The shipped Alertmanager routes on tag_team: the ConfigMap exports it.
+    assert!(config.aws.organizations);
+    assert_eq!(config.aws.account_tags, vec!["team".to_owned()]);
+    assert!(
+        read("deploy/alertmanager/alertmanager.yml").contains("tag_team=\"payments\""),
+        "the routes this ConfigMap feeds"
+    );
 
     let deployment = yaml("deploy/kubernetes/deployment.yaml");
     let pod = &deployment["spec"]["template"]["spec"];
