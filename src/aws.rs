@@ -57,6 +57,8 @@ const KNOWN_CODES: &[&str] = &[
 /// `credentials`, so the cause shows. Throttling and IdP trouble are
 /// transient and retried.
 const STS_CODES: &[(&str, bool)] = &[
+    // The role's trust policy or the caller's sts:AssumeRole refused the hop.
+    ("AccessDenied", false),
     ("Throttling", true),
     ("IDPCommunicationError", true),
     ("ExpiredToken", false),
@@ -498,6 +500,15 @@ mod tests {
             "credentials"
         );
         assert!(credentials_error("service error: Throttling: Rate exceeded".into()).retryable);
+        // STS's AccessDenied, not Compute Optimizer's AccessDeniedException.
+        assert_eq!(
+            credentials_error("service error: AccessDenied: User: x is not authorized".into()).code,
+            "AccessDenied"
+        );
+        assert_eq!(
+            credentials_error("AccessDeniedException: no".into()).code,
+            "credentials"
+        );
     }
 
     #[test]

@@ -94,6 +94,10 @@ impl PollError {
             "ExpiredToken" | "InvalidIdentityToken" | "IDPCommunicationError" => Some(
                 "the web identity token was refused or could not be checked: with IRSA, check the service account's role annotation, the role's trust of the cluster's OIDC provider and that the projected token is mounted (AWS_WEB_IDENTITY_TOKEN_FILE)".into(),
             ),
+            "AccessDenied" => Some(format!(
+                "STS refused the role hop{}: the role's trust policy must name the exporter's own role as principal with sts:AssumeRole and the external ID the exporter sends (aws.external_id or aws.external_id_file; deploy/iam/reader-trust.json), and the exporter's role needs sts:AssumeRole on the role (deploy/iam/exporter-assume-reader.json)",
+                opts.role_arn.as_deref().map(|r| format!(" into {r}")).unwrap_or_default()
+            )),
             "Throttling" => Some(
                 "STS is throttling credential requests; they are retried, and a refresh is rare: if it persists, look for other callers of STS in the account".into(),
             ),

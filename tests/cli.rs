@@ -367,7 +367,11 @@ async fn web_identity_credentials_are_used_and_renewed() {
     standin.set_session_seconds(15);
     let dir = tempdir();
     let token = dir.join("token");
-    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test.token").unwrap();
+    std::fs::write(
+        &token,
+        support::standin::iam::shipped_service_account_token(),
+    )
+    .unwrap();
     let config = dir.join("c.toml");
     std::fs::write(
         &config,
@@ -379,7 +383,12 @@ async fn web_identity_credentials_are_used_and_renewed() {
             .env("AWS_ENDPOINT_URL_COMPUTE_OPTIMIZER", standin.url())
             .env("AWS_ENDPOINT_URL_STS", standin.sts_url())
             .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
-            .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/irsa")
+            // IRSA's role: the exporter's own, in the management account
+            // (the install without a hop).
+            .env(
+                "AWS_ROLE_ARN",
+                support::standin::iam::EXPORTER_ROLE_IN_MANAGEMENT,
+            )
             .env("AWS_ROLE_SESSION_NAME", "irsa-test")
             .args(["--web.listen-address", "127.0.0.1:0", "--config"])
             .arg(&config),
@@ -528,12 +537,14 @@ async fn each_endpoint_setting_reaches_its_own_service_only() {
     ];
     for (name, setup) in cases {
         let standin = Standin::start(org(30)).await;
+        standin.set_install(support::standin::iam::Install::Hop);
         let (keys, env) = setup(&standin);
         let path = tempdir().join("c.toml");
+        let hop = support::hop();
         std::fs::write(
             &path,
             format!(
-                "[aws]\nregion = \"eu-west-1\"\n{keys}role_arn = \"arn:aws:iam::123456789012:role/compute-optimizer-exporter\"\norganizations = true\n[poll]\ninterval = \"1h\"\n"
+                "[aws]\nregion = \"eu-west-1\"\n{keys}{hop}organizations = true\n[poll]\ninterval = \"1h\"\n"
             ),
         )
         .unwrap();

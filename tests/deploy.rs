@@ -11,6 +11,7 @@ use serde_norway::Value;
 
 mod support;
 
+use support::standin::iam::{Policies, READER_ROLE};
 use support::standin::{Standin, org};
 use support::{Exporter, debian_tool, tool};
 
@@ -131,29 +132,36 @@ fn actions(path: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The policies are checked against what the stand-ins really received while
-/// the exporter ran with every feature that calls AWS switched on, not
-/// against a list written by hand.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
-    let standin = Standin::start(org(30)).await;
-    let exporter = Exporter::start(
-        &standin,
-        "role_arn = \"arn:aws:iam::444455556666:role/compute-optimizer-exporter-reader\"\n\
-         external_id = \"ext-id-1\"\norganizations = true\norganizations_interval = \"1h\"\n\
-         account_tags = [\"team\"]\norganizations_requests_per_second = 1000\n\
-         [poll]\ninterval = \"1h\"\n",
+/// Every feature that calls AWS, through the role hop of the shipped IAM.
+fn hop_config(policies: &Policies) -> String {
+    format!(
+        "role_arn = \"{READER_ROLE}\"\nexternal_id = \"{}\"\norganizations = true\n\
+         organizations_interval = \"1h\"\naccount_tags = [\"team\"]\n\
+         organizations_requests_per_second = 1000\n[poll]\ninterval = \"1h\"\n",
+        policies.external_id()
     )
-    .await;
-    exporter
-        .wait_for(20, |t| {
-            t.contains("aws_compute_optimizer_account_info{")
-                && t.contains("aws_compute_optimizer_organization_member_accounts_enrolled ")
-                && support::api_requests(t, "ListTagsForResource", "success") >= 30.0
-        })
-        .await;
+}
+
+/// Everything the exporter fetches has arrived.
+fn all_fetched(t: &str) -> bool {
+    t.contains("aws_compute_optimizer_account_info{")
+        && t.contains("aws_compute_optimizer_organization_member_accounts_enrolled ")
+        && support::api_requests(t, "ListTagsForResource", "success") >= 30.0
+}
+
+/// The shipped policies are sufficient: with the stand-ins enforcing them
+/// as IAM does (tests/support/iam.rs), the exporter gets everything, in
+/// both installs of deploy/iam/README.md, and nothing is refused. And the
+/// actions they list are exactly those the stand-ins received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_iam_policies_grant_exactly_what_the_exporter_calls() {
+    let policies = Policies::shipped();
+    let standin = Standin::start(org(30)).await;
+    let exporter = Exporter::start(&standin, &hop_config(&policies)).await;
+    exporter.wait_for(20, all_fetched).await;
     exporter.stop().await;
     assert_eq!(standin.misrouted(), Vec::<String>::new());
+    assert_eq!(standin.denied(), Vec::<String>::new());
     let called = standin.operations();
     // The assumed role holds the read permissions; the hop into it is the
     // runner's permission and the target role's trust.
@@ -164,6 +172,137 @@ async fn the_iam_policies_grant_exactly_what_the_exporter_calls() {
     // The exporter's role may take that step, and the reader role lets it.
     assert_eq!(actions("deploy/iam/exporter-assume-reader.json"), hop);
     assert_eq!(actions("deploy/iam/reader-trust.json"), hop);
+
+    // Without the hop, reader-permissions.json on the exporter's own role
+    // in the management account is enough.
+    let standin = Standin::start(org(30)).await;
+    let direct = hop_config(&policies)
+        .lines()
+        .filter(|l| !l.starts_with("role_arn") && !l.starts_with("external_id"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let exporter = Exporter::start(&standin, &direct).await;
+    exporter.wait_for(20, all_fetched).await;
+    exporter.stop().await;
+    assert_eq!(standin.denied(), Vec::<String>::new());
+    assert!(!standin.operations().iter().any(|op| op.starts_with("sts:")));
+}
+
+/// And each action they allow is necessary: taken away, IAM refuses the
+/// call and the exporter reports the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_the_shipped_policies_allow_is_needed() {
+    let shipped = Policies::shipped();
+    let actions = shipped.allowed_actions();
+    assert_eq!(actions.len(), 7, "{actions:?}");
+    for action in actions {
+        let standin = Standin::start(org(30)).await;
+        standin.set_policies(shipped.clone().without_action(&action));
+        let exporter = Exporter::start(&standin, &hop_config(&shipped)).await;
+        let operation = action.split(':').nth(1).unwrap().to_owned();
+        let text = exporter
+            .wait_for(20, |t| {
+                if operation == "AssumeRole" {
+                    support::sample(t, "aws_compute_optimizer_polls_total{result=\"failure\"}")
+                        >= Some(1.0)
+                } else {
+                    support::api_requests(t, &operation, "AccessDeniedException") >= 1.0
+                }
+            })
+            .await;
+        exporter.stop().await;
+        let denied = standin.denied();
+        assert!(
+            denied.iter().any(|d| d.contains(&action)),
+            "{action}: {denied:?}"
+        );
+        if operation == "AssumeRole" {
+            assert!(
+                support::api_requests(
+                    &text,
+                    "GetEnrollmentStatusesForOrganization",
+                    "AccessDenied"
+                ) >= 1.0,
+                "STS's own code in the result label: {text}"
+            );
+        }
+        assert!(!all_fetched(&text), "{action} was not needed");
+    }
+}
+
+/// The trust policy and the account checks hold too: a wrong external ID,
+/// a hop from the wrong role, and organisation calls from outside the
+/// management account are refused, as AWS refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_ins_refuse_what_the_trust_and_the_account_do_not_allow() {
+    let policies = Policies::shipped();
+    // The external ID is not the one the trust requires.
+    let standin = Standin::start(org(5)).await;
+    let wrong = hop_config(&policies).replace(&policies.external_id(), "not-the-shared-id");
+    let exporter = Exporter::start(&standin, &wrong).await;
+    exporter
+        .wait_for(20, |t| {
+            support::sample(t, "aws_compute_optimizer_polls_total{result=\"failure\"}") >= Some(1.0)
+        })
+        .await;
+    exporter.stop().await;
+    assert!(
+        standin
+            .denied()
+            .iter()
+            .any(|d| d.contains("sts:AssumeRole")),
+        "{:?}",
+        standin.denied()
+    );
+    // The hop forgotten: the tooling account's role calls Compute Optimizer
+    // itself, which is neither permitted nor the management account.
+    let standin = Standin::start(org(5)).await;
+    standin.set_install(support::standin::iam::Install::Hop);
+    let exporter = Exporter::start_toml(&format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    ))
+    .await;
+    exporter
+        .wait_for(20, |t| {
+            support::api_requests(
+                t,
+                "GetEnrollmentStatusesForOrganization",
+                "AccessDeniedException",
+            ) >= 1.0
+        })
+        .await;
+    exporter.stop().await;
+    // With the permission but from another account, the organisation's
+    // listing is still refused.
+    let standin = Standin::start(org(5)).await;
+    let mut everything = Policies::shipped();
+    everything.exporter_assume_reader = everything.reader_permissions.clone();
+    standin.set_policies(everything);
+    standin.set_install(support::standin::iam::Install::Hop);
+    let exporter = Exporter::start_toml(&format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    ))
+    .await;
+    exporter
+        .wait_for(20, |t| {
+            support::api_requests(
+                t,
+                "GetEnrollmentStatusesForOrganization",
+                "AccessDeniedException",
+            ) >= 1.0
+        })
+        .await;
+    exporter.stop().await;
+    assert!(
+        standin
+            .denied()
+            .iter()
+            .any(|d| d.contains("not the management account")),
+        "{:?}",
+        standin.denied()
+    );
 }
 
 #[test]

@@ -160,7 +160,10 @@ async fn assumed_role_credentials_are_refreshed_before_they_expire() {
     standin.set_session_seconds(15);
     let exporter = Exporter::start(
         &standin,
-        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\nsession_name = \"co-test\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+        &format!(
+            "{}session_name = \"co-test\"\n[poll]\ninterval = \"1s\"\ntimeout = \"1s\"\n",
+            support::hop()
+        ),
     )
     .await;
     exporter.wait_polls(1).await;
@@ -200,7 +203,7 @@ async fn a_throttled_assume_role_is_retried_not_a_failed_poll() {
     standin.throttle_assume_role(1);
     let exporter = Exporter::start(
         &standin,
-        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\n[poll]\ninterval = \"1h\"\n",
+        &format!("{}[poll]\ninterval = \"1h\"\n", support::hop()),
     )
     .await;
     let text = exporter.wait_polls(1).await;
@@ -228,7 +231,7 @@ async fn sts_error_codes_are_labelled_and_advised() {
     standin.fail_assume_role(100, 403, "RegionDisabledException");
     let exporter = Exporter::start(
         &standin,
-        "role_arn = \"arn:aws:iam::123456789012:role/exporter\"\n[poll]\ninterval = \"1h\"\n",
+        &format!("{}[poll]\ninterval = \"1h\"\n", support::hop()),
     )
     .await;
     let text = exporter.wait_polls(1).await;

@@ -228,11 +228,28 @@ pub struct Exporter {
     task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
+/// `[aws]` keys for the role hop the stand-ins' IAM lets through: the
+/// shipped reader role and the external ID its trust policy requires.
+pub fn hop() -> String {
+    format!(
+        "role_arn = \"{}\"\nexternal_id = \"{}\"\n",
+        standin::iam::READER_ROLE,
+        standin::iam::Policies::shipped().external_id()
+    )
+}
+
 impl Exporter {
     /// Starts the exporter against the stand-in, each service at its own
     /// endpoint, with `extra` TOML appended to a base config (fast retries,
-    /// static test credentials).
+    /// static test credentials). The stand-in's IAM takes the install the
+    /// config implies: the hop from the tooling account with a `role_arn`,
+    /// the exporter's role in the management account without.
     pub async fn start(standin: &standin::Standin, extra: &str) -> Exporter {
+        standin.set_install(if extra.contains("role_arn") {
+            standin::iam::Install::Hop
+        } else {
+            standin::iam::Install::Direct
+        });
         let toml = format!(
             "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n{extra}",
             standin.endpoint_keys()

@@ -12,8 +12,16 @@
 //!
 //! A request that reaches the wrong service is answered with that service's
 //! own "unknown operation" error and recorded in [`Standin::misrouted`].
-//! Tests script faults per page; every request is recorded.
+//! Every request is authorised as IAM would, against the policies shipped
+//! in `deploy/iam/` ([`iam`]): the exporter's role as installed
+//! ([`Standin::set_install`]), the sessions this STS hands out, trust
+//! policies and external IDs, and organisation calls only from the
+//! management account. Tests script faults per page; every request is
+//! recorded.
 #![allow(dead_code)]
+
+#[path = "iam.rs"]
+pub mod iam;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -144,6 +152,12 @@ struct Inner {
     misrouted: Vec<String>,
     /// `service region` of every signed request answered.
     signed_regions: BTreeSet<String>,
+    /// IAM: the install, the policies in force, the sessions STS issued
+    /// (by access key ID), and every refusal ("arn action").
+    install: iam::Install,
+    policies: iam::Policies,
+    sessions: HashMap<String, iam::Principal>,
+    denied: Vec<String>,
 }
 
 impl Inner {
@@ -209,6 +223,22 @@ impl Standin {
             self.sts_url(),
             self.organizations_url()
         )
+    }
+
+    /// Where the exporter's role sits (see [`iam`]); `Direct` until set.
+    pub fn set_install(&self, install: iam::Install) {
+        self.inner.lock().unwrap().install = install;
+    }
+
+    /// The policies enforced from now on (the shipped ones until set).
+    pub fn set_policies(&self, policies: iam::Policies) {
+        self.inner.lock().unwrap().policies = policies;
+    }
+
+    /// Every request IAM refused, as "principal action" (or "key action"
+    /// for a key nobody issued).
+    pub fn denied(&self) -> Vec<String> {
+        self.inner.lock().unwrap().denied.clone()
     }
 
     /// Requests that reached the wrong service (each as "service got what").
@@ -629,6 +659,17 @@ async fn handle(
             serde_json::json!({"__type": "InvalidSignatureException", "message": "Credential should be scoped to a valid region."}),
         ));
     }
+    let authorised = authorise(
+        &mut inner.lock().unwrap(),
+        service,
+        &operation,
+        seen.authorization.as_deref(),
+        &body,
+    );
+    if let Some(refused) = authorised {
+        inner.lock().unwrap().record(seen);
+        return Ok(refused);
+    }
     {
         let mut inner = inner.lock().unwrap();
         inner
@@ -791,8 +832,10 @@ fn page_body(items: &[&OrgAccount], next: Option<&str>) -> Vec<u8> {
     cbor(&Value::Map(out))
 }
 
-/// STS AssumeRole (awsQuery protocol, XML): numbered session credentials.
+/// STS AssumeRole (awsQuery protocol, XML): numbered session credentials,
+/// each the role asked for (authorised by [`authorise`]).
 fn assume_role(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
+    let form = String::from_utf8_lossy(body);
     let (n, secs) = {
         let mut inner = inner.lock().unwrap();
         inner.assume_role_calls += 1;
@@ -801,9 +844,19 @@ fn assume_role(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
         } else {
             inner.session_seconds
         };
-        (inner.assume_role_calls, secs)
+        let n = inner.assume_role_calls;
+        let principal = if form.contains("Action=AssumeRoleWithWebIdentity") {
+            iam::Principal::exporter(inner.install, &inner.policies)
+        } else {
+            let arn = form_value(body, "RoleArn").unwrap_or_default();
+            let permissions = iam::role(&inner.policies, &arn)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            iam::Principal::role(&arn, &permissions)
+        };
+        inner.sessions.insert(format!("ASIASESSION{n}"), principal);
+        (n, secs)
     };
-    let form = String::from_utf8_lossy(body);
     let session = form
         .split('&')
         .find_map(|kv| kv.strip_prefix("RoleSessionName="))
@@ -1017,4 +1070,172 @@ fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<B
         out["NextToken"] = serde_json::Value::String((offset + max).to_string());
     }
     json(200, out)
+}
+
+/// A form field of an awsQuery body, percent-decoded.
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    let form = String::from_utf8_lossy(body);
+    let raw = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// IAM, as AWS applies it before a service does anything: who signed the
+/// request (an unknown session key is refused), whether their policy allows
+/// the action, for AssumeRole whether the role's trust policy lets them in
+/// with this external ID, and for organisation-wide calls whether they are
+/// in the management account. The refusal, if any, is the service's own.
+fn authorise(
+    inner: &mut Inner,
+    service: Service,
+    operation: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Option<Response<Full<Bytes>>> {
+    let sts_error = |status: u16, code: &str, message: &str| {
+        let xml = format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>denied</RequestId></ErrorResponse>"
+        );
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/xml")
+            .body(Full::new(Bytes::from(xml)))
+            .unwrap()
+    };
+    let denied = |service: Service, message: &str| match service {
+        Service::ComputeOptimizer => error(403, "AccessDeniedException", message),
+        Service::Organizations => json_reply(
+            400,
+            serde_json::json!({"__type": "AccessDeniedException", "Message": message}),
+        ),
+        Service::Sts => sts_error(403, "AccessDenied", message),
+    };
+    if operation == "AssumeRoleWithWebIdentity" {
+        let arn = form_value(body, "RoleArn").unwrap_or_default();
+        let exporter = iam::Principal::exporter(inner.install, &inner.policies);
+        let action = "sts:AssumeRoleWithWebIdentity";
+        let token = form_value(body, "WebIdentityToken").unwrap_or_default();
+        let trusted = iam::web_identity_context(&token).is_some_and(|(provider, context)| {
+            let context: Vec<(&str, &str)> = context
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            iam::trusts_federated(
+                &inner.policies.exporter_trust_irsa,
+                &provider,
+                action,
+                &context,
+            )
+        });
+        if arn != exporter.arn || !trusted {
+            inner.denied.push(format!("web-identity {action} {arn}"));
+            return Some(sts_error(
+                403,
+                "AccessDenied",
+                &format!("Not authorized to perform {action}"),
+            ));
+        }
+        return None;
+    }
+    let key = authorization
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or_default();
+    let caller = if key.starts_with("ASIA") {
+        match inner.sessions.get(key) {
+            Some(p) => p.clone(),
+            None => {
+                inner.denied.push(format!("{key} {operation}"));
+                return Some(match service {
+                    Service::Sts => sts_error(
+                        403,
+                        "InvalidClientTokenId",
+                        "The security token included in the request is invalid.",
+                    ),
+                    Service::ComputeOptimizer => error(
+                        403,
+                        "UnrecognizedClientException",
+                        "The security token included in the request is invalid.",
+                    ),
+                    Service::Organizations => json_reply(
+                        400,
+                        serde_json::json!({"__type": "UnrecognizedClientException", "Message": "The security token included in the request is invalid."}),
+                    ),
+                });
+            }
+        }
+    } else {
+        iam::Principal::exporter(inner.install, &inner.policies)
+    };
+    let action = format!("{}:{operation}", service.signing_name());
+    if operation == "AssumeRole" {
+        let arn = form_value(body, "RoleArn").unwrap_or_default();
+        let external_id = form_value(body, "ExternalId");
+        let mut context = Vec::new();
+        if let Some(id) = &external_id {
+            context.push(("sts:ExternalId", id.as_str()));
+        }
+        let allowed = caller.may(&action, &arn, &[])
+            && iam::role(&inner.policies, &arn)
+                .is_some_and(|(trust, _)| iam::trusts(trust, Some(&caller), &action, &context));
+        if !allowed {
+            inner.denied.push(format!("{} {action} {arn}", caller.arn));
+            return Some(denied(
+                service,
+                &format!(
+                    "User: {} is not authorized to perform: sts:AssumeRole on resource: {arn}",
+                    caller.arn
+                ),
+            ));
+        }
+        return None;
+    }
+    if !caller.may(&action, "*", &[]) {
+        inner.denied.push(format!("{} {action}", caller.arn));
+        return Some(denied(
+            service,
+            &format!(
+                "User: {} is not authorized to perform: {action}",
+                caller.arn
+            ),
+        ));
+    }
+    let organisation_wide =
+        service == Service::Organizations || operation == "GetEnrollmentStatusesForOrganization";
+    if organisation_wide && caller.account != iam::MANAGEMENT_ACCOUNT {
+        inner.denied.push(format!(
+            "{} {action} (not the management account)",
+            caller.arn
+        ));
+        return Some(denied(
+            service,
+            if service == Service::Organizations {
+                "You don't have permissions to access this resource."
+            } else {
+                "The account is not the management account or a delegated administrator of an organization."
+            },
+        ));
+    }
+    None
 }
