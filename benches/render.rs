@@ -77,7 +77,12 @@ fn per_scrape(c: &mut Criterion) {
                 Format::OpenMetrics => format!("{kind}_openmetrics"),
             };
             g.bench_function(BenchmarkId::new(name("plain"), n), |b| {
-                b.iter(|| exposition.plain_body(format, metrics.encode(format)))
+                b.iter(|| {
+                    exposition
+                        .plain_body(format, metrics.encode(format))
+                        .map(|c| c.len())
+                        .sum::<usize>()
+                })
             });
             g.bench_function(BenchmarkId::new(name("gzip"), n), |b| {
                 b.iter(|| exposition.gzip_body(format, &metrics.encode(format)))

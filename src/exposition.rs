@@ -24,19 +24,30 @@ use flate2::Compression;
 use crate::deflate::{FINAL_EMPTY_BLOCK, piece, sync_flushed};
 use crate::openmetrics::{EOF, Format, Kind, openmetrics_header, text_header};
 
-/// Series as a producer renders them: runs of lines, with each family's
-/// metadata in both formats. Dereferences to the run being written.
-#[derive(Default)]
+/// Text a producer renders is compressed in runs of about this many bytes
+/// as it goes, so rendering 100,000 accounts (45 MB of text) never holds
+/// more than one run of plain text.
+pub const RUN_BYTES: usize = 1 << 20;
+
+/// Series as a producer renders them: compressed runs of lines, with each
+/// family's metadata in both formats. Dereferences to the run being
+/// written; [`Rendered::end_of_series`] compresses it once it is large.
 pub struct Rendered {
-    parts: Vec<(String, Option<String>)>,
+    parts: Vec<Part>,
     open: String,
 }
 
+impl Default for Rendered {
+    fn default() -> Rendered {
+        Rendered::new()
+    }
+}
+
 impl Rendered {
-    pub fn with_capacity(bytes: usize) -> Rendered {
+    pub fn new() -> Rendered {
         Rendered {
             parts: Vec::new(),
-            open: String::with_capacity(bytes),
+            open: String::new(),
         }
     }
 
@@ -51,28 +62,43 @@ impl Rendered {
             self.open.push_str(&text);
         } else {
             self.close_run();
-            self.parts.push((text, Some(open)));
+            self.parts.push(Part {
+                text: Piece::new(&text),
+                openmetrics: Some(Piece::new(&open)),
+            });
+        }
+    }
+
+    /// Marks the end of a series (or of an account's series): the run is
+    /// compressed once it holds [`RUN_BYTES`].
+    pub fn end_of_series(&mut self) {
+        if self.open.len() >= RUN_BYTES {
+            self.close_run();
         }
     }
 
     fn close_run(&mut self) {
         if !self.open.is_empty() {
-            let run = std::mem::take(&mut self.open);
-            self.parts.push((run, None));
+            self.parts.push(Part {
+                text: Piece::new(&self.open),
+                openmetrics: None,
+            });
+            self.open.clear();
         }
     }
 
-    /// The whole rendering in one format.
+    /// The whole rendering in one format, inflated (tests, benchmarks).
     pub fn to_string(&self, format: Format) -> String {
-        let mut out = String::new();
-        for (text, open) in &self.parts {
-            out.push_str(match (format, open) {
-                (Format::OpenMetrics, Some(open)) => open,
-                _ => text,
-            });
-        }
-        out.push_str(&self.open);
-        out
+        let mut pieces: Vec<Bytes> = self
+            .parts
+            .iter()
+            .map(|p| p.of(format).deflated.clone())
+            .collect();
+        pieces.push(Bytes::from(piece(self.open.as_bytes())));
+        let text: Vec<u8> = Inflating::new(Bytes::new(), pieces, u64::MAX)
+            .flatten()
+            .collect();
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,22 +128,23 @@ impl From<String> for Rendered {
     }
 }
 
-/// Text and its deflate piece.
+/// A run of text, kept only as its deflate piece, with the CRC and length
+/// of the text.
 #[derive(Clone)]
 struct Piece {
-    text: Bytes,
     deflated: Bytes,
     crc: crc32fast::Hasher,
+    len: u64,
 }
 
 impl Piece {
-    fn new(text: String) -> Piece {
+    fn new(text: &str) -> Piece {
         let mut crc = crc32fast::Hasher::new();
         crc.update(text.as_bytes());
         Piece {
             deflated: Bytes::from(piece(text.as_bytes())),
-            text: Bytes::from(text),
             crc,
+            len: text.len() as u64,
         }
     }
 }
@@ -138,40 +165,24 @@ impl Part {
     }
 }
 
-/// One producer's rendered series, plain and compressed, in both formats.
+/// One producer's rendered series, compressed, in both formats.
 pub struct Segment {
     parts: Vec<Part>,
 }
 
 impl Segment {
-    /// Compresses a rendering (about 1 s per 4.5 MB at libdeflate's
-    /// strongest level: call it outside every lock).
-    pub fn new(rendered: Rendered) -> Segment {
-        let Rendered { mut parts, open } = rendered;
-        if !open.is_empty() {
-            parts.push((open, None));
-        }
+    /// The rendering's last run compressed (about 1 s per 4.5 MB at
+    /// libdeflate's strongest level, spread over the rendering: call both
+    /// outside every lock).
+    pub fn new(mut rendered: Rendered) -> Segment {
+        rendered.close_run();
         Segment {
-            parts: parts
-                .into_iter()
-                .map(|(text, open)| Part {
-                    text: Piece::new(text),
-                    openmetrics: open.map(Piece::new),
-                })
-                .collect(),
+            parts: rendered.parts,
         }
     }
 
     pub fn empty() -> Segment {
         Segment { parts: Vec::new() }
-    }
-
-    /// The segment's text in one format.
-    pub fn text(&self, format: Format) -> Vec<Bytes> {
-        self.parts
-            .iter()
-            .map(|p| p.of(format).text.clone())
-            .collect()
     }
 
     /// Bytes of the compressed pieces in one format.
@@ -188,8 +199,8 @@ fn eof() -> Arc<Segment> {
         .get_or_init(|| {
             Arc::new(Segment {
                 parts: vec![Part {
-                    text: Piece::new(String::new()),
-                    openmetrics: Some(Piece::new(EOF.to_owned())),
+                    text: Piece::new(""),
+                    openmetrics: Some(Piece::new(EOF)),
                 }],
             })
         })
@@ -256,7 +267,7 @@ impl Exposition {
             let mut len = 0u64;
             for piece in segments.iter().flat_map(|s| &s.parts).map(|p| p.of(format)) {
                 crc.combine(&piece.crc);
-                len += piece.text.len() as u64;
+                len += piece.len;
             }
             (crc, len)
         });
@@ -281,13 +292,8 @@ impl Exposition {
 
     /// The body of a scrape: the live part (from `encode_live`, or as encoded
     /// less than [`LIVE_MAX_AGE`] ago) and the cached series, in `format`,
-    /// gzip or plain.
-    pub fn body(
-        &self,
-        format: Format,
-        gzip: bool,
-        encode_live: impl FnOnce() -> Vec<u8>,
-    ) -> Vec<Bytes> {
+    /// gzip (shared buffers) or plain (inflated as it is written).
+    pub fn body(&self, format: Format, gzip: bool, encode_live: impl FnOnce() -> Vec<u8>) -> Body {
         let slot = &self.live[index(format)];
         let fresh = |p: &Arc<LiveParts>| p.made.elapsed() < LIVE_MAX_AGE;
         let cached = slot
@@ -311,22 +317,29 @@ impl Exposition {
                 p
             }
         };
-        let pieces = self
-            .segments
+        if gzip {
+            let mut chunks = Vec::with_capacity(self.segments.len() * 2 + 2);
+            chunks.push(parts.gzip_head.clone());
+            chunks.extend(self.pieces(format));
+            chunks.push(parts.gzip_tail.clone());
+            chunks.retain(|c| !c.is_empty());
+            Body::Whole(chunks)
+        } else {
+            Body::Inflating(Inflating::new(
+                parts.plain.clone(),
+                self.pieces(format).collect(),
+                self.sums[index(format)].1,
+            ))
+        }
+    }
+
+    /// The cached pieces in order, for one format.
+    fn pieces(&self, format: Format) -> impl Iterator<Item = Bytes> + '_ {
+        self.segments
             .iter()
             .flat_map(|s| &s.parts)
-            .map(|p| p.of(format));
-        let mut chunks = Vec::with_capacity(self.segments.len() * 2 + 2);
-        if gzip {
-            chunks.push(parts.gzip_head.clone());
-            chunks.extend(pieces.map(|p| p.deflated.clone()));
-            chunks.push(parts.gzip_tail.clone());
-        } else {
-            chunks.push(parts.plain.clone());
-            chunks.extend(pieces.map(|p| p.text.clone()));
-        }
-        chunks.retain(|c| !c.is_empty());
-        chunks
+            .map(move |p| p.of(format).deflated.clone())
+            .filter(|d| !d.is_empty())
     }
 
     /// Bytes of the cached part as plain text.
@@ -339,22 +352,21 @@ impl Exposition {
         self.segments.iter().map(|s| s.deflated_len(format)).sum()
     }
 
-    /// Body chunks, uncached (benchmarks): `live`, then the cached series.
-    pub fn plain_body(&self, format: Format, live: Vec<u8>) -> Vec<Bytes> {
-        let mut chunks = vec![Bytes::from(live)];
-        for s in &self.segments {
-            chunks.extend(s.text(format));
-        }
-        chunks
+    /// The plain body, uncached (benchmarks): `live`, then the cached
+    /// series inflated.
+    pub fn plain_body(&self, format: Format, live: Vec<u8>) -> Inflating {
+        Inflating::new(
+            Bytes::from(live),
+            self.pieces(format).collect(),
+            self.sums[index(format)].1,
+        )
     }
 
     /// Body chunks of one gzip stream, uncached (benchmarks).
     pub fn gzip_body(&self, format: Format, live: &[u8]) -> Vec<Bytes> {
         let [head, tail] = self.gzip_parts(format, live);
         let mut chunks = vec![head];
-        for s in &self.segments {
-            chunks.extend(s.parts.iter().map(|p| p.of(format).deflated.clone()));
-        }
+        chunks.extend(self.pieces(format));
         chunks.push(tail);
         chunks
     }
@@ -379,10 +391,113 @@ impl Exposition {
     }
 }
 
+/// A scrape's body: shared buffers as they are (gzip), or the live part
+/// then the cached pieces inflated as the body is written (plain text; the
+/// compressed pieces are the only copy of the series).
+pub enum Body {
+    Whole(Vec<Bytes>),
+    Inflating(Inflating),
+}
+
+impl Body {
+    /// All of it in one buffer (tests, tools).
+    pub fn concat(self) -> Vec<u8> {
+        match self {
+            Body::Whole(chunks) => chunks.concat(),
+            Body::Inflating(inflating) => inflating.flatten().collect(),
+        }
+    }
+}
+
+/// How much plain text one inflated chunk of a body holds at most.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+/// Plain text from a head and a run of deflate pieces that splice into one
+/// stream, produced a chunk at a time: a scrape holds at most one chunk of
+/// inflated text whatever the organisation's size.
+pub struct Inflating {
+    head: Option<Bytes>,
+    pieces: std::collections::VecDeque<Bytes>,
+    at: usize,
+    inflate: flate2::Decompress,
+    /// Plain bytes still to come after the head (exact for a scrape).
+    left: u64,
+}
+
+impl Inflating {
+    /// `head` as it is, then `pieces` inflated: `len` bytes of text.
+    pub fn new(head: Bytes, pieces: Vec<Bytes>, len: u64) -> Inflating {
+        Inflating {
+            head: (!head.is_empty()).then_some(head),
+            pieces: pieces.into(),
+            at: 0,
+            inflate: flate2::Decompress::new(false),
+            left: len,
+        }
+    }
+
+    /// Bytes still to come, the head included.
+    pub fn remaining(&self) -> u64 {
+        self.head.as_ref().map_or(0, |h| h.len() as u64) + self.left
+    }
+
+    /// Nothing more to come.
+    pub fn is_done(&self) -> bool {
+        self.remaining() == 0
+    }
+}
+
+impl Iterator for Inflating {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        let mut out = Vec::with_capacity(INFLATE_CHUNK);
+        while out.len() < out.capacity() {
+            // After the last piece, inflate may still hold output.
+            let front = self.pieces.front().cloned();
+            let input = front.as_ref().map_or(&[][..], |p| &p[self.at..]);
+            let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
+            let status =
+                self.inflate
+                    .decompress_vec(input, &mut out, flate2::FlushDecompress::Sync);
+            let consumed = (self.inflate.total_in() - before_in) as usize;
+            let produced = self.inflate.total_out() - before_out;
+            self.at += consumed;
+            self.left = self.left.saturating_sub(produced);
+            match &front {
+                None if produced == 0 => break,
+                None => {}
+                Some(p) if self.at >= p.len() => {
+                    self.pieces.pop_front();
+                    self.at = 0;
+                }
+                // Pieces the exporter made itself never get here; should
+                // one be damaged, the body ends rather than loops.
+                Some(_) if status.is_err() || (consumed == 0 && produced == 0) => {
+                    self.pieces.clear();
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+
+    fn gunzip_body(body: Body) -> Vec<u8> {
+        match body {
+            Body::Whole(chunks) => gunzip(&chunks),
+            Body::Inflating(_) => panic!("a gzip body is whole"),
+        }
+    }
 
     pub fn gunzip(chunks: &[Bytes]) -> Vec<u8> {
         let all: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
@@ -433,11 +548,13 @@ mod tests {
         ] {
             assert_eq!(gunzip(&exp.gzip_body(format, &live)), want.as_bytes());
             assert_eq!(
-                exp.plain_body(format, live.clone()).concat(),
+                exp.plain_body(format, live.clone())
+                    .flatten()
+                    .collect::<Vec<u8>>(),
                 want.as_bytes()
             );
             assert_eq!(
-                gunzip(&exp.body(format, true, || live.clone())),
+                gunzip_body(exp.body(format, true, || live.clone())),
                 want.as_bytes()
             );
             assert_eq!(exp.text_len(format) + live.len(), want.len());
@@ -449,6 +566,49 @@ mod tests {
             exp.deflated_len(Format::OpenMetrics),
         );
         assert!(om < text + 120, "{om} against {text}");
+    }
+
+    #[test]
+    fn large_renderings_are_kept_compressed_in_runs_and_inflated_in_chunks() {
+        // 7 MB of text: compressed in runs as it is rendered, never held
+        // whole, and inflated a chunk at a time for a plain scrape.
+        let mut r = Rendered::new();
+        r.header("a_info", "Help.", Kind::Gauge);
+        let mut want = String::new();
+        for i in 0..80_000u64 {
+            let line = format!(
+                "a_info{{account_id=\"{:012}\",n=\"{}\"}} 1\n",
+                i * 7919,
+                i % 97
+            );
+            r.push_str(&line);
+            want.push_str(&line);
+            r.end_of_series();
+            assert!(r.len() < RUN_BYTES + 200, "the open run stays bounded");
+        }
+        let text_header = "# HELP a_info Help.\n# TYPE a_info gauge\n";
+        let exp = Exposition::spliced(vec![Arc::new(Segment::new(r))]);
+        let mut body = exp.plain_body(Format::Text, b"x 1\n".to_vec());
+        assert_eq!(
+            body.remaining() as usize,
+            4 + text_header.len() + want.len()
+        );
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        for chunk in body.by_ref() {
+            assert!(chunk.len() <= INFLATE_CHUNK);
+            got.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        assert!(body.is_done());
+        assert!(chunks > want.len() / INFLATE_CHUNK, "{chunks}");
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            format!("x 1\n{text_header}{want}")
+        );
+        let gz = gunzip(&exp.gzip_body(Format::OpenMetrics, b""));
+        assert!(gz.ends_with(b"# EOF\n"));
+        assert!(exp.deflated_len(Format::Text) * 4 < want.len());
     }
 
     #[test]
@@ -479,14 +639,20 @@ mod tests {
             format!("x {}\n", calls.get()).into_bytes()
         };
         assert_eq!(exp.body(Format::Text, false, live).concat(), b"x 1\na 1\n");
-        assert_eq!(gunzip(&exp.body(Format::Text, true, live)), b"x 1\na 1\n");
+        assert_eq!(
+            gunzip_body(exp.body(Format::Text, true, live)),
+            b"x 1\na 1\n"
+        );
         assert_eq!(calls.get(), 1, "encoded once for both scrapes");
         assert_eq!(
             exp.body(Format::OpenMetrics, false, live).concat(),
             b"x 2\na 1\n# EOF\n"
         );
         exp.forget_live();
-        assert_eq!(gunzip(&exp.body(Format::Text, true, live)), b"x 3\na 1\n");
+        assert_eq!(
+            gunzip_body(exp.body(Format::Text, true, live)),
+            b"x 3\na 1\n"
+        );
         std::thread::sleep(LIVE_MAX_AGE);
         assert_eq!(exp.body(Format::Text, false, live).concat(), b"x 4\na 1\n");
     }

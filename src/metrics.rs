@@ -270,7 +270,7 @@ pub fn render_snapshot(snap: &Snapshot, names: &Directory, format: Format) -> St
 
 /// The organisation walk's series: `account_info`.
 pub fn render_walk(names: &Directory) -> Rendered {
-    let mut out = Rendered::with_capacity(names.len() * 160 + 1024);
+    let mut out = Rendered::new();
     if !names.is_empty() {
         header(&mut out, ACCOUNT_INFO, ACCOUNT_INFO_HELP);
         for (id, info) in &names.accounts {
@@ -292,6 +292,7 @@ pub fn render_walk(names: &Directory) -> Rendered {
                 escape_label(&mut out, info.tags.get(i).map_or("", String::as_str));
             }
             out.push_str("\"} 1\n");
+            out.end_of_series();
         }
     }
     out
@@ -303,7 +304,7 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
     if snap.finished_at.is_none() {
         return Rendered::default();
     }
-    let mut out = Rendered::with_capacity(snap.accounts.len() * 420 + 1024);
+    let mut out = Rendered::new();
 
     header(
         &mut out,
@@ -336,6 +337,7 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
         escape_label(&mut prefix, &account.account_id);
         prefix.push_str("\",");
         one_hot(&mut out, &prefix, &account.status);
+        out.end_of_series();
     }
 
     if snap.accounts.values().any(|a| a.last_updated.is_some()) {
@@ -352,6 +354,7 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
                 out.push_str("{account_id=\"");
                 escape_label(&mut out, &account.account_id);
                 let _ = writeln!(out, "\"}} {ts}");
+                out.end_of_series();
             }
         }
     }

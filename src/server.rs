@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::authgate::AuthGate;
 use crate::config::ListenAddress;
 use crate::conns::{self, Activity, Counters, InFlight, Limits, Table, Tracked};
+use crate::exposition::{self, Inflating};
 
 use crate::pages;
 use crate::shutdown::Shutdown;
@@ -389,21 +390,47 @@ where
 
 /// A response body made of shared chunks: the cached exposition is sent
 /// without copying it.
-pub struct Chunks(VecDeque<Bytes>, Option<InFlight>);
+pub struct Chunks {
+    chunks: VecDeque<Bytes>,
+    /// After the chunks: plain text inflated as it is written.
+    inflating: Option<Inflating>,
+    in_flight: Option<InFlight>,
+}
 
 impl Chunks {
     pub fn new(chunks: impl IntoIterator<Item = Bytes>) -> Chunks {
-        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect(), None)
+        Chunks {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            inflating: None,
+            in_flight: None,
+        }
+    }
+
+    /// A scrape's body, as the exposition made it.
+    fn exposition(body: exposition::Body) -> Chunks {
+        match body {
+            exposition::Body::Whole(chunks) => Chunks::new(chunks),
+            exposition::Body::Inflating(inflating) => Chunks {
+                chunks: VecDeque::new(),
+                inflating: Some(inflating),
+                in_flight: None,
+            },
+        }
     }
 
     /// Keeps the connection marked busy until hyper has taken the body.
     fn held_by(mut self, in_flight: InFlight) -> Chunks {
-        self.1 = Some(in_flight);
+        self.in_flight = Some(in_flight);
         self
     }
 
     fn text(s: impl Into<String>) -> Chunks {
         Chunks::new([Bytes::from(s.into())])
+    }
+
+    fn remaining(&self) -> u64 {
+        self.chunks.iter().map(|b| b.len() as u64).sum::<u64>()
+            + self.inflating.as_ref().map_or(0, Inflating::remaining)
     }
 }
 
@@ -415,19 +442,22 @@ impl Body for Chunks {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.0.pop_front();
-        if self.0.is_empty() {
-            self.1 = None;
+        let next = match self.chunks.pop_front() {
+            Some(chunk) => Some(chunk),
+            None => self.inflating.as_mut().and_then(Iterator::next),
+        };
+        if next.is_none() || self.is_end_stream() {
+            self.in_flight = None;
         }
         Poll::Ready(next.map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
+        self.chunks.is_empty() && self.inflating.as_ref().is_none_or(Inflating::is_done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+        SizeHint::with_exact(self.remaining())
     }
 }
 
@@ -645,7 +675,7 @@ fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let (format, content_type) = crate::openmetrics::negotiate(accept);
-    let body = Chunks::new(exposition.body(format, gzip, || state.metrics.encode(format)));
+    let body = Chunks::exposition(exposition.body(format, gzip, || state.metrics.encode(format)));
     let mut r = respond(StatusCode::OK, content_type, body);
     let h = r.headers_mut();
     h.insert(

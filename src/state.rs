@@ -314,13 +314,10 @@ mod tests {
 
     fn body(state: &State) -> String {
         let format = crate::openmetrics::Format::Text;
-        let parts = state
+        let body = state
             .exposition()
             .body(format, false, || state.metrics.encode(format));
-        parts
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect()
+        String::from_utf8_lossy(&body.concat()).into_owned()
     }
 
     #[test]
