@@ -490,25 +490,20 @@ mod tests {
         );
         assert_eq!(e.code, "RegionDisabledException");
         assert!(!e.retryable);
-        // Another service's code that merely starts the same is not STS's.
-        assert_eq!(
-            credentials_error("ExpiredTokenException: x".into()).code,
-            "credentials"
-        );
-        assert_eq!(
-            credentials_error("no providers in chain provided credentials".into()).code,
-            "credentials"
-        );
+        for (detail, code) in [
+            // Another service's code that merely starts the same is not STS's.
+            ("ExpiredTokenException: x", "credentials"),
+            ("no providers in chain provided credentials", "credentials"),
+            // STS's AccessDenied, not Compute Optimizer's AccessDeniedException.
+            (
+                "service error: AccessDenied: User: x is not authorized",
+                "AccessDenied",
+            ),
+            ("AccessDeniedException: no", "credentials"),
+        ] {
+            assert_eq!(credentials_error(detail.into()).code, code, "{detail}");
+        }
         assert!(credentials_error("service error: Throttling: Rate exceeded".into()).retryable);
-        // STS's AccessDenied, not Compute Optimizer's AccessDeniedException.
-        assert_eq!(
-            credentials_error("service error: AccessDenied: User: x is not authorized".into()).code,
-            "AccessDenied"
-        );
-        assert_eq!(
-            credentials_error("AccessDeniedException: no".into()).code,
-            "credentials"
-        );
     }
 
     #[test]

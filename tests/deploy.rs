@@ -230,6 +230,27 @@ async fn every_action_the_shipped_policies_allow_is_needed() {
     }
 }
 
+/// The exporter, from the tooling account of the hop install, calls
+/// Compute Optimizer without assuming the reader role, and is refused.
+async fn without_the_hop_is_refused(standin: &Standin) {
+    standin.set_install(support::standin::iam::Install::Hop);
+    let exporter = Exporter::start_toml(&format!(
+        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n[poll]\ninterval = \"1h\"\n",
+        standin.endpoint_keys()
+    ))
+    .await;
+    exporter
+        .wait_for(20, |t| {
+            support::api_requests(
+                t,
+                "GetEnrollmentStatusesForOrganization",
+                "AccessDeniedException",
+            ) >= 1.0
+        })
+        .await;
+    exporter.stop().await;
+}
+
 /// The trust policy and the account checks hold too: a wrong external ID,
 /// a hop from the wrong role, and organisation calls from outside the
 /// management account are refused, as AWS refuses them.
@@ -255,46 +276,24 @@ async fn the_stand_ins_refuse_what_the_trust_and_the_account_do_not_allow() {
         standin.denied()
     );
     // The hop forgotten: the tooling account's role calls Compute Optimizer
-    // itself, which is neither permitted nor the management account.
+    // itself, which its policy does not permit.
     let standin = Standin::start(org(5)).await;
-    standin.set_install(support::standin::iam::Install::Hop);
-    let exporter = Exporter::start_toml(&format!(
-        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n[poll]\ninterval = \"1h\"\n",
-        standin.endpoint_keys()
-    ))
-    .await;
-    exporter
-        .wait_for(20, |t| {
-            support::api_requests(
-                t,
-                "GetEnrollmentStatusesForOrganization",
-                "AccessDeniedException",
-            ) >= 1.0
-        })
-        .await;
-    exporter.stop().await;
+    without_the_hop_is_refused(&standin).await;
+    assert!(
+        standin
+            .denied()
+            .iter()
+            .any(|d| d.ends_with("compute-optimizer:GetEnrollmentStatusesForOrganization")),
+        "{:?}",
+        standin.denied()
+    );
     // With the permission but from another account, the organisation's
     // listing is still refused.
     let standin = Standin::start(org(5)).await;
     let mut everything = Policies::shipped();
     everything.exporter_assume_reader = everything.reader_permissions.clone();
     standin.set_policies(everything);
-    standin.set_install(support::standin::iam::Install::Hop);
-    let exporter = Exporter::start_toml(&format!(
-        "[aws]\nregion = \"us-east-1\"\n{}retry_backoff = \"10ms\"\n[poll]\ninterval = \"1h\"\n",
-        standin.endpoint_keys()
-    ))
-    .await;
-    exporter
-        .wait_for(20, |t| {
-            support::api_requests(
-                t,
-                "GetEnrollmentStatusesForOrganization",
-                "AccessDeniedException",
-            ) >= 1.0
-        })
-        .await;
-    exporter.stop().await;
+    without_the_hop_is_refused(&standin).await;
     assert!(
         standin
             .denied()
