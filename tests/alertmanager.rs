@@ -43,10 +43,16 @@ fn the_shipped_configuration_passes_amtool() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 templates"));
 }
 
-/// The team tag first, then the OU, then the platform team.
+/// The organisation's own team, then the team tag, then the OU, then the
+/// platform team.
 #[test]
 fn routes_go_by_team_tag_then_ou_then_default() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
+        (&["organization=govcloud", "tag_team=payments"], "govcloud"),
+        (
+            &["organization=commercial", "tag_team=payments"],
+            "team-payments",
+        ),
         (
             &["tag_team=payments", "ou_path=Root/Sandbox"],
             "team-payments",

@@ -254,8 +254,12 @@ for f in text_string_to_metric_families(sys.stdin.read()):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openmetrics_is_served_when_preferred_and_parses_with_the_same_samples() {
     let e = Exporter::start_with(None, true).await;
-    e.wait_for(20, |t| t.contains("aws_compute_optimizer_account_info{"))
-        .await;
+    // Both producers have published: the walk (account_info) and the poll.
+    e.wait_for(20, |t| {
+        t.contains("aws_compute_optimizer_account_info{")
+            && t.contains("aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds{")
+    })
+    .await;
     let text = support::request(e.addr, "GET", "/metrics", &[])
         .await
         .text();
@@ -547,7 +551,8 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         }
     }
     assert!(exprs.len() >= 10);
-    // As mixin dashboards: every query follows the cluster and job variables.
+    // As mixin dashboards: every query follows the cluster and job
+    // variables, and the organization one (README, "Several organisations").
     let variables: Vec<&str> = dashboard["templating"]["list"]
         .as_array()
         .unwrap()
@@ -555,13 +560,17 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         .filter_map(|v| v["name"].as_str())
         .collect();
     assert!(
-        variables.contains(&"cluster") && variables.contains(&"job"),
+        ["cluster", "job", "organization"]
+            .iter()
+            .all(|v| variables.contains(v)),
         "{variables:?}"
     );
     for (title, expr) in &exprs {
         assert!(
-            expr.contains("cluster=~\"$cluster\"") && expr.contains("job=~\"$job\""),
-            "panel {title:?} ignores $cluster or $job: {expr}"
+            expr.contains("cluster=~\"$cluster\"")
+                && expr.contains("job=~\"$job\"")
+                && expr.contains("organization=~\"$organization\""),
+            "panel {title:?} ignores $cluster, $job or $organization: {expr}"
         );
     }
     for (title, expr) in &exprs {
@@ -569,6 +578,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
             .replace("$__rate_interval", "30s")
             .replace("$instance", ".*")
             .replace("$cluster", ".*")
+            .replace("$organization", ".*")
             .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*");
@@ -594,6 +604,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     let all = |t: &str| {
         t.replace("$instance", ".*")
             .replace("$cluster", ".*")
+            .replace("$organization", ".*")
             .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*")
@@ -619,6 +630,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     let filtered = table
         .replace("$instance", ".*")
         .replace("$cluster", ".*")
+        .replace("$organization", ".*")
         .replace("$job", ".*")
         .replace("$ou_path", "Root/Prod")
         .replace("$team", ".*");
@@ -671,6 +683,7 @@ async fn the_dashboard_counts_each_account_once_with_two_replicas() {
             .unwrap_or_else(|| panic!("no panel {title:?}"))
             .replace("$instance", ".*")
             .replace("$cluster", ".*")
+            .replace("$organization", ".*")
             .replace("$job", ".*")
             .replace("$ou_path", ".*")
             .replace("$team", ".*")
