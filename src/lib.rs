@@ -18,8 +18,11 @@
 //! * [`storage`]: `--storage.path`, the walk's data kept across restarts.
 //! * [`authgate`]: the one bcrypt worker, its fair queue, the login cache.
 //! * [`websec`] and [`tlsconf`]: exporter-toolkit's web config.
-//! * [`metrics`]: the cached organisation exposition (plain and gzip) and the
-//!   exporter's own live metrics.
+//! * [`metrics`]: the organisation's series rendered, and the exporter's own
+//!   live metrics; [`exposition`]: the cached, compressed segments spliced
+//!   into a scrape's body (gzip as shared bytes, plain inflated as written);
+//!   [`openmetrics`]: OpenMetrics beside the text format 0.0.4;
+//!   [`deflate`]: libdeflate pieces that splice in any order.
 //! * [`server`] and [`pages`]: HTTP endpoints and the pages for people;
 //!   [`conns`]: which connections the server keeps (caps, shedding, timeouts).
 
