@@ -318,19 +318,31 @@ impl Exposition {
             }
         };
         if gzip {
-            let mut chunks = Vec::with_capacity(self.segments.len() * 2 + 2);
-            chunks.push(parts.gzip_head.clone());
-            chunks.extend(self.pieces(format));
-            chunks.push(parts.gzip_tail.clone());
+            let mut chunks =
+                self.gzip_chunks(format, parts.gzip_head.clone(), parts.gzip_tail.clone());
             chunks.retain(|c| !c.is_empty());
             Body::Whole(chunks)
         } else {
-            Body::Inflating(Inflating::new(
-                parts.plain.clone(),
-                self.pieces(format).collect(),
-                self.sums[index(format)].1,
-            ))
+            Body::Inflating(self.inflating(format, parts.plain.clone()))
         }
+    }
+
+    /// `head`, then the cached series inflated.
+    fn inflating(&self, format: Format, head: Bytes) -> Inflating {
+        Inflating::new(
+            head,
+            self.pieces(format).collect(),
+            self.sums[index(format)].1,
+        )
+    }
+
+    /// One gzip stream: `head`, the cached pieces, `tail`.
+    fn gzip_chunks(&self, format: Format, head: Bytes, tail: Bytes) -> Vec<Bytes> {
+        let mut chunks = Vec::with_capacity(self.segments.len() * 2 + 2);
+        chunks.push(head);
+        chunks.extend(self.pieces(format));
+        chunks.push(tail);
+        chunks
     }
 
     /// The cached pieces in order, for one format.
@@ -355,20 +367,13 @@ impl Exposition {
     /// The plain body, uncached (benchmarks): `live`, then the cached
     /// series inflated.
     pub fn plain_body(&self, format: Format, live: Vec<u8>) -> Inflating {
-        Inflating::new(
-            Bytes::from(live),
-            self.pieces(format).collect(),
-            self.sums[index(format)].1,
-        )
+        self.inflating(format, Bytes::from(live))
     }
 
     /// Body chunks of one gzip stream, uncached (benchmarks).
     pub fn gzip_body(&self, format: Format, live: &[u8]) -> Vec<Bytes> {
         let [head, tail] = self.gzip_parts(format, live);
-        let mut chunks = vec![head];
-        chunks.extend(self.pieces(format));
-        chunks.push(tail);
-        chunks
+        self.gzip_chunks(format, head, tail)
     }
 
     /// The gzip head with `live` compressed and sync-flushed, and the

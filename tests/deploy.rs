@@ -11,7 +11,7 @@ use serde_norway::Value;
 
 mod support;
 
-use support::standin::iam::{Policies, READER_ROLE};
+use support::standin::iam::Policies;
 use support::standin::{Standin, org};
 use support::{Exporter, debian_tool, tool};
 
@@ -132,14 +132,14 @@ fn actions(path: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every feature that calls AWS.
+const ALL_FEATURES: &str = "organizations = true\norganizations_interval = \"1h\"\n\
+    account_tags = [\"team\"]\norganizations_requests_per_second = 1000\n\
+    [poll]\ninterval = \"1h\"\n";
+
 /// Every feature that calls AWS, through the role hop of the shipped IAM.
-fn hop_config(policies: &Policies) -> String {
-    format!(
-        "role_arn = \"{READER_ROLE}\"\nexternal_id = \"{}\"\norganizations = true\n\
-         organizations_interval = \"1h\"\naccount_tags = [\"team\"]\n\
-         organizations_requests_per_second = 1000\n[poll]\ninterval = \"1h\"\n",
-        policies.external_id()
-    )
+fn hop_config() -> String {
+    format!("{}{ALL_FEATURES}", support::hop())
 }
 
 /// Everything the exporter fetches has arrived.
@@ -155,9 +155,8 @@ fn all_fetched(t: &str) -> bool {
 /// actions they list are exactly those the stand-ins received.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_iam_policies_grant_exactly_what_the_exporter_calls() {
-    let policies = Policies::shipped();
     let standin = Standin::start(org(30)).await;
-    let exporter = Exporter::start(&standin, &hop_config(&policies)).await;
+    let exporter = Exporter::start(&standin, &hop_config()).await;
     exporter.wait_for(20, all_fetched).await;
     exporter.stop().await;
     assert_eq!(standin.misrouted(), Vec::<String>::new());
@@ -176,12 +175,7 @@ async fn the_shipped_iam_policies_grant_exactly_what_the_exporter_calls() {
     // Without the hop, reader-permissions.json on the exporter's own role
     // in the management account is enough.
     let standin = Standin::start(org(30)).await;
-    let direct = hop_config(&policies)
-        .lines()
-        .filter(|l| !l.starts_with("role_arn") && !l.starts_with("external_id"))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
-    let exporter = Exporter::start(&standin, &direct).await;
+    let exporter = Exporter::start(&standin, ALL_FEATURES).await;
     exporter.wait_for(20, all_fetched).await;
     exporter.stop().await;
     assert_eq!(standin.denied(), Vec::<String>::new());
@@ -198,7 +192,7 @@ async fn every_action_the_shipped_policies_allow_is_needed() {
     for action in actions {
         let standin = Standin::start(org(30)).await;
         standin.set_policies(shipped.clone().without_action(&action));
-        let exporter = Exporter::start(&standin, &hop_config(&shipped)).await;
+        let exporter = Exporter::start(&standin, &hop_config()).await;
         let operation = action.split(':').nth(1).unwrap().to_owned();
         let text = exporter
             .wait_for(20, |t| {
@@ -259,7 +253,7 @@ async fn the_stand_ins_refuse_what_the_trust_and_the_account_do_not_allow() {
     let policies = Policies::shipped();
     // The external ID is not the one the trust requires.
     let standin = Standin::start(org(5)).await;
-    let wrong = hop_config(&policies).replace(&policies.external_id(), "not-the-shared-id");
+    let wrong = hop_config().replace(&policies.external_id(), "not-the-shared-id");
     let exporter = Exporter::start(&standin, &wrong).await;
     exporter
         .wait_for(20, |t| {

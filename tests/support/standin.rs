@@ -857,11 +857,7 @@ fn assume_role(inner: &Mutex<Inner>, body: &[u8]) -> Response<Full<Bytes>> {
         inner.sessions.insert(format!("ASIASESSION{n}"), principal);
         (n, secs)
     };
-    let session = form
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("RoleSessionName="))
-        .unwrap_or("session")
-        .to_owned();
+    let session = form_value(body, "RoleSessionName").unwrap_or_else(|| "session".into());
     let action = if form.contains("Action=AssumeRoleWithWebIdentity") {
         "AssumeRoleWithWebIdentity"
     } else {
