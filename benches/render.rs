@@ -43,9 +43,9 @@ fn per_poll(c: &mut Criterion) {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
-            b.iter(|| render_snapshot(s, &Directory::default(), Format::Text))
+            b.iter(|| render_snapshot(s, &Directory::default(), None, Format::Text))
         });
-        let text = render_snapshot(&snap, &Directory::default(), Format::Text);
+        let text = render_snapshot(&snap, &Directory::default(), None, Format::Text);
         // The per-poll compression alone (libdeflate level 12, or 9 above
         // 8 MiB of text, and the walk that makes it a piece): off the
         // scrape path, must stay under 2 s at 100k.
@@ -55,7 +55,7 @@ fn per_poll(c: &mut Criterion) {
         });
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render_and_compress", n), &snap, |b, s| {
-            b.iter(|| Segment::new(render_poll(s)))
+            b.iter(|| Segment::new(render_poll(s, None)))
         });
         drop(text);
     }
@@ -65,10 +65,12 @@ fn per_poll(c: &mut Criterion) {
 fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
+    let org_metrics = compute_optimizer_exporter::metrics::OrgMetrics::new(None);
     for n in [1_000, 10_000, 100_000] {
         let exposition = Exposition::new(render_snapshot(
             &organisation(n),
             &Directory::default(),
+            None,
             Format::Text,
         ));
         for format in [Format::Text, Format::OpenMetrics] {
@@ -79,13 +81,13 @@ fn per_scrape(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(name("plain"), n), |b| {
                 b.iter(|| {
                     exposition
-                        .plain_body(format, metrics.encode(format))
+                        .plain_body(format, metrics.encode(format, [&org_metrics]))
                         .map(|c| c.len())
                         .sum::<usize>()
                 })
             });
             g.bench_function(BenchmarkId::new(name("gzip"), n), |b| {
-                b.iter(|| exposition.gzip_body(format, &metrics.encode(format)))
+                b.iter(|| exposition.gzip_body(format, &metrics.encode(format, [&org_metrics])))
             });
         }
     }

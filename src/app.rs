@@ -19,7 +19,7 @@ use crate::scheduler;
 use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
 use crate::source::dispatch::Source;
-use crate::state::State;
+use crate::state::{Org, State};
 use crate::storage::{self, Storage};
 use crate::websec::WebSecurity;
 
@@ -109,14 +109,14 @@ pub fn load_config(
 }
 
 async fn make_source(
-    opts: &Options,
+    credentials: &Option<StaticCredentials>,
     config: &Config,
     demo: &Option<Arc<DemoSource>>,
 ) -> Result<Source, String> {
     match demo {
         Some(d) => Ok(Source::Demo(d.clone())),
         None => {
-            let s = AwsSource::connect(&config.aws, opts.credentials.clone()).await?;
+            let s = AwsSource::connect(&config.aws, credentials.clone()).await?;
             let a = &config.aws;
             tracing::info!(
                 region = %s.region,
@@ -139,33 +139,22 @@ pub async fn run(
     state: Arc<State>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let demo = opts
-        .demo
-        .then(|| Arc::new(DemoSource::new(DEMO_ACCOUNTS, 0x5eed)));
     let mut config = opts.config.clone();
     state.set_simulated(opts.demo);
     let security = load_security(opts.web_config_file.as_deref())?;
     let storage = match &opts.storage_path {
-        Some(dir) => Some(Arc::new(Storage::open(dir)?)),
+        Some(dir) => Some(Storage::open(dir)?),
         None => None,
     };
-    // Before the first scrape: a restart serves the labels it had.
-    if config.aws.organizations
-        && let Some(restored) = storage.as_ref().and_then(|s| s.load())
-    {
-        let labels = crate::config::tag_labels(&config.aws.account_tags);
-        let dir = storage::fit_to_labels(restored.directory, &labels);
-        tracing::info!(
-            accounts = dir.len(),
-            complete = dir.complete(),
-            "organisation restored from --storage.path; walking it again in the background"
-        );
-        state.set_learned(restored.learned);
-        state.set_organizations_complete(dir.complete());
-        state.set_names(dir);
-    }
     let tls = security.tls.is_some();
-    let source = make_source(&opts, &config, &demo).await?;
+    // Before the first scrape: a restart serves the labels it had.
+    let mut fleet = Fleet {
+        storage,
+        demo: opts.demo,
+        credentials: opts.credentials.clone(),
+        watched: Vec::new(),
+    };
+    fleet.apply(&config, &state).await?;
     state.metrics.reload_success.set(1.0);
     state
         .metrics
@@ -200,17 +189,16 @@ pub async fn run(
 
     // [web] applies at start only: every reload compares the file with this.
     let running_web = config.web.clone();
-    let mut producers = Producers::start(source, &config, &state, &storage);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             Some(reply) = reload_rx.recv() => {
-                let outcome = reload(&opts, &mut config, &running_web, &demo, &mut producers, &state, &shared_security).await;
+                let outcome = reload(&opts, &mut config, &running_web, &mut fleet, &state, &shared_security).await;
                 let _ = reply.send(outcome);
             }
         }
     }
-    producers.stop().await;
+    fleet.stop().await;
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
@@ -223,13 +211,21 @@ struct Task {
 }
 
 impl Task {
+    /// Runs the producer in its organisation's span, so every line it logs
+    /// names the organisation.
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+        org: &Org,
         run: impl FnOnce(Shutdown) -> F,
     ) -> Task {
+        use tracing::Instrument as _;
+        let span = match &org.name {
+            Some(name) => tracing::info_span!("organization", organization = %name),
+            None => tracing::Span::none(),
+        };
         let (stop, stopped) = shutdown::channel();
         Task {
             stop,
-            handle: tokio::spawn(run(stopped)),
+            handle: tokio::spawn(run(stopped).instrument(span)),
         }
     }
 
@@ -239,8 +235,9 @@ impl Task {
     }
 }
 
-/// The producers: the enrollment poll and, with `aws.organizations`, the
-/// organisation walk, each restarted on its own when its settings change.
+/// One organisation's producers: the enrollment poll and, with
+/// `aws.organizations`, the organisation walk, each restarted on its own
+/// when its settings change.
 struct Producers {
     source: Source,
     storage: Option<Arc<Storage>>,
@@ -252,30 +249,32 @@ impl Producers {
     fn start(
         source: Source,
         config: &Config,
-        state: &Arc<State>,
-        storage: &Option<Arc<Storage>>,
+        org: &Arc<Org>,
+        storage: Option<Arc<Storage>>,
     ) -> Producers {
         Producers {
-            poll: Producers::poll(&source, config, state),
-            walk: Producers::walk(&source, config, state, storage),
+            poll: Producers::poll(&source, config, org),
+            walk: Producers::walk(&source, config, org, &storage),
             source,
-            storage: storage.clone(),
+            storage,
         }
     }
 
-    fn poll(source: &Source, config: &Config, state: &Arc<State>) -> Task {
+    fn poll(source: &Source, config: &Config, org: &Arc<Org>) -> Task {
         let (source, opts, state) = (
             source.clone(),
             PollOptions::from_config(config),
-            state.clone(),
+            org.clone(),
         );
-        Task::spawn(move |stopped| scheduler::run(source, opts, state, stopped))
+        Task::spawn(org, move |stopped| {
+            scheduler::run(source, opts, state, stopped)
+        })
     }
 
     fn walk(
         source: &Source,
         config: &Config,
-        state: &Arc<State>,
+        org: &Arc<Org>,
         storage: &Option<Arc<Storage>>,
     ) -> Option<Task> {
         if !config.aws.organizations {
@@ -290,9 +289,9 @@ impl Producers {
         let (source, opts, state) = (
             source.clone(),
             PollOptions::from_config(config),
-            state.clone(),
+            org.clone(),
         );
-        Some(Task::spawn(move |stopped| {
+        Some(Task::spawn(org, move |stopped| {
             names::run(source, walk, opts, state, stopped)
         }))
     }
@@ -300,19 +299,13 @@ impl Producers {
     /// Applies a new configuration: new clients restart both producers; a
     /// change to `[poll]` restarts the poll only, one to the walk's own keys
     /// the walk only. Nothing else is touched.
-    async fn reload(
-        &mut self,
-        old: &Config,
-        new: &Config,
-        source: Option<Source>,
-        state: &Arc<State>,
-    ) {
+    async fn reload(&mut self, old: &Config, new: &Config, source: Option<Source>, org: &Arc<Org>) {
         let clients = source.is_some();
         if let Some(source) = source {
             self.source = source;
         }
         if clients || new.poll != old.poll {
-            let poll = Producers::poll(&self.source, new, state);
+            let poll = Producers::poll(&self.source, new, org);
             std::mem::replace(&mut self.poll, poll).stop().await;
         }
         if clients || new.aws.walk_differs(&old.aws) {
@@ -322,9 +315,9 @@ impl Producers {
                 walk.stop().await;
             }
             if !new.aws.organizations {
-                state.forget_organizations();
+                org.forget_organizations();
             }
-            self.walk = Producers::walk(&self.source, new, state, &self.storage);
+            self.walk = Producers::walk(&self.source, new, org, &self.storage);
         }
     }
 
@@ -336,12 +329,141 @@ impl Producers {
     }
 }
 
+/// Every organisation watched, each with its own clients, producers and
+/// data: the one of `[aws]`, or one per `[[organization]]` table.
+struct Fleet {
+    /// `--storage.path`: each organisation has its own file there.
+    storage: Option<Storage>,
+    /// `--demo`: each organisation is a simulated one of its own.
+    demo: bool,
+    credentials: Option<StaticCredentials>,
+    watched: Vec<Watched>,
+}
+
+/// One organisation and what runs for it.
+struct Watched {
+    org: Arc<Org>,
+    /// Its configuration as its producers see it.
+    config: Config,
+    demo: Option<Arc<DemoSource>>,
+    producers: Producers,
+}
+
+impl Fleet {
+    /// Makes the running organisations those of `config`. Every client is
+    /// built before anything changes, so a configuration that cannot be
+    /// applied is refused whole. An organisation whose settings are the
+    /// same is not touched (no request, no restart); one that changed
+    /// restarts only the producers its change concerns; one that is new
+    /// starts (from its saved walk, if any); one that is gone stops and its
+    /// series go.
+    async fn apply(&mut self, config: &Config, state: &Arc<State>) -> Result<(), String> {
+        let wanted = config.organizations();
+        let mut sources = Vec::with_capacity(wanted.len());
+        for (name, new) in &wanted {
+            let current = self.watched.iter().find(|w| w.org.name == *name);
+            let demo = match current {
+                Some(w) => w.demo.clone(),
+                None => self.demo.then(|| Arc::new(demo_for(name.as_deref()))),
+            };
+            let source = match current {
+                Some(w) if !new.aws.clients_differ(&w.config.aws) => None,
+                _ => Some(make_source(&self.credentials, new, &demo).await?),
+            };
+            sources.push((demo, source));
+        }
+        let mut old = std::mem::take(&mut self.watched);
+        let (kept, gone): (Vec<Watched>, Vec<Watched>) = old
+            .drain(..)
+            .partition(|w| wanted.iter().any(|(name, _)| *name == w.org.name));
+        for w in gone {
+            tracing::info!(
+                organization = w.org.name.as_deref().unwrap_or(""),
+                "organization removed from the configuration; its series go"
+            );
+            w.producers.stop().await;
+        }
+        let names: Vec<Option<String>> = wanted.iter().map(|(n, _)| n.clone()).collect();
+        let orgs = state.set_orgs(&names);
+        let mut kept: Vec<Option<Watched>> = kept.into_iter().map(Some).collect();
+        for (((name, new), (demo, source)), org) in wanted.into_iter().zip(sources).zip(orgs) {
+            let current = kept
+                .iter_mut()
+                .find(|w| w.as_ref().is_some_and(|w| w.org.name == name))
+                .and_then(Option::take);
+            let watched = match current {
+                Some(mut w) => {
+                    w.producers.reload(&w.config, &new, source, &org).await;
+                    w.config = new;
+                    w
+                }
+                None => {
+                    let Some(source) = source else {
+                        // A new organisation always gets a source above.
+                        continue;
+                    };
+                    let storage = self
+                        .storage
+                        .as_ref()
+                        .map(|s| Arc::new(s.for_organization(name.as_deref())));
+                    if new.aws.organizations {
+                        restore(&org, &new, storage.as_deref());
+                    }
+                    let producers = Producers::start(source, &new, &org, storage);
+                    Watched {
+                        org,
+                        config: new,
+                        demo,
+                        producers,
+                    }
+                }
+            };
+            self.watched.push(watched);
+        }
+        Ok(())
+    }
+
+    async fn stop(self) {
+        for w in self.watched {
+            w.producers.stop().await;
+        }
+    }
+}
+
+/// The simulated organisation of `--demo`: the same for the same name.
+fn demo_for(name: Option<&str>) -> DemoSource {
+    let seed = name.map_or(0x5eed, |n| {
+        n.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    });
+    DemoSource::new(DEMO_ACCOUNTS, seed)
+}
+
+/// Serves the organisation's saved walk until its first walk of this run
+/// ends, so a restart keeps every label.
+fn restore(org: &Org, config: &Config, storage: Option<&Storage>) {
+    let Some(restored) = storage.and_then(Storage::load) else {
+        return;
+    };
+    let labels = crate::config::tag_labels(&config.aws.account_tags);
+    let dir = storage::fit_to_labels(restored.directory, &labels);
+    tracing::info!(
+        organization = org.name.as_deref().unwrap_or(""),
+        accounts = dir.len(),
+        complete = dir.complete(),
+        "organisation restored from --storage.path; walking it again in the background"
+    );
+    org.set_learned(restored.learned);
+    org.set_organizations_complete(dir.complete());
+    org.set_names(dir);
+}
+
 async fn reload(
     opts: &Options,
     config: &mut Config,
     running_web: &WebConfig,
-    demo: &Option<Arc<DemoSource>>,
-    producers: &mut Producers,
+    fleet: &mut Fleet,
     state: &Arc<State>,
     security: &server::SharedSecurity,
 ) -> Result<(), String> {
@@ -358,12 +480,7 @@ async fn reload(
                 "[web] settings in the file differ from the running ones: they take effect after a restart"
             );
         }
-        let source = if new.aws.clients_differ(&config.aws) {
-            Some(make_source(opts, &new, demo).await?)
-        } else {
-            None
-        };
-        producers.reload(config, &new, source, state).await;
+        fleet.apply(&new, state).await?;
         *config = new;
         security.send_replace(Arc::new(new_security));
         Ok::<(), String>(())

@@ -61,8 +61,66 @@ pub const DEFAULT_PORT: u16 = 9746;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub web: WebConfig,
+    /// The AWS settings; with `[[organization]]` tables, their defaults.
     pub aws: AwsConfig,
     pub poll: PollConfig,
+    /// `[[organization]]`: each organisation watched, with its own AWS
+    /// settings over `[aws]`. None: `[aws]` is the one organisation, and
+    /// no series has an `organization` label.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub organization: Vec<Organization>,
+}
+
+/// One `[[organization]]` table: a name (the `organization` label's value)
+/// and every `aws.*` key, each defaulting to `[aws]`'s.
+#[derive(Debug, Clone, Serialize)]
+pub struct Organization {
+    pub name: String,
+    #[serde(flatten)]
+    pub aws: AwsConfig,
+    /// The table as written, merged over `[aws]` once the file is parsed.
+    #[serde(skip)]
+    table: toml::Table,
+}
+
+impl PartialEq for Organization {
+    fn eq(&self, other: &Organization) -> bool {
+        self.name == other.name && self.aws == other.aws
+    }
+}
+
+impl<'de> Deserialize<'de> for Organization {
+    /// Only the table: its keys fall back to `[aws]`, which serde cannot
+    /// see from here ([`Config::parse`] resolves them).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Organization, D::Error> {
+        Ok(Organization {
+            name: String::new(),
+            aws: AwsConfig::default(),
+            table: toml::Table::deserialize(d)?,
+        })
+    }
+}
+
+impl Organization {
+    /// A named organisation with these settings (tests, tools).
+    pub fn new(name: &str, aws: AwsConfig) -> Organization {
+        Organization {
+            name: name.to_owned(),
+            aws,
+            table: toml::Table::new(),
+        }
+    }
+}
+
+/// What an `[[organization]]` name may be: a label value that reads well in
+/// a file name, a URL and a route matcher.
+const ORGANIZATION_NAME_RULE: &str = "1-64 characters of letters, digits and _.-";
+
+fn valid_organization_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -177,6 +235,51 @@ impl AwsConfig {
             || self.organizations_requests_per_second != other.organizations_requests_per_second
             || self.account_tags != other.account_tags
     }
+}
+
+/// Fills `aws.external_id` from `aws.external_id_file` (`table` names
+/// where they are: `aws` or `organization[i]`).
+fn read_external_id_file(
+    aws: &mut AwsConfig,
+    table: &str,
+    path: &Path,
+    text: &str,
+) -> Result<(), ConfigError> {
+    let Some(file) = &aws.external_id_file else {
+        return Ok(());
+    };
+    let file = path.parent().unwrap_or(Path::new(".")).join(file);
+    let key = format!("{table}.external_id_file");
+    let invalid = |msg: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        line: line_of_key(text, &key),
+        key: key.clone(),
+        msg,
+    };
+    let id = std::fs::read_to_string(&file).map_err(|e| {
+        invalid(match e.kind() {
+            // Most often a Secret that was never created, which
+            // Kubernetes mounts as an empty folder when optional.
+            std::io::ErrorKind::NotFound => format!(
+                "{} does not exist: create the Secret mounted at {} (Kubernetes: \
+                 kubectl create secret generic ... --from-literal=external-id=...) or \
+                 the file, or remove {key}",
+                file.display(),
+                file.parent().unwrap_or(Path::new("/")).display()
+            ),
+            _ => format!("cannot read {}: {e}", file.display()),
+        })
+    })?;
+    // A Secret created with `--from-file` often ends in a newline.
+    let id = id.trim_end_matches(['\n', '\r']);
+    if !valid_external_id(id) {
+        return Err(invalid(format!(
+            "{} must hold one external ID: {EXTERNAL_ID_RULE}",
+            file.display()
+        )));
+    }
+    aws.external_id = Some(id.to_owned());
+    Ok(())
 }
 
 /// What STS accepts as an external ID (`[\w+=,.@:/-]{2,1224}`).
@@ -325,47 +428,18 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(path, &text)?;
-        config.read_external_id_file(path, &text)?;
+        config.read_external_id_files(path, &text)?;
         Ok(config)
     }
 
-    /// Fills `aws.external_id` from `aws.external_id_file`, so every load
-    /// (and so every reload) reads the file afresh. The value is never part
-    /// of an error.
-    fn read_external_id_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let Some(file) = &self.aws.external_id_file else {
-            return Ok(());
-        };
-        let file = path.parent().unwrap_or(Path::new(".")).join(file);
-        let invalid = |msg: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: line_of_key(text, "aws.external_id_file"),
-            key: "aws.external_id_file".into(),
-            msg,
-        };
-        let id = std::fs::read_to_string(&file).map_err(|e| {
-            invalid(match e.kind() {
-                // Most often a Secret that was never created, which
-                // Kubernetes mounts as an empty folder when optional.
-                std::io::ErrorKind::NotFound => format!(
-                    "{} does not exist: create the Secret mounted at {} (Kubernetes: \
-                     kubectl create secret generic ... --from-literal=external-id=...) or \
-                     the file, or remove aws.external_id_file",
-                    file.display(),
-                    file.parent().unwrap_or(Path::new("/")).display()
-                ),
-                _ => format!("cannot read {}: {e}", file.display()),
-            })
-        })?;
-        // A Secret created with `--from-file` often ends in a newline.
-        let id = id.trim_end_matches(['\n', '\r']);
-        if !valid_external_id(id) {
-            return Err(invalid(format!(
-                "{} must hold one external ID: {EXTERNAL_ID_RULE}",
-                file.display()
-            )));
+    /// Fills `external_id` from `external_id_file`, for `[aws]` and every
+    /// organisation, so every load (and so every reload) reads the files
+    /// afresh. The value is never part of an error.
+    fn read_external_id_files(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        read_external_id_file(&mut self.aws, "aws", path, text)?;
+        for (i, org) in self.organization.iter_mut().enumerate() {
+            read_external_id_file(&mut org.aws, &format!("organization[{i}]"), path, text)?;
         }
-        self.aws.external_id = Some(id.to_owned());
         Ok(())
     }
 
@@ -403,6 +477,7 @@ impl Config {
         if line_of_key(text, "poll.timeout").is_none() {
             config.poll.timeout = config.poll.interval;
         }
+        config.resolve_organizations(path, text)?;
         config
             .validate()
             .map_err(|(key, msg)| ConfigError::Invalid {
@@ -412,6 +487,87 @@ impl Config {
                 msg,
             })?;
         Ok(config)
+    }
+
+    /// Each `[[organization]]` table merged over `[aws]`, then read as the
+    /// AWS settings it stands for: a key the table sets wins, every other
+    /// comes from `[aws]` (or its default). The two external ID keys go
+    /// together: a table that sets one does not inherit the other.
+    fn resolve_organizations(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        if self.organization.is_empty() {
+            return Ok(());
+        }
+        let defaults = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|mut root| match root.remove("aws") {
+                Some(toml::Value::Table(t)) => Some(t),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for (i, org) in self.organization.iter_mut().enumerate() {
+            let invalid = |key: String, msg: String| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of_key(text, &key)
+                    .or_else(|| line_of_key(text, &format!("organization[{i}]"))),
+                key,
+                msg,
+            };
+            let mut table = org.table.clone();
+            org.name = match table.remove("name") {
+                Some(toml::Value::String(name)) => name,
+                Some(_) => {
+                    return Err(invalid(
+                        format!("organization[{i}].name"),
+                        format!("must be a string: {ORGANIZATION_NAME_RULE}"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        format!("organization[{i}].name"),
+                        format!(
+                            "every [[organization]] needs a name, its organization label: {ORGANIZATION_NAME_RULE}"
+                        ),
+                    ));
+                }
+            };
+            let mut merged = defaults.clone();
+            if table.contains_key("external_id") || table.contains_key("external_id_file") {
+                merged.remove("external_id");
+                merged.remove("external_id_file");
+            }
+            merged.extend(table);
+            org.aws =
+                serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                    let key = format!("organization[{i}].{}", e.path());
+                    let msg = one_line(&e.inner().to_string());
+                    let msg = if e.path().to_string() == "external_id" {
+                        without_values(&msg)
+                    } else {
+                        msg
+                    };
+                    invalid(key, msg)
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Each organisation's name (`None`: the only one, unlabelled) and its
+    /// configuration as the producers see it: `[web]` and `[poll]`, and its
+    /// own AWS settings as `[aws]`.
+    pub fn organizations(&self) -> Vec<(Option<String>, Config)> {
+        let one = |aws: &AwsConfig| Config {
+            web: self.web.clone(),
+            aws: aws.clone(),
+            poll: self.poll.clone(),
+            organization: Vec::new(),
+        };
+        if self.organization.is_empty() {
+            return vec![(None, one(&self.aws))];
+        }
+        self.organization
+            .iter()
+            .map(|o| (Some(o.name.clone()), one(&o.aws)))
+            .collect()
     }
 
     /// Every rule a parsed config must satisfy; returns the key and why.
@@ -486,136 +642,37 @@ impl Config {
             )?;
         }
 
-        let a = &self.aws;
-        for (key, url) in [
-            ("aws.endpoint_url", &a.endpoint_url),
-            ("aws.sts_endpoint_url", &a.sts_endpoint_url),
-            (
-                "aws.organizations_endpoint_url",
-                &a.organizations_endpoint_url,
-            ),
-        ] {
-            let Some(url) = url else { continue };
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
-                return err(key, format!("{url:?} must be an http:// or https:// URL"));
-            }
+        if self.organization.is_empty() {
+            validate_aws(&self.aws, "aws")?;
         }
-        if let Some(region) = &a.region
-            && (region.is_empty()
-                || !region
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        {
-            return err(
-                "aws.region",
-                format!("{region:?} is not a region name such as \"us-east-1\""),
-            );
-        }
-        if let Some(arn) = &a.role_arn
-            && !(arn.starts_with("arn:") && arn.contains(":role/"))
-        {
-            return err(
-                "aws.role_arn",
-                format!(
-                    "{arn:?} is not a role ARN such as \"arn:aws:iam::123456789012:role/name\""
-                ),
-            );
-        }
-        if let Some(id) = &a.external_id
-            && a.external_id_file.is_none()
-            && !valid_external_id(id)
-        {
-            // Never quoted: it is a secret.
-            return err("aws.external_id", format!("must be {EXTERNAL_ID_RULE}"));
-        }
-        if a.external_id.is_some() && a.external_id_file.is_some() {
-            return err(
-                "aws.external_id_file",
-                "set either aws.external_id or aws.external_id_file, not both".into(),
-            );
-        }
-        for (key, set) in [
-            ("aws.external_id", a.external_id.is_some()),
-            ("aws.external_id_file", a.external_id_file.is_some()),
-        ] {
-            if set && a.role_arn.is_none() {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, org) in self.organization.iter().enumerate() {
+            let key = format!("organization[{i}].name");
+            if !valid_organization_name(&org.name) {
                 return err(
-                    key,
-                    "is only used when assuming a role: set aws.role_arn too".into(),
+                    &key,
+                    format!("{:?} must be {ORGANIZATION_NAME_RULE}", org.name),
                 );
             }
-        }
-        let name_ok = (2..=64).contains(&a.session_name.len())
-            && a.session_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
-        if !name_ok {
-            return err(
-                "aws.session_name",
-                format!(
-                    "{:?} must be 2-64 characters of letters, digits and +=,.@-_",
-                    a.session_name
-                ),
-            );
-        }
-        if !(1..=10).contains(&a.max_attempts) {
-            return err(
-                "aws.max_attempts",
-                format!("{} must be between 1 and 10", a.max_attempts),
-            );
-        }
-        check_range(
-            "aws.retry_backoff",
-            a.retry_backoff,
-            Duration::from_millis(1),
-            Duration::from_secs(60),
-        )?;
-        check_range(
-            "aws.request_timeout",
-            a.request_timeout,
-            Duration::from_millis(100),
-            Duration::from_secs(600),
-        )?;
-
-        check_range(
-            "aws.organizations_interval",
-            a.organizations_interval,
-            MIN_INTERVAL,
-            Duration::from_secs(7 * 86_400),
-        )?;
-        let rps = a.organizations_requests_per_second;
-        if !(rps.is_finite() && (0.1..=1000.0).contains(&rps)) {
-            return err(
-                "aws.organizations_requests_per_second",
-                format!("{rps} must be between 0.1 and 1000"),
-            );
-        }
-        if !a.account_tags.is_empty() && !a.organizations {
-            return err(
-                "aws.account_tags",
-                "tags are read from AWS Organizations: set aws.organizations = true too".into(),
-            );
-        }
-        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
-        for key in &a.account_tags {
-            if key.is_empty() || key.chars().count() > 128 {
-                return err(
-                    "aws.account_tags",
-                    format!("{key:?} is not a tag key (1 to 128 characters)"),
-                );
+            if !names.insert(org.name.as_str()) {
+                return err(&key, format!("{:?} names two organizations", org.name));
             }
-            if let Some(other) = seen.insert(tag_label(key), key) {
-                return err(
-                    "aws.account_tags",
-                    format!(
-                        "{other:?} and {key:?} would both be the label {}",
-                        tag_label(key)
-                    ),
-                );
-            }
+            let table = format!("organization[{i}]");
+            validate_aws(&org.aws, &table).map_err(|(key, msg)| {
+                // A value the table does not set came from [aws]: say so there.
+                let own = key
+                    .strip_prefix(&format!("{table}."))
+                    .is_none_or(|k| org.table.contains_key(k) || org.table.is_empty());
+                if own {
+                    (key, msg)
+                } else {
+                    let key = key.replacen(&table, "aws", 1);
+                    (
+                        key,
+                        format!("{msg} (the [aws] default of organization {:?})", org.name),
+                    )
+                }
+            })?;
         }
 
         let p = &self.poll;
@@ -659,6 +716,143 @@ impl Config {
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// The rules for one set of AWS settings: `[aws]`, or an organisation's
+/// (`table` is `aws` or `organization[i]`, for the keys in errors).
+fn validate_aws(a: &AwsConfig, table: &str) -> Result<(), (String, String)> {
+    let k = |key: &str| format!("{table}.{key}");
+    let err = |key: &str, msg: String| Err((key.to_owned(), msg));
+    for (key, url) in [
+        (&k("endpoint_url"), &a.endpoint_url),
+        (&k("sts_endpoint_url"), &a.sts_endpoint_url),
+        (
+            &k("organizations_endpoint_url"),
+            &a.organizations_endpoint_url,
+        ),
+    ] {
+        let Some(url) = url else { continue };
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+            return err(key, format!("{url:?} must be an http:// or https:// URL"));
+        }
+    }
+    if let Some(region) = &a.region
+        && (region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        return err(
+            &k("region"),
+            format!("{region:?} is not a region name such as \"us-east-1\""),
+        );
+    }
+    if let Some(arn) = &a.role_arn
+        && !(arn.starts_with("arn:") && arn.contains(":role/"))
+    {
+        return err(
+            &k("role_arn"),
+            format!("{arn:?} is not a role ARN such as \"arn:aws:iam::123456789012:role/name\""),
+        );
+    }
+    if let Some(id) = &a.external_id
+        && a.external_id_file.is_none()
+        && !valid_external_id(id)
+    {
+        // Never quoted: it is a secret.
+        return err(&k("external_id"), format!("must be {EXTERNAL_ID_RULE}"));
+    }
+    if a.external_id.is_some() && a.external_id_file.is_some() {
+        return err(
+            &k("external_id_file"),
+            "set either aws.external_id or aws.external_id_file, not both".into(),
+        );
+    }
+    for (key, set) in [
+        (&k("external_id"), a.external_id.is_some()),
+        (&k("external_id_file"), a.external_id_file.is_some()),
+    ] {
+        if set && a.role_arn.is_none() {
+            return err(
+                key,
+                "is only used when assuming a role: set aws.role_arn too".into(),
+            );
+        }
+    }
+    let name_ok = (2..=64).contains(&a.session_name.len())
+        && a.session_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+    if !name_ok {
+        return err(
+            &k("session_name"),
+            format!(
+                "{:?} must be 2-64 characters of letters, digits and +=,.@-_",
+                a.session_name
+            ),
+        );
+    }
+    if !(1..=10).contains(&a.max_attempts) {
+        return err(
+            &k("max_attempts"),
+            format!("{} must be between 1 and 10", a.max_attempts),
+        );
+    }
+    check_range(
+        &k("retry_backoff"),
+        a.retry_backoff,
+        Duration::from_millis(1),
+        Duration::from_secs(60),
+    )?;
+    check_range(
+        &k("request_timeout"),
+        a.request_timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    )?;
+
+    check_range(
+        &k("organizations_interval"),
+        a.organizations_interval,
+        MIN_INTERVAL,
+        Duration::from_secs(7 * 86_400),
+    )?;
+    let rps = a.organizations_requests_per_second;
+    if !(rps.is_finite() && (0.1..=1000.0).contains(&rps)) {
+        return err(
+            &k("organizations_requests_per_second"),
+            format!("{rps} must be between 0.1 and 1000"),
+        );
+    }
+    if !a.account_tags.is_empty() && !a.organizations {
+        return err(
+            &k("account_tags"),
+            "tags are read from AWS Organizations: set aws.organizations = true too".into(),
+        );
+    }
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for key in &a.account_tags {
+        if key.is_empty() || key.chars().count() > 128 {
+            return err(
+                &k("account_tags"),
+                format!("{key:?} is not a tag key (1 to 128 characters)"),
+            );
+        }
+        if let Some(other) = seen.insert(tag_label(key), key) {
+            return err(
+                &k("account_tags"),
+                format!(
+                    "{other:?} and {key:?} would both be the label {}",
+                    tag_label(key)
+                ),
+            );
+        }
+    }
+
+    Ok(())
 }
 
 fn check_range(
@@ -812,7 +1006,18 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let mut table = root.get_ref();
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
-        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        // `organization[2]`: the third table of an array of tables.
+        let (part, index) = match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+            Some((name, i)) => (name, Some(i.parse::<usize>().ok()?)),
+            None => (part, None),
+        };
+        let (_, mut value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+        if let Some(i) = index {
+            match value.get_ref() {
+                DeValue::Array(items) => value = items.get(i)?,
+                _ => return None,
+            }
+        }
         if parts.peek().is_none() {
             return Some(line_col(text, value.span().start).0);
         }

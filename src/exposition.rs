@@ -29,11 +29,12 @@ use crate::openmetrics::{EOF, Format, Kind, openmetrics_header, text_header};
 /// more than one run of plain text.
 pub const RUN_BYTES: usize = 1 << 20;
 
-/// Series as a producer renders them: compressed runs of lines, with each
-/// family's metadata in both formats. Dereferences to the run being
-/// written; [`Rendered::end_of_series`] compresses it once it is large.
+/// Series as a producer renders them: families, each its metadata in both
+/// formats and compressed runs of sample lines. Dereferences to the run
+/// being written; [`Rendered::end_of_series`] compresses it once it is
+/// large.
 pub struct Rendered {
-    parts: Vec<Part>,
+    families: Vec<Family>,
     open: String,
 }
 
@@ -46,27 +47,29 @@ impl Default for Rendered {
 impl Rendered {
     pub fn new() -> Rendered {
         Rendered {
-            parts: Vec::new(),
+            families: Vec::new(),
             open: String::new(),
         }
     }
 
-    /// A family's metadata: shared with the run when both formats agree,
-    /// otherwise a part of its own with both forms.
+    /// Starts a family: its metadata is a part of its own (with a second
+    /// form where OpenMetrics differs), so an exposition can write it once
+    /// before the samples of every organisation.
     pub fn header(&mut self, name: &str, help: &str, kind: Kind) {
+        self.close_run();
         let mut text = String::new();
         text_header(&mut text, name, help, kind);
         let mut open = String::new();
         openmetrics_header(&mut open, name, help, kind);
-        if text == open {
-            self.open.push_str(&text);
-        } else {
-            self.close_run();
-            self.parts.push(Part {
+        let openmetrics = (text != open).then(|| Piece::new(&open));
+        self.families.push(Family {
+            name: name.to_owned(),
+            header: Some(Part {
                 text: Piece::new(&text),
-                openmetrics: Some(Piece::new(&open)),
-            });
-        }
+                openmetrics,
+            }),
+            samples: Vec::new(),
+        });
     }
 
     /// Marks the end of a series (or of an account's series): the run is
@@ -78,20 +81,31 @@ impl Rendered {
     }
 
     fn close_run(&mut self) {
-        if !self.open.is_empty() {
-            self.parts.push(Part {
-                text: Piece::new(&self.open),
-                openmetrics: None,
-            });
-            self.open.clear();
+        if self.open.is_empty() {
+            return;
+        }
+        let part = Part {
+            text: Piece::new(&self.open),
+            openmetrics: None,
+        };
+        self.open.clear();
+        match self.families.last_mut() {
+            Some(family) => family.samples.push(part),
+            // Text written before any header (tests, benchmarks).
+            None => self.families.push(Family {
+                name: String::new(),
+                header: None,
+                samples: vec![part],
+            }),
         }
     }
 
     /// The whole rendering in one format, inflated (tests, benchmarks).
     pub fn to_string(&self, format: Format) -> String {
         let mut pieces: Vec<Bytes> = self
-            .parts
+            .families
             .iter()
+            .flat_map(Family::parts)
             .map(|p| p.of(format).deflated.clone())
             .collect();
         pieces.push(Bytes::from(piece(self.open.as_bytes())));
@@ -102,7 +116,7 @@ impl Rendered {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.open.is_empty()
+        self.families.is_empty() && self.open.is_empty()
     }
 }
 
@@ -122,7 +136,7 @@ impl DerefMut for Rendered {
 impl From<String> for Rendered {
     fn from(text: String) -> Rendered {
         Rendered {
-            parts: Vec::new(),
+            families: Vec::new(),
             open: text,
         }
     }
@@ -165,9 +179,23 @@ impl Part {
     }
 }
 
+/// One metric family of a segment: its metadata (none for text written
+/// without a header) and its samples.
+struct Family {
+    name: String,
+    header: Option<Part>,
+    samples: Vec<Part>,
+}
+
+impl Family {
+    fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.header.iter().chain(&self.samples)
+    }
+}
+
 /// One producer's rendered series, compressed, in both formats.
 pub struct Segment {
-    parts: Vec<Part>,
+    families: Vec<Family>,
 }
 
 impl Segment {
@@ -177,17 +205,23 @@ impl Segment {
     pub fn new(mut rendered: Rendered) -> Segment {
         rendered.close_run();
         Segment {
-            parts: rendered.parts,
+            families: rendered.families,
         }
     }
 
     pub fn empty() -> Segment {
-        Segment { parts: Vec::new() }
+        Segment {
+            families: Vec::new(),
+        }
     }
 
     /// Bytes of the compressed pieces in one format.
     pub fn deflated_len(&self, format: Format) -> usize {
-        self.parts.iter().map(|p| p.of(format).deflated.len()).sum()
+        self.families
+            .iter()
+            .flat_map(Family::parts)
+            .map(|p| p.of(format).deflated.len())
+            .sum()
     }
 }
 
@@ -198,9 +232,13 @@ fn eof() -> Arc<Segment> {
     EOF_SEGMENT
         .get_or_init(|| {
             Arc::new(Segment {
-                parts: vec![Part {
-                    text: Piece::new(""),
-                    openmetrics: Some(Piece::new(EOF)),
+                families: vec![Family {
+                    name: String::new(),
+                    header: None,
+                    samples: vec![Part {
+                        text: Piece::new(""),
+                        openmetrics: Some(Piece::new(EOF)),
+                    }],
                 }],
             })
         })
@@ -216,19 +254,26 @@ fn index(format: Format) -> usize {
     }
 }
 
-/// What a scrape serves besides the live part: the producers' segments in
-/// order, then `# EOF` in OpenMetrics, with each format's combined CRC and
-/// length.
+/// What a scrape serves besides the live part: the producers' segments
+/// merged family by family, then `# EOF` in OpenMetrics, with each format's
+/// combined CRC and length.
+///
+/// Several organisations render the same families, and both formats want
+/// each family in one place with its metadata once: the merge writes a
+/// family's header from the first segment that has it, then that family's
+/// samples from every segment in order. Families come sorted by name, as
+/// `prometheus::TextEncoder` writes them.
 ///
 /// The gzip form is one gzip member whose deflate stream is spliced: each
 /// scrape compresses its small live part first (a sync-flushed piece), then
-/// come the segments' pieces, then the trailer: an empty final block, the
+/// come the merged pieces, then the trailer: an empty final block, the
 /// CRC and the length. Any gzip reader sees one ordinary stream; the plain
 /// form has the same order. Making one is cheap (no rendering, no
 /// compressing): a producer's publish swaps its segment and splices anew.
 pub struct Exposition {
-    segments: Vec<Arc<Segment>>,
-    /// Per format: CRC and length of the segments' text.
+    /// Per format: the compressed pieces in body order (shared buffers).
+    pieces: [Vec<Bytes>; 2],
+    /// Per format: CRC and length of the pieces' text.
     sums: [(crc32fast::Hasher, u64); 2],
     /// Per format: the live part as last encoded, reused for [`LIVE_MAX_AGE`].
     live: [RwLock<Option<Arc<LiveParts>>>; 2],
@@ -259,20 +304,38 @@ impl Exposition {
         Exposition::spliced(vec![Arc::new(Segment::new(text.into()))])
     }
 
-    /// The segments, in order.
-    pub fn spliced(mut segments: Vec<Arc<Segment>>) -> Exposition {
-        segments.push(eof());
-        let sums = FORMATS.map(|format| {
-            let mut crc = crc32fast::Hasher::new();
-            let mut len = 0u64;
-            for piece in segments.iter().flat_map(|s| &s.parts).map(|p| p.of(format)) {
-                crc.combine(&piece.crc);
-                len += piece.len;
+    /// The segments, merged family by family (in the order they are
+    /// given within each family).
+    pub fn spliced(segments: Vec<Arc<Segment>>) -> Exposition {
+        let mut families: Vec<&Family> = segments.iter().flat_map(|s| &s.families).collect();
+        // Stable: each family's segments stay in the order given.
+        families.sort_by(|a, b| a.name.cmp(&b.name));
+        let eof = eof();
+        let mut parts: Vec<&Part> = Vec::new();
+        for (i, family) in families.iter().enumerate() {
+            let first_of_name = i == 0 || families[i - 1].name != family.name;
+            // Text without a header (tests) has no family to merge into.
+            if first_of_name || family.name.is_empty() {
+                parts.extend(&family.header);
             }
-            (crc, len)
+            parts.extend(&family.samples);
+        }
+        parts.extend(eof.families.iter().flat_map(Family::parts));
+        let mut sums: [(crc32fast::Hasher, u64); 2] = Default::default();
+        let pieces = FORMATS.map(|format| {
+            let (crc, len) = &mut sums[index(format)];
+            let mut pieces = Vec::with_capacity(parts.len());
+            for piece in parts.iter().map(|p| p.of(format)) {
+                crc.combine(&piece.crc);
+                *len += piece.len;
+                if !piece.deflated.is_empty() {
+                    pieces.push(piece.deflated.clone());
+                }
+            }
+            pieces
         });
         Exposition {
-            segments,
+            pieces,
             sums,
             live: Default::default(),
         }
@@ -331,27 +394,19 @@ impl Exposition {
     fn inflating(&self, format: Format, head: Bytes) -> Inflating {
         Inflating::new(
             head,
-            self.pieces(format).collect(),
+            self.pieces[index(format)].clone(),
             self.sums[index(format)].1,
         )
     }
 
     /// One gzip stream: `head`, the cached pieces, `tail`.
     fn gzip_chunks(&self, format: Format, head: Bytes, tail: Bytes) -> Vec<Bytes> {
-        let mut chunks = Vec::with_capacity(self.segments.len() * 2 + 2);
+        let pieces = &self.pieces[index(format)];
+        let mut chunks = Vec::with_capacity(pieces.len() + 2);
         chunks.push(head);
-        chunks.extend(self.pieces(format));
+        chunks.extend(pieces.iter().cloned());
         chunks.push(tail);
         chunks
-    }
-
-    /// The cached pieces in order, for one format.
-    fn pieces(&self, format: Format) -> impl Iterator<Item = Bytes> + '_ {
-        self.segments
-            .iter()
-            .flat_map(|s| &s.parts)
-            .map(move |p| p.of(format).deflated.clone())
-            .filter(|d| !d.is_empty())
     }
 
     /// Bytes of the cached part as plain text.
@@ -361,7 +416,7 @@ impl Exposition {
 
     /// Bytes of the cached part as sent gzip-encoded.
     pub fn deflated_len(&self, format: Format) -> usize {
-        self.segments.iter().map(|s| s.deflated_len(format)).sum()
+        self.pieces[index(format)].iter().map(Bytes::len).sum()
     }
 
     /// The plain body, uncached (benchmarks): `live`, then the cached
@@ -544,11 +599,12 @@ mod tests {
             Arc::new(Segment::new(poll)),
         ]);
         let live = b"x 1\n".to_vec();
+        // Families come sorted by name, whatever the segments' order.
         for (format, want) in [
-            (Format::Text, format!("x 1\n{walk_text}{poll_text}")),
+            (Format::Text, format!("x 1\n{poll_text}{walk_text}")),
             (
                 Format::OpenMetrics,
-                format!("x 1\n{walk_om}{poll_om}# EOF\n"),
+                format!("x 1\n{poll_om}{walk_om}# EOF\n"),
             ),
         ] {
             assert_eq!(gunzip(&exp.gzip_body(format, &live)), want.as_bytes());

@@ -3,10 +3,13 @@
 use std::fmt;
 
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -41,7 +44,32 @@ pub fn init(level: LogLevel, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(false);
     // `try_init`: a second call (tests) keeps the first subscriber.
-    let _ = builder.event_format(Promslog { format }).try_init();
+    let _ = builder
+        .event_format(Promslog { format })
+        .finish()
+        .with(SpanFieldsLayer)
+        .try_init();
+}
+
+/// The fields of a span, kept for the lines logged inside it: what
+/// promslog's `logger.With(...)` gives Go exporters (each organisation's
+/// producers run in a span with its `organization`).
+struct SpanFields(Vec<(String, serde_json::Value)>);
+
+/// Records every new span's fields as [`SpanFields`].
+pub struct SpanFieldsLayer;
+
+impl<S> Layer<S> for SpanFieldsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields(Vec::new());
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields.0));
+        }
+    }
 }
 
 /// promslog's layout, the Prometheus ecosystem's logger, in both formats, so
@@ -59,7 +87,7 @@ where
 {
     fn format_event(
         &self,
-        _: &FmtContext<'_, S, N>,
+        ctx: &FmtContext<'_, S, N>,
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -80,6 +108,16 @@ where
         };
         let mut fields = Fields(Vec::new());
         event.record(&mut fields);
+        // The spans' fields, outermost first, after `msg` as promslog's
+        // `With` attributes come.
+        let at = usize::from(fields.0.first().is_some_and(|(k, _)| k == "msg"));
+        let mut inherited = Vec::new();
+        for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
+            if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
+                inherited.extend(f.iter().cloned());
+            }
+        }
+        fields.0.splice(at..at, inherited);
         match self.format {
             LogFormat::Logfmt => {
                 let mut out = format!("time={time} level={level} source=");
@@ -246,8 +284,10 @@ mod tests {
             let subscriber = tracing_subscriber::fmt()
                 .with_writer(move || writer.clone())
                 .event_format(Promslog { format })
-                .finish();
+                .finish()
+                .with(SpanFieldsLayer);
             tracing::subscriber::with_default(subscriber, || {
+                let _org = tracing::info_span!("producer", organization = "gov").entered();
                 tracing::warn!(accounts = 3u64, code = "x y", "poll failed");
             });
             let line = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
@@ -256,7 +296,9 @@ mod tests {
                     assert!(line.starts_with("time=20"), "{line}");
                     assert!(line.contains(" level=WARN source=logging.rs:"), "{line}");
                     assert!(
-                        line.contains(" msg=\"poll failed\" accounts=3 code=\"x y\"\n"),
+                        line.contains(
+                            " msg=\"poll failed\" organization=gov accounts=3 code=\"x y\"\n"
+                        ),
                         "{line}"
                     );
                 }
@@ -265,6 +307,7 @@ mod tests {
                     assert_eq!(v["level"], "WARN");
                     assert_eq!(v["msg"], "poll failed");
                     assert_eq!(v["accounts"], 3);
+                    assert_eq!(v["organization"], "gov");
                     assert!(v["time"].as_str().unwrap().ends_with('Z'));
                     assert!(v["source"].as_str().unwrap().starts_with("logging.rs:"));
                 }

@@ -40,8 +40,28 @@ pub const SKIPPED_MISSING: &str = "missing_account_id_or_status";
 /// without a name).
 pub const SKIPPED_ORGANIZATIONS: &str = "organizations_item_missing_id";
 
-/// The exporter's own metrics.
+/// The label every per-organisation series carries when the configuration
+/// has `[[organization]]` tables.
+pub const ORGANIZATION_LABEL: &str = "organization";
+
+/// The exporter's own metrics that are not about one organisation: the
+/// configuration, the HTTP side, the build and the process.
 pub struct SelfMetrics {
+    registry: Registry,
+    pub reload_success: Gauge,
+    pub reload_timestamp: Gauge,
+    /// Connections shed or refused, counted by the connection table.
+    pub connections: crate::conns::Counters,
+    /// Requests answered 401, 403 or 429 before reaching an endpoint.
+    pub requests_refused: IntCounterVec,
+}
+
+/// One organisation's health and request metrics, in a registry of its
+/// own: an organisation added or removed by a reload adds or drops its
+/// series without touching the others', and the `prometheus` crate's rule
+/// that a name keeps its label names for the life of the process cannot
+/// stand between a file without `[[organization]]` tables and one with.
+pub struct OrgMetrics {
     registry: Registry,
     pub up: Gauge,
     pub last_success: Gauge,
@@ -49,14 +69,8 @@ pub struct SelfMetrics {
     pub polls: IntCounterVec,
     pub api_requests: IntCounterVec,
     pub accounts_skipped: IntCounterVec,
-    pub reload_success: Gauge,
-    pub reload_timestamp: Gauge,
     pub poll_interval: Gauge,
     pub transitions: IntCounterVec,
-    /// Connections shed or refused, counted by the connection table.
-    pub connections: crate::conns::Counters,
-    /// Requests answered 401, 403 or 429 before reaching an endpoint.
-    pub requests_refused: IntCounterVec,
     /// The organisation walk's health; no series while it is off.
     pub organizations_up: GaugeVec,
     pub organizations_last_success: GaugeVec,
@@ -64,31 +78,48 @@ pub struct SelfMetrics {
     pub storage_write_failures: prometheus::IntCounter,
 }
 
-impl SelfMetrics {
-    pub fn new(version: &str, revision: &str) -> SelfMetrics {
-        let registry = Registry::new();
-        let up = Gauge::with_opts(Opts::new(
+fn register(registry: &Registry, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+    for c in collectors {
+        registry.register(c).expect("metric names are unique");
+    }
+}
+
+impl OrgMetrics {
+    /// The metrics of the organisation called `organization` (the
+    /// `organization` label's value), or of the only one (no such label).
+    pub fn new(organization: Option<&str>) -> OrgMetrics {
+        let opts = |name: &str, help: String| {
+            let opts = Opts::new(name, help);
+            match organization {
+                Some(org) => opts.const_label(ORGANIZATION_LABEL, org),
+                None => opts,
+            }
+        };
+        let up = Gauge::with_opts(opts(
             "aws_compute_optimizer_up",
             format!("1 if the latest poll completed every page, 0 if it failed. {FROM_POLL}"),
         ))
         .expect("valid metric");
-        let last_success = Gauge::with_opts(Opts::new(
+        let last_success = Gauge::with_opts(opts(
             "aws_compute_optimizer_last_successful_poll_timestamp_seconds",
             format!("Unix time at which the latest complete poll finished. {FROM_POLL}"),
         ))
         .expect("valid metric");
         let poll_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "aws_compute_optimizer_poll_duration_seconds",
-                format!("Duration of polls, successful or not. {FROM_POLL}"),
-            )
+            HistogramOpts {
+                common_opts: opts(
+                    "aws_compute_optimizer_poll_duration_seconds",
+                    format!("Duration of polls, successful or not. {FROM_POLL}"),
+                ),
+                buckets: Vec::new(),
+            }
             .buckets(vec![
                 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
             ]),
         )
         .expect("valid metric");
         let polls = IntCounterVec::new(
-            Opts::new(
+            opts(
                 "aws_compute_optimizer_polls_total",
                 format!("Polls by outcome (success or failure). {FROM_POLL}"),
             ),
@@ -96,7 +127,7 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         let api_requests = IntCounterVec::new(
-            Opts::new(
+            opts(
                 "aws_compute_optimizer_api_requests_total",
                 format!(
                     "AWS API attempts, retries included, by operation and result (success or the error code). {FROM_POLL}"
@@ -106,7 +137,7 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         let accounts_skipped = IntCounterVec::new(
-            Opts::new(
+            opts(
                 "aws_compute_optimizer_skipped_items_total",
                 format!(
                     "Items the API returned that could not be exported, by reason. {FROM_POLL}"
@@ -115,6 +146,92 @@ impl SelfMetrics {
             &["reason"],
         )
         .expect("valid metric");
+        let poll_interval = Gauge::with_opts(opts(
+            "aws_compute_optimizer_poll_interval_seconds",
+            "Configured time between the starts of two polls (poll.interval).".into(),
+        ))
+        .expect("valid metric");
+        let transitions = IntCounterVec::new(
+            opts(
+                "aws_compute_optimizer_enrollment_status_transitions_total",
+                format!(
+                    "Accounts whose enrollment status changed between two consecutive successful polls, by old and new status (a status outside the documented four counts as \"other\"). {FROM_POLL}"
+                ),
+            ),
+            &["from", "to"],
+        )
+        .expect("valid metric");
+        let walk_gauge = |name: &str, help: &str| {
+            GaugeVec::new(opts(name, help.into()), &[]).expect("valid metric")
+        };
+        let organizations_up = walk_gauge(
+            "aws_compute_optimizer_organizations_up",
+            "1 if the latest walk of the organisation (aws.organizations), tags included, succeeded, 0 if it failed. Absent while the walk is off or before its first end.",
+        );
+        let organizations_last_success = walk_gauge(
+            "aws_compute_optimizer_organizations_last_success_timestamp_seconds",
+            "Unix time at which the latest successful walk of the organisation ended.",
+        );
+        let organizations_complete = walk_gauge(
+            "aws_compute_optimizer_organizations_complete",
+            "1 if names, OUs and every configured tag are known for every listed account (from a walk or a restored --storage.path snapshot), 0 while some are not.",
+        );
+        let storage_write_failures = prometheus::IntCounter::with_opts(opts(
+            "aws_compute_optimizer_exporter_storage_write_failures_total",
+            "Saves of the organisation to --storage.path that failed (the data in memory is kept and served).".into(),
+        ))
+        .expect("valid metric");
+
+        let registry = Registry::new();
+        register(
+            &registry,
+            vec![
+                Box::new(up.clone()),
+                Box::new(last_success.clone()),
+                Box::new(poll_duration.clone()),
+                Box::new(polls.clone()),
+                Box::new(api_requests.clone()),
+                Box::new(accounts_skipped.clone()),
+                Box::new(poll_interval.clone()),
+                Box::new(transitions.clone()),
+                Box::new(organizations_up.clone()),
+                Box::new(organizations_last_success.clone()),
+                Box::new(organizations_complete.clone()),
+                Box::new(storage_write_failures.clone()),
+            ],
+        );
+        // Series that exist before anything happens, so rate() and alerts see them.
+        for result in ["success", "failure"] {
+            polls.with_label_values(&[result]);
+        }
+        accounts_skipped.with_label_values(&[SKIPPED_MISSING]);
+        accounts_skipped.with_label_values(&[SKIPPED_ORGANIZATIONS]);
+        for from in &Status::KNOWN {
+            for to in Status::KNOWN.iter().filter(|to| *to != from) {
+                transitions.with_label_values(&[from.as_str(), to.as_str()]);
+            }
+        }
+        OrgMetrics {
+            registry,
+            up,
+            last_success,
+            poll_duration,
+            polls,
+            api_requests,
+            accounts_skipped,
+            poll_interval,
+            transitions,
+            organizations_up,
+            organizations_last_success,
+            organizations_complete,
+            storage_write_failures,
+        }
+    }
+}
+
+impl SelfMetrics {
+    pub fn new(version: &str, revision: &str) -> SelfMetrics {
+        let registry = Registry::new();
         let reload_success = Gauge::with_opts(Opts::new(
             "aws_compute_optimizer_exporter_config_last_reload_successful",
             "1 if the latest configuration (re)load succeeded, 0 if it was refused.",
@@ -124,21 +241,6 @@ impl SelfMetrics {
             "aws_compute_optimizer_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the latest successful configuration (re)load.",
         ))
-        .expect("valid metric");
-        let poll_interval = Gauge::with_opts(Opts::new(
-            "aws_compute_optimizer_poll_interval_seconds",
-            "Configured time between the starts of two polls (poll.interval).",
-        ))
-        .expect("valid metric");
-        let transitions = IntCounterVec::new(
-            Opts::new(
-                "aws_compute_optimizer_enrollment_status_transitions_total",
-                format!(
-                    "Accounts whose enrollment status changed between two consecutive successful polls, by old and new status (a status outside the documented four counts as \"other\"). {FROM_POLL}"
-                ),
-            ),
-            &["from", "to"],
-        )
         .expect("valid metric");
         let build_info = GaugeVec::new(
             Opts::new(
@@ -161,91 +263,57 @@ impl SelfMetrics {
         for reason in crate::server::REQUEST_REFUSALS {
             requests_refused.with_label_values(&[reason]);
         }
-        let walk_gauge = |name: &str, help: &str| {
-            GaugeVec::new(Opts::new(name, help), &[]).expect("valid metric")
-        };
-        let organizations_up = walk_gauge(
-            "aws_compute_optimizer_organizations_up",
-            "1 if the latest walk of the organisation (aws.organizations), tags included, succeeded, 0 if it failed. Absent while the walk is off or before its first end.",
+        register(
+            &registry,
+            vec![
+                Box::new(reload_success.clone()),
+                Box::new(reload_timestamp.clone()),
+                Box::new(build_info),
+                Box::new(connections.shed.clone()),
+                Box::new(connections.refused.clone()),
+                Box::new(requests_refused.clone()),
+            ],
         );
-        let organizations_last_success = walk_gauge(
-            "aws_compute_optimizer_organizations_last_success_timestamp_seconds",
-            "Unix time at which the latest successful walk of the organisation ended.",
-        );
-        let organizations_complete = walk_gauge(
-            "aws_compute_optimizer_organizations_complete",
-            "1 if names, OUs and every configured tag are known for every listed account (from a walk or a restored --storage.path snapshot), 0 while some are not.",
-        );
-        let storage_write_failures = prometheus::IntCounter::new(
-            "aws_compute_optimizer_exporter_storage_write_failures_total",
-            "Saves of the organisation to --storage.path that failed (the data in memory is kept and served).",
-        )
-        .expect("valid metric");
-
-        for c in [
-            Box::new(up.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(last_success.clone()),
-            Box::new(poll_duration.clone()),
-            Box::new(polls.clone()),
-            Box::new(api_requests.clone()),
-            Box::new(accounts_skipped.clone()),
-            Box::new(reload_success.clone()),
-            Box::new(reload_timestamp.clone()),
-            Box::new(poll_interval.clone()),
-            Box::new(transitions.clone()),
-            Box::new(build_info),
-            Box::new(connections.shed.clone()),
-            Box::new(connections.refused.clone()),
-            Box::new(requests_refused.clone()),
-            Box::new(organizations_up.clone()),
-            Box::new(organizations_last_success.clone()),
-            Box::new(organizations_complete.clone()),
-            Box::new(storage_write_failures.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metrics register once");
-
-        // Series that exist before anything happens, so rate() and alerts see them.
-        for result in ["success", "failure"] {
-            polls.with_label_values(&[result]);
-        }
-        accounts_skipped.with_label_values(&[SKIPPED_MISSING]);
-        accounts_skipped.with_label_values(&[SKIPPED_ORGANIZATIONS]);
-        for from in &Status::KNOWN {
-            for to in Status::KNOWN.iter().filter(|to| *to != from) {
-                transitions.with_label_values(&[from.as_str(), to.as_str()]);
-            }
-        }
         SelfMetrics {
             registry,
-            up,
-            last_success,
-            poll_duration,
-            polls,
-            api_requests,
-            accounts_skipped,
             reload_success,
             reload_timestamp,
-            poll_interval,
-            transitions,
             connections,
             requests_refused,
-            organizations_up,
-            organizations_last_success,
-            organizations_complete,
-            storage_write_failures,
         }
     }
 
-    /// Encodes the exporter's own metrics (done per scrape; they are few).
-    pub fn encode(&self, format: Format) -> Vec<u8> {
-        let families = self.registry.gather();
+    /// Encodes the exporter's own metrics and those of `orgs` (done per
+    /// scrape; they are few). A family several organisations share is
+    /// written once, their series in the order given.
+    pub fn encode<'a>(
+        &self,
+        format: Format,
+        orgs: impl IntoIterator<Item = &'a OrgMetrics>,
+    ) -> Vec<u8> {
+        let mut families: std::collections::BTreeMap<String, prometheus::proto::MetricFamily> =
+            std::collections::BTreeMap::new();
+        let gathered = orgs.into_iter().map(|o| o.registry.gather());
+        for mut family in std::iter::once(self.registry.gather())
+            .chain(gathered)
+            .flatten()
+        {
+            match families.entry(family.name().to_owned()) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(family);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().mut_metric().extend(family.take_metric());
+                }
+            }
+        }
+        let families: Vec<_> = families.into_values().collect();
         match format {
             Format::Text => {
                 let mut out = Vec::with_capacity(8 * 1024);
@@ -264,12 +332,32 @@ pub const ACCOUNT_INFO_HELP: &str = "Constant 1 per organisation account, labell
 /// would (families by name, series by label values), but in one pass over a
 /// sorted snapshot and without building a registry per poll: the walk's
 /// segment, then the poll's (their families sort in that order).
-pub fn render_snapshot(snap: &Snapshot, names: &Directory, format: Format) -> String {
-    render_walk(names).to_string(format) + &render_poll(snap).to_string(format)
+pub fn render_snapshot(
+    snap: &Snapshot,
+    names: &Directory,
+    org: Option<&str>,
+    format: Format,
+) -> String {
+    render_walk(names, org).to_string(format) + &render_poll(snap, org).to_string(format)
+}
+
+/// `organization="<name>"` for the series of a named organisation; nothing
+/// for the only one. Label names sort, so it goes between `account_*` and
+/// `ou_*`/`status`, where `prometheus::TextEncoder` puts a const label.
+fn organization_pair(org: Option<&str>) -> String {
+    let mut pair = String::new();
+    if let Some(org) = org {
+        pair.push_str(ORGANIZATION_LABEL);
+        pair.push_str("=\"");
+        escape_label(&mut pair, org);
+        pair.push('"');
+    }
+    pair
 }
 
 /// The organisation walk's series: `account_info`.
-pub fn render_walk(names: &Directory) -> Rendered {
+pub fn render_walk(names: &Directory, org: Option<&str>) -> Rendered {
+    let org = organization_pair(org);
     let mut out = Rendered::new();
     if !names.is_empty() {
         header(&mut out, ACCOUNT_INFO, ACCOUNT_INFO_HELP);
@@ -281,7 +369,13 @@ pub fn render_walk(names: &Directory) -> Rendered {
             escape_label(&mut out, &info.name);
             out.push_str("\",account_state=\"");
             escape_label(&mut out, &info.state);
-            out.push_str("\",ou_id=\"");
+            if !org.is_empty() {
+                out.push_str("\",");
+                out.push_str(&org);
+                out.push_str(",ou_id=\"");
+            } else {
+                out.push_str("\",ou_id=\"");
+            }
             escape_label(&mut out, &info.ou_id);
             out.push_str("\",ou_path=\"");
             escape_label(&mut out, &info.ou_path);
@@ -300,10 +394,17 @@ pub fn render_walk(names: &Directory) -> Rendered {
 
 /// The enrollment poll's series; nothing before the first poll (no
 /// made-up statuses).
-pub fn render_poll(snap: &Snapshot) -> Rendered {
+pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
     if snap.finished_at.is_none() {
         return Rendered::default();
     }
+    let org = organization_pair(org);
+    // What follows `{` (or `,` after `account_id`) for the organisation.
+    let (lead, between) = if org.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{org},"), format!(",{org}"))
+    };
     let mut out = Rendered::new();
 
     header(
@@ -317,7 +418,9 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
     by_label.sort_unstable();
     for (status, n) in by_label {
         out.push_str(ACCOUNTS);
-        out.push_str("{status=\"");
+        out.push('{');
+        out.push_str(&lead);
+        out.push_str("status=\"");
         escape_label(&mut out, status);
         let _ = writeln!(out, "\"}} {n}");
     }
@@ -335,7 +438,9 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
         prefix.push_str(STATUS);
         prefix.push_str("{account_id=\"");
         escape_label(&mut prefix, &account.account_id);
-        prefix.push_str("\",");
+        prefix.push('"');
+        prefix.push_str(&between);
+        prefix.push(',');
         one_hot(&mut out, &prefix, &account.status);
         out.end_of_series();
     }
@@ -353,14 +458,14 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
                 out.push_str(LAST_UPDATED);
                 out.push_str("{account_id=\"");
                 escape_label(&mut out, &account.account_id);
-                let _ = writeln!(out, "\"}} {ts}");
+                let _ = writeln!(out, "\"{between}}} {ts}");
                 out.end_of_series();
             }
         }
     }
 
-    if let Some(org) = &snap.org {
-        if let Some(status) = &org.status {
+    if let Some(management) = &snap.org {
+        if let Some(status) = &management.status {
             header(
                 &mut out,
                 MANAGEMENT_STATUS,
@@ -368,13 +473,18 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
                     "Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}"
                 ),
             );
-            one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{"), status);
+            one_hot(&mut out, &format!("{MANAGEMENT_STATUS}{{{lead}"), status);
         }
         // Only the management account's answer carries the member count; a
         // delegated administrator's leaves it out and can read
         // memberAccountsEnrolled (a plain bool) as false: then neither is
         // exported, rather than a wrong 0.
-        if let Some(n) = org.member_accounts_opted_in {
+        if let Some(n) = management.member_accounts_opted_in {
+            let braced = if org.is_empty() {
+                String::new()
+            } else {
+                format!("{{{org}}}")
+            };
             header(
                 &mut out,
                 MEMBERS_ENROLLED,
@@ -384,8 +494,8 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
             );
             let _ = writeln!(
                 out,
-                "{MEMBERS_ENROLLED} {}",
-                u8::from(org.member_accounts_enrolled)
+                "{MEMBERS_ENROLLED}{braced} {}",
+                u8::from(management.member_accounts_enrolled)
             );
             header(
                 &mut out,
@@ -394,7 +504,7 @@ pub fn render_poll(snap: &Snapshot) -> Rendered {
                     "Number of member accounts opted in (numberOfMemberAccountsOptedIn). {FROM_ORG_STATUS}"
                 ),
             );
-            let _ = writeln!(out, "{MEMBERS_OPTED_IN} {n}");
+            let _ = writeln!(out, "{MEMBERS_OPTED_IN}{braced} {n}");
         }
     }
     out
@@ -497,25 +607,30 @@ mod tests {
     }
 
     /// The reference: the same data through a plain prometheus registry.
-    fn registry_render(snap: &Snapshot, names: &Directory) -> String {
+    fn registry_render(snap: &Snapshot, names: &Directory, org: Option<&str>) -> String {
         let r = Registry::new();
+        // What OrgMetrics does for a named organisation: a const label.
+        let with_org = |opts: Opts| match org {
+            Some(org) => opts.const_label(ORGANIZATION_LABEL, org),
+            None => opts,
+        };
         let status = GaugeVec::new(
-            Opts::new(STATUS, format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}")),
+            with_org(Opts::new(STATUS, format!("Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"))),
             &["account_id", "status"],
         )
         .unwrap();
         let last = GaugeVec::new(
-            Opts::new(LAST_UPDATED, format!("When the account's enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_POLL}")),
+            with_org(Opts::new(LAST_UPDATED, format!("When the account's enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_POLL}"))),
             &["account_id"],
         )
         .unwrap();
         let accounts = GaugeVec::new(
-            Opts::new(
+            with_org(Opts::new(
                 ACCOUNTS,
                 format!(
                     "Number of organisation member accounts in each enrollment status. {FROM_POLL}"
                 ),
-            ),
+            )),
             &["status"],
         )
         .unwrap();
@@ -527,14 +642,18 @@ mod tests {
             "ou_path",
         ];
         info_labels.extend(names.tag_labels.iter().map(|(l, _)| l.as_str()));
-        let info = GaugeVec::new(Opts::new(ACCOUNT_INFO, ACCOUNT_INFO_HELP), &info_labels).unwrap();
+        let info = GaugeVec::new(
+            with_org(Opts::new(ACCOUNT_INFO, ACCOUNT_INFO_HELP)),
+            &info_labels,
+        )
+        .unwrap();
         let mgmt = GaugeVec::new(
-            Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}")),
+            with_org(Opts::new(MANAGEMENT_STATUS, format!("Enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_ORG_STATUS}"))),
             &["status"],
         )
         .unwrap();
-        let enrolled = Gauge::with_opts(Opts::new(MEMBERS_ENROLLED, format!("1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}"))).unwrap();
-        let opted = Gauge::with_opts(Opts::new(MEMBERS_OPTED_IN, format!("Number of member accounts opted in (numberOfMemberAccountsOptedIn). {FROM_ORG_STATUS}"))).unwrap();
+        let enrolled = Gauge::with_opts(with_org(Opts::new(MEMBERS_ENROLLED, format!("1 if the organisation-wide opt-in covers member accounts (memberAccountsEnrolled), else 0. {FROM_ORG_STATUS}")))).unwrap();
+        let opted = Gauge::with_opts(with_org(Opts::new(MEMBERS_OPTED_IN, format!("Number of member accounts opted in (numberOfMemberAccountsOptedIn). {FROM_ORG_STATUS}")))).unwrap();
         for a in snap.accounts.values() {
             for s in Status::KNOWN.iter().chain(std::iter::once(&a.status)) {
                 let v = if *s == a.status { 1.0 } else { 0.0 };
@@ -584,12 +703,18 @@ mod tests {
 
     #[test]
     fn cached_render_equals_registry_encoding() {
-        for n in [1, 7, 1000] {
+        for (n, org) in [
+            (1, None),
+            (7, None),
+            (1000, None),
+            (7, Some("gov-cloud.1")),
+            (1000, Some("a")),
+        ] {
             let mut snap = snapshot(n);
             let none = Directory::default();
             assert_eq!(
-                render_snapshot(&snap, &none, Format::Text),
-                registry_render(&snap, &none),
+                render_snapshot(&snap, &none, org, Format::Text),
+                registry_render(&snap, &none, org),
                 "n={n}"
             );
             let names = names(&snap);
@@ -605,8 +730,8 @@ mod tests {
                 last_updated: None,
             });
             assert_eq!(
-                render_snapshot(&snap, &names, Format::Text),
-                registry_render(&snap, &names),
+                render_snapshot(&snap, &names, org, Format::Text),
+                registry_render(&snap, &names, org),
                 "n={n} with names"
             );
         }
@@ -616,7 +741,7 @@ mod tests {
     fn nothing_is_rendered_before_the_first_poll() {
         for format in [Format::Text, Format::OpenMetrics] {
             assert_eq!(
-                render_snapshot(&Snapshot::default(), &Directory::default(), format),
+                render_snapshot(&Snapshot::default(), &Directory::default(), None, format),
                 ""
             );
         }
@@ -627,9 +752,9 @@ mod tests {
         // Above the threshold the faster level is used; both must inflate.
         use crate::deflate::STRONGEST_LEVEL_MAX_BYTES;
         use crate::exposition::Exposition;
-        let big = render_snapshot(&snapshot(40_000), &Directory::default(), Format::Text);
+        let big = render_snapshot(&snapshot(40_000), &Directory::default(), None, Format::Text);
         assert!(big.len() > STRONGEST_LEVEL_MAX_BYTES, "{}", big.len());
-        let small = render_snapshot(&snapshot(300), &Directory::default(), Format::Text);
+        let small = render_snapshot(&snapshot(300), &Directory::default(), None, Format::Text);
         for text in [small, big] {
             let exp = Exposition::new(text.clone());
             let all = exp.gzip_body(Format::Text, b"x 1\n").concat();
@@ -644,7 +769,8 @@ mod tests {
     #[test]
     fn self_metrics_have_help_and_build_info() {
         let m = SelfMetrics::new("1.2.3", "abc");
-        let text = String::from_utf8(m.encode(Format::Text)).unwrap();
+        let org = OrgMetrics::new(None);
+        let text = String::from_utf8(m.encode(Format::Text, [&org])).unwrap();
         assert!(text.contains(
             "aws_compute_optimizer_exporter_build_info{revision=\"abc\",version=\"1.2.3\"} 1"
         ));

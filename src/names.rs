@@ -28,7 +28,7 @@ use crate::shutdown::Shutdown;
 use crate::source::{
     LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
 };
-use crate::state::State;
+use crate::state::Org;
 use crate::storage::Storage;
 
 /// Deadline of one listing (one parent's accounts, one account's tags).
@@ -57,7 +57,7 @@ pub struct WalkOptions {
 /// `aws_compute_optimizer_skipped_items_total`.
 async fn listing<T, F, Fut>(
     operation: &'static str,
-    state: &State,
+    state: &Org,
     opts: &PollOptions,
     pace: &Pace,
     fetch: F,
@@ -86,7 +86,7 @@ where
 /// (tags left empty).
 pub async fn walk<S: NameSource>(
     source: &S,
-    state: &State,
+    state: &Org,
     opts: &PollOptions,
     pace: &Pace,
 ) -> Result<BTreeMap<String, AccountInfo>, PollError> {
@@ -133,7 +133,7 @@ async fn tags_of<S: NameSource>(
     source: &S,
     account: &str,
     labels: &[(String, String)],
-    state: &State,
+    state: &Org,
     opts: &PollOptions,
     pace: &Pace,
 ) -> Result<Vec<String>, PollError> {
@@ -157,7 +157,7 @@ async fn tags_of<S: NameSource>(
 /// the async workers. A failed save is a warning and a counter: serving
 /// goes on with what is in memory.
 fn publish(
-    state: &Arc<State>,
+    state: &Arc<Org>,
     dir: &Directory,
     storage: &Option<Arc<Storage>>,
     learned: Learned,
@@ -185,7 +185,7 @@ fn publish(
 /// known tags of the accounts not reached.
 pub async fn refresh<S: NameSource>(
     source: &S,
-    state: &Arc<State>,
+    state: &Arc<Org>,
     opts: &PollOptions,
     walk_opts: &WalkOptions,
     pace: &Pace,
@@ -252,7 +252,7 @@ pub async fn run<S: NameSource>(
     source: S,
     walk_opts: WalkOptions,
     opts: PollOptions,
-    state: Arc<State>,
+    state: Arc<Org>,
     shutdown: Shutdown,
 ) {
     let pace = Pace::new(walk_opts.requests_per_second);

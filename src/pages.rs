@@ -24,25 +24,35 @@ pub struct Pages {
     pub status_json: Bytes,
 }
 
-/// What the pages show: a new poll, new names, readiness or the demo flag
-/// make a new rendering at once.
-struct Shown {
+/// What the pages show of one organisation: a new poll, new names or
+/// readiness make a new rendering at once.
+struct ShownOrg {
+    name: Option<String>,
     /// The published snapshot and names: each publish swaps in a new `Arc`.
     snapshot: Arc<Snapshot>,
     names: Arc<Directory>,
-    last_poll: Option<SystemTime>,
+    last_poll: Option<PollOutcome>,
     ready: bool,
-    simulated: bool,
 }
 
-impl PartialEq for Shown {
+impl PartialEq for ShownOrg {
     /// The same publishes (by identity, not by comparing their contents).
-    fn eq(&self, other: &Shown) -> bool {
+    fn eq(&self, other: &ShownOrg) -> bool {
         Arc::ptr_eq(&self.snapshot, &other.snapshot)
             && Arc::ptr_eq(&self.names, &other.names)
-            && (self.last_poll, self.ready, self.simulated)
-                == (other.last_poll, other.ready, other.simulated)
+            && self.name == other.name
+            && self.ready == other.ready
+            && self.last_poll.as_ref().map(|p| p.finished_at)
+                == other.last_poll.as_ref().map(|p| p.finished_at)
     }
+}
+
+/// What the pages show: every organisation, readiness and the demo flag.
+#[derive(PartialEq)]
+struct Shown {
+    orgs: Vec<ShownOrg>,
+    ready: bool,
+    simulated: bool,
 }
 
 /// The latest rendering of the pages, shared by every connection.
@@ -56,11 +66,18 @@ impl PageCache {
     /// it shows the same and is younger than [`PAGES_MAX_AGE`], else a new
     /// one (made by one request while the others wait for it).
     pub fn get(&self, state: &State, telemetry_path: &str) -> Arc<Pages> {
-        let last_poll = state.last_poll();
         let shown = Shown {
-            snapshot: state.snapshot(),
-            names: state.names(),
-            last_poll: last_poll.as_ref().map(|p| p.finished_at),
+            orgs: state
+                .orgs()
+                .iter()
+                .map(|o| ShownOrg {
+                    name: o.name.clone(),
+                    snapshot: o.snapshot(),
+                    names: o.names(),
+                    last_poll: o.last_poll(),
+                    ready: o.is_ready(),
+                })
+                .collect(),
             ready: state.is_ready(),
             simulated: state.is_simulated(),
         };
@@ -71,20 +88,34 @@ impl PageCache {
         {
             return pages.clone();
         }
-        let mut r = report(
-            &shown.snapshot,
-            &shown.names,
-            last_poll.as_ref(),
-            SystemTime::now(),
-        );
-        r.simulated = shown.simulated;
-        // The same answer as /-/ready: a first poll has finished, even a
-        // failed one.
-        r.ready = shown.ready;
-        let json = serde_json::to_string(&r).unwrap_or_else(|_| "{}".into()) + "\n";
+        let now = SystemTime::now();
+        let reports: Vec<StatusReport> = shown
+            .orgs
+            .iter()
+            .map(|o| {
+                let mut r = report(&o.snapshot, &o.names, o.last_poll.as_ref(), now);
+                r.simulated = shown.simulated;
+                // The same answer as /-/ready: a first poll has finished,
+                // even a failed one.
+                r.ready = o.ready;
+                r.organization = o.name.clone();
+                r
+            })
+            .collect();
+        let json = match &reports[..] {
+            // A file without [[organization]] tables: the report as it was.
+            [one] if one.organization.is_none() => serde_json::to_string(one),
+            _ => serde_json::to_string(&FleetReport {
+                ready: shown.ready,
+                simulated: shown.simulated,
+                generated_timestamp_seconds: unix_seconds(now),
+                organizations: &reports,
+            }),
+        };
+        let json = json.unwrap_or_else(|_| "{}".into()) + "\n";
         let pages = Arc::new(Pages {
-            landing: Bytes::from(landing(state.version, telemetry_path, &r)),
-            status_html: Bytes::from(status_html(&r)),
+            landing: Bytes::from(landing(state.version, telemetry_path, &reports)),
+            status_html: Bytes::from(status_html(&reports)),
             status_json: Bytes::from(json),
         });
         *latest = Some((shown, Instant::now(), pages.clone()));
@@ -92,8 +123,23 @@ impl PageCache {
     }
 }
 
+/// `/status.json` with `[[organization]]` tables: one report per
+/// organisation, in configuration order.
+#[derive(Debug, Serialize)]
+pub struct FleetReport<'a> {
+    /// Every organisation's first poll has finished (`/-/ready`).
+    pub ready: bool,
+    pub simulated: bool,
+    pub generated_timestamp_seconds: f64,
+    pub organizations: &'a [StatusReport],
+}
+
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
+    /// The `organization` label's value; absent without `[[organization]]`
+    /// tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
     pub ready: bool,
     /// `--demo`: the organisation is simulated, nothing comes from AWS.
     pub simulated: bool,
@@ -182,6 +228,7 @@ pub fn report(
             .then_with(|| a.account_id.cmp(&b.account_id))
     });
     StatusReport {
+        organization: None,
         ready: snap.finished_at.is_some(),
         simulated: false,
         generated_timestamp_seconds: now_s,
@@ -265,14 +312,29 @@ fn poll_line(r: &StatusReport) -> String {
     }
 }
 
-pub fn landing(version: &str, telemetry_path: &str, r: &StatusReport) -> String {
+/// `name: ` before an organisation's lines, when it has a name.
+fn org_prefix(r: &StatusReport) -> String {
+    match &r.organization {
+        Some(name) => format!("<strong>{}</strong>: ", escape(name)),
+        None => String::new(),
+    }
+}
+
+pub fn landing(version: &str, telemetry_path: &str, reports: &[StatusReport]) -> String {
     let path = escape(telemetry_path);
+    let mut orgs = String::new();
+    for r in reports {
+        let prefix = org_prefix(r);
+        orgs.push_str(&format!(
+            "<p>{prefix}{}</p>\n<p>{prefix}{}</p>\n",
+            poll_line(r),
+            counts_line(r)
+        ));
+    }
+    let banner = reports.first().map_or("", demo_banner);
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n{}<p>Exports the AWS Compute Optimizer enrollment status (Active, Inactive, Pending, Failed) of every account in an AWS Organization to Prometheus, polled from <code>GetEnrollmentStatusesForOrganization</code>, so accounts stuck in Pending or Failed can be graphed and alerted on.</p>\n<p>Version {}</p>\n<p>{}</p>\n<p>{}</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
-        demo_banner(r),
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Compute Optimizer Exporter</title><style>{STYLE}</style></head><body>\n<h1>Compute Optimizer Exporter</h1>\n{banner}<p>Exports the AWS Compute Optimizer enrollment status (Active, Inactive, Pending, Failed) of every account in an AWS Organization to Prometheus, polled from <code>GetEnrollmentStatusesForOrganization</code>, so accounts stuck in Pending or Failed can be graphed and alerted on.</p>\n<p>Version {}</p>\n{orgs}<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/status\">Accounts not Active</a> (<a href=\"/status.json\">JSON</a>)</li>\n<li><a href=\"/-/healthy\">Health</a></li>\n<li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body></html>\n",
         escape(version),
-        poll_line(r),
-        counts_line(r),
     )
 }
 
@@ -284,7 +346,9 @@ fn counts_line(r: &StatusReport) -> String {
         .join(" · ")
 }
 
-pub fn status_html(r: &StatusReport) -> String {
+/// One organisation's part of `/status`: its poll, its counts and its
+/// accounts not Active (under its name as a heading, when it has one).
+fn status_section(r: &StatusReport) -> String {
     let mut rows = String::new();
     let tag_heads: String = r
         .tag_keys
@@ -315,11 +379,22 @@ pub fn status_html(r: &StatusReport) -> String {
             escape(a.status_reason.as_deref().unwrap_or("")),
         ));
     }
+    let heading = match &r.organization {
+        Some(name) => format!("<h2 id=\"{0}\">{0}</h2>\n", escape(name)),
+        None => String::new(),
+    };
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n{}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>OU</th>{tag_heads}<th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
-        demo_banner(r),
+        "{heading}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>OU</th>{tag_heads}<th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n",
         poll_line(r),
         counts_line(r),
+    )
+}
+
+pub fn status_html(reports: &[StatusReport]) -> String {
+    let sections: String = reports.iter().map(status_section).collect();
+    let banner = reports.first().map_or("", demo_banner);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Accounts not Active</title><style>{STYLE}</style></head><body>\n<h1>Accounts not Active</h1>\n{banner}{sections}<p><a href=\"/\">Home</a> · <a href=\"/status.json\">JSON</a></p>\n</body></html>\n",
     )
 }
 
@@ -370,7 +445,7 @@ mod tests {
         let r = report(&snap, &names, Some(&last), now);
         let ids: Vec<&str> = r.not_active.iter().map(|a| a.account_id.as_str()).collect();
         assert_eq!(ids, ["222222222222", "111111111111", "444444444444"]);
-        let html = status_html(&r);
+        let html = status_html(std::slice::from_ref(&r));
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<td>&lt;script&gt;alert(2)&lt;/script&gt;</td>"));
@@ -380,12 +455,12 @@ mod tests {
 
     #[test]
     fn only_the_reason_column_wraps() {
-        let html = status_html(&report(
+        let html = status_html(&[report(
             &Snapshot::default(),
             &Directory::default(),
             None,
             SystemTime::now(),
-        ));
+        )]);
         assert!(html.contains("td:not(:last-child){white-space:nowrap}"));
         assert!(
             html.contains("<th>Reason</th></tr>"),
@@ -409,7 +484,8 @@ mod cache_tests {
 
     #[test]
     fn pages_are_rendered_once_per_change_and_at_most_once_a_second() {
-        let state = State::new("test", "test");
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
         let cache = PageCache::default();
         let first = cache.get(&state, "/metrics");
         assert!(
@@ -422,7 +498,7 @@ mod cache_tests {
             ..Snapshot::default()
         };
         let opts = PollOptions::from_config(&Config::default());
-        state.publish(Ok(snap), Duration::from_millis(1), &opts);
+        org.publish(Ok(snap), Duration::from_millis(1), &opts);
         let after_poll = cache.get(&state, "/metrics");
         assert!(!Arc::ptr_eq(&first, &after_poll));
         assert!(String::from_utf8_lossy(&after_poll.status_json).contains("\"ready\":true"));

@@ -270,19 +270,13 @@ fn random_unit() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::State;
+    use crate::metrics::OrgMetrics;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn listing(state: &State, page_size: usize, timeout: Duration) -> Listing<'_> {
+    fn listing(metrics: &OrgMetrics, page_size: usize, timeout: Duration) -> Listing<'_> {
         let mut opts = PollOptions::from_config(&crate::config::Config::default());
         opts.retry_backoff = Duration::from_millis(1);
-        Listing::new(
-            "Test",
-            page_size,
-            timeout,
-            &opts,
-            &state.metrics.api_requests,
-        )
+        Listing::new("Test", page_size, timeout, &opts, &metrics.api_requests)
     }
 
     fn page(items: Vec<u32>, next: Option<&str>) -> Page<u32> {
@@ -308,8 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_listing_stops_at_the_page_limit() {
-        let state = State::new("t", "t");
-        let l = listing(&state, 100, Duration::from_secs(60));
+        let metrics = OrgMetrics::new(None);
+        let l = listing(&metrics, 100, Duration::from_secs(60));
         let calls = AtomicUsize::new(0);
         let err = list_all(&l, |_| {
             let n = calls.fetch_add(1, Ordering::Relaxed);
@@ -326,8 +320,8 @@ mod tests {
 
     #[tokio::test]
     async fn empty_pages_with_a_token_are_followed_to_the_end() {
-        let state = State::new("t", "t");
-        let l = listing(&state, 10, Duration::from_secs(10));
+        let metrics = OrgMetrics::new(None);
+        let l = listing(&metrics, 10, Duration::from_secs(10));
         let got = list_all(&l, |token| async move {
             let n: usize = token.map_or(0, |t| t.parse().unwrap());
             // Nine empty pages between two matches, as a filter makes them.
@@ -349,8 +343,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_token_stops_the_listing() {
-        let state = State::new("t", "t");
-        let l = listing(&state, 10, Duration::from_secs(10));
+        let metrics = OrgMetrics::new(None);
+        let l = listing(&metrics, 10, Duration::from_secs(10));
         let calls = AtomicUsize::new(0);
         let err = list_all(&l, |_| {
             calls.fetch_add(1, Ordering::Relaxed);
@@ -368,8 +362,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_backoff_past_the_deadline_fails_with_the_cause_it_hit() {
-        let state = State::new("t", "t");
-        let mut l = listing(&state, 10, Duration::from_millis(300));
+        let metrics = OrgMetrics::new(None);
+        let mut l = listing(&metrics, 10, Duration::from_millis(300));
         // Each backoff is up to 10 s: the second attempt can never start in time.
         l.retry_backoff = Duration::from_secs(10);
         l.max_attempts = 10;

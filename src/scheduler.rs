@@ -16,19 +16,14 @@ use crate::model::{OrgStatus, PageRequest, Snapshot};
 use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
-use crate::state::State;
+use crate::state::Org;
 
 /// A successful poll that used more than this share of `poll.timeout` is
 /// close to failing: it is logged as a warning.
 const SLOW_POLL_SHARE: f64 = 0.8;
 
 /// Polls now, then every `interval` (start to start), until shutdown.
-pub async fn run<S: PageSource>(
-    source: S,
-    opts: PollOptions,
-    state: Arc<State>,
-    shutdown: Shutdown,
-) {
+pub async fn run<S: PageSource>(source: S, opts: PollOptions, state: Arc<Org>, shutdown: Shutdown) {
     state.metrics.poll_interval.set(opts.interval.as_secs_f64());
     loop {
         let started = Instant::now();
@@ -73,7 +68,7 @@ fn warn_if_slow(took: Duration, opts: &PollOptions) {
 pub async fn poll_once<S: PageSource>(
     source: &S,
     opts: &PollOptions,
-    state: &State,
+    state: &Org,
 ) -> Result<Snapshot, PollError> {
     let listing = Listing::new(
         ENROLLMENTS,
@@ -112,7 +107,7 @@ pub async fn poll_once<S: PageSource>(
 async fn fetch_org_status<S: PageSource>(
     source: &S,
     opts: &PollOptions,
-    state: &State,
+    state: &Org,
     deadline: Instant,
 ) -> Option<OrgStatus> {
     let now = Instant::now();

@@ -675,7 +675,7 @@ fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let (format, content_type) = crate::openmetrics::negotiate(accept);
-    let body = Chunks::exposition(exposition.body(format, gzip, || state.metrics.encode(format)));
+    let body = Chunks::exposition(exposition.body(format, gzip, || state.encode_live(format)));
     let mut r = respond(StatusCode::OK, content_type, body);
     let h = r.headers_mut();
     h.insert(

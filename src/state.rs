@@ -1,22 +1,26 @@
 //! What the producers publish and the HTTP server reads.
 //!
-//! Each producer owns a segment of `/metrics` (the enrollment poll its
-//! statuses, the organisation walk `account_info`), renders and compresses
-//! it on its own, off every lock, and publishes by swapping its segment and
-//! splicing a new [`Exposition`] (`Arc` swaps under a lock held for
+//! [`State`] is the exporter: its own metrics, the organisations it watches
+//! (one [`Org`] each) and the exposition a scrape serves. Each organisation
+//! owns its data and its producers' segments of `/metrics` (the enrollment
+//! poll its statuses, the organisation walk `account_info`). A producer
+//! renders and compresses on its own, off every lock, and publishes by
+//! swapping its segment and splicing a new [`Exposition`] from every
+//! organisation's segments (`Arc` swaps under a lock held for
 //! microseconds). A scrape sees either the whole previous segment or the
 //! whole new one, never waits for a producer, and one producer's news never
-//! re-renders the other's segment.
+//! re-renders another's segment, in its organisation or any other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::config::PollOptions;
 use crate::error::PollError;
 use crate::exposition::{Exposition, Segment};
-use crate::metrics::{SelfMetrics, render_poll, render_walk};
+use crate::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
 use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
+use crate::openmetrics::Format;
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -29,22 +33,32 @@ pub struct PollOutcome {
 pub struct State {
     pub metrics: SelfMetrics,
     pub version: &'static str,
+    /// In configuration order, which is the order of their series.
+    orgs: RwLock<Vec<Arc<Org>>>,
+    exposition: RwLock<Arc<Exposition>>,
+    simulated: AtomicBool,
+    /// Serialises the swaps and splices of every producer (microseconds;
+    /// never held while rendering or compressing), so none can splice
+    /// another's older segment over its newer one.
+    publishing: Mutex<()>,
+}
+
+/// One organisation: its data, its producers' segments and its metrics.
+pub struct Org {
+    /// The `organization` label's value; `None` for the only organisation
+    /// of a file without `[[organization]]` tables.
+    pub name: Option<String>,
+    pub metrics: OrgMetrics,
+    /// Where its segments are spliced; weak, as the state holds the org.
+    state: Weak<State>,
     snapshot: RwLock<Arc<Snapshot>>,
     names: RwLock<Arc<Directory>>,
-    /// The walk's segment (`account_info`) and the poll's, spliced into
-    /// `exposition`.
     walk_segment: RwLock<Arc<Segment>>,
     poll_segment: RwLock<Arc<Segment>>,
-    exposition: RwLock<Arc<Exposition>>,
     last_poll: RwLock<Option<PollOutcome>>,
     /// When the walk's data was learned (saved with it to storage).
     learned: Mutex<Learned>,
     ready: AtomicBool,
-    simulated: AtomicBool,
-    /// Serialises the swaps and splices of the two producers (microseconds;
-    /// never held while rendering or compressing), so neither can splice
-    /// the other's older segment over its newer one.
-    publishing: Mutex<()>,
 }
 
 impl State {
@@ -52,17 +66,35 @@ impl State {
         State {
             metrics: SelfMetrics::new(version, revision),
             version,
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            names: RwLock::new(Arc::new(Directory::default())),
-            walk_segment: RwLock::new(Arc::new(Segment::empty())),
-            poll_segment: RwLock::new(Arc::new(Segment::empty())),
+            orgs: RwLock::new(Vec::new()),
             exposition: RwLock::new(Arc::new(Exposition::empty())),
-            last_poll: RwLock::new(None),
-            learned: Mutex::new(Learned::default()),
-            ready: AtomicBool::new(false),
             simulated: AtomicBool::new(false),
             publishing: Mutex::new(()),
         }
+    }
+
+    /// Makes the organisations exactly `names`, in that order: one already
+    /// there keeps its data, metrics and segments; one no longer named goes
+    /// with its series. Returns them in order.
+    pub fn set_orgs(self: &Arc<State>, names: &[Option<String>]) -> Vec<Arc<Org>> {
+        let _publishing = lock(&self.publishing);
+        let old = self.orgs();
+        let orgs: Vec<Arc<Org>> = names
+            .iter()
+            .map(|name| {
+                old.iter()
+                    .find(|o| o.name == *name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Org::new(name.clone(), Arc::downgrade(self))))
+            })
+            .collect();
+        *write(&self.orgs) = orgs.clone();
+        self.splice();
+        orgs
+    }
+
+    pub fn orgs(&self) -> Vec<Arc<Org>> {
+        read(&self.orgs).clone()
     }
 
     /// Marks the data as simulated (`--demo`), for the pages.
@@ -74,9 +106,54 @@ impl State {
         self.simulated.load(Ordering::Relaxed)
     }
 
-    /// True once a poll has finished, successfully or not (readiness): from
-    /// then on a scrape says something true, either the statuses or
-    /// `aws_compute_optimizer_up 0` with the last good data.
+    /// True once every organisation's first poll has finished, successfully
+    /// or not (readiness): from then on a scrape says something true about
+    /// each, either its statuses or `aws_compute_optimizer_up 0` with its
+    /// last good data.
+    pub fn is_ready(&self) -> bool {
+        let orgs = read(&self.orgs);
+        !orgs.is_empty() && orgs.iter().all(|o| o.is_ready())
+    }
+
+    pub fn exposition(&self) -> Arc<Exposition> {
+        read(&self.exposition).clone()
+    }
+
+    /// The live part of a scrape: the exporter's own metrics and every
+    /// organisation's.
+    pub fn encode_live(&self, format: Format) -> Vec<u8> {
+        let orgs = self.orgs();
+        self.metrics.encode(format, orgs.iter().map(|o| &o.metrics))
+    }
+
+    /// A new exposition from every organisation's segments (called under
+    /// `publishing`).
+    fn splice(&self) {
+        let segments = read(&self.orgs)
+            .iter()
+            .flat_map(|o| [read(&o.walk_segment).clone(), read(&o.poll_segment).clone()])
+            .collect();
+        *write(&self.exposition) = Arc::new(Exposition::spliced(segments));
+    }
+}
+
+impl Org {
+    fn new(name: Option<String>, state: Weak<State>) -> Org {
+        Org {
+            metrics: OrgMetrics::new(name.as_deref()),
+            name,
+            state,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            names: RwLock::new(Arc::new(Directory::default())),
+            walk_segment: RwLock::new(Arc::new(Segment::empty())),
+            poll_segment: RwLock::new(Arc::new(Segment::empty())),
+            last_poll: RwLock::new(None),
+            learned: Mutex::new(Learned::default()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// True once a poll of this organisation has finished.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -89,32 +166,47 @@ impl State {
         read(&self.names).clone()
     }
 
+    /// Runs `swap` and splices a new exposition, under the state's
+    /// publishing lock (just the swap if the state is gone).
+    fn publishing<T>(&self, swap: impl FnOnce() -> T) -> T {
+        match self.state.upgrade() {
+            Some(state) => {
+                let _publishing = lock(&state.publishing);
+                let out = swap();
+                state.splice();
+                out
+            }
+            None => swap(),
+        }
+    }
+
+    /// Drops the live part the exposition cached, which may still show this
+    /// organisation's previous health.
+    fn forget_live(&self) {
+        if let Some(state) = self.state.upgrade() {
+            state.exposition().forget_live();
+        }
+    }
+
     /// Publishes new account names (from AWS Organizations): the walk's
     /// segment only; the poll's stays as it is.
     pub fn set_names(&self, names: Directory) {
         if *self.names() == names {
             return;
         }
-        let segment = Arc::new(Segment::new(render_walk(&names)));
-        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
-        *write(&self.names) = Arc::new(names);
-        *write(&self.walk_segment) = segment;
-        self.splice();
-    }
-
-    /// A new exposition from the current segments (called under `publishing`).
-    fn splice(&self) {
-        let walk = read(&self.walk_segment).clone();
-        let poll = read(&self.poll_segment).clone();
-        *write(&self.exposition) = Arc::new(Exposition::spliced(vec![walk, poll]));
+        let segment = Arc::new(Segment::new(render_walk(&names, self.name.as_deref())));
+        self.publishing(|| {
+            *write(&self.names) = Arc::new(names);
+            *write(&self.walk_segment) = segment;
+        });
     }
 
     pub fn learned(&self) -> Learned {
-        *self.learned.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.learned)
     }
 
     pub fn set_learned(&self, learned: Learned) {
-        *self.learned.lock().unwrap_or_else(|e| e.into_inner()) = learned;
+        *lock(&self.learned) = learned;
     }
 
     /// `aws_compute_optimizer_organizations_up` and, on success, its
@@ -149,10 +241,6 @@ impl State {
         self.set_names(Directory::default());
     }
 
-    pub fn exposition(&self) -> Arc<Exposition> {
-        read(&self.exposition).clone()
-    }
-
     pub fn last_poll(&self) -> Option<PollOutcome> {
         read(&self.last_poll).clone()
     }
@@ -165,7 +253,7 @@ impl State {
     }
 
     /// Records a finished poll: swaps in a complete organisation, or keeps the
-    /// last good one and marks the exporter down.
+    /// last good one and marks it down.
     pub fn publish(&self, result: Result<Snapshot, PollError>, took: Duration, opts: &PollOptions) {
         // Only the poll writes the snapshot, so this reads the previous one.
         let result = result.map(|mut snap| {
@@ -179,8 +267,7 @@ impl State {
         let segment = result
             .as_ref()
             .ok()
-            .map(|snap| Arc::new(Segment::new(render_poll(snap))));
-        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+            .map(|snap| Arc::new(Segment::new(render_poll(snap, self.name.as_deref()))));
         let m = &self.metrics;
         m.poll_duration.observe(took.as_secs_f64());
         let outcome = match result {
@@ -190,19 +277,15 @@ impl State {
                 self.count_transitions(&previous, &snap);
                 let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
                 let (accounts, pages) = (snap.accounts.len(), snap.pages);
-                let outcome = PollOutcome {
-                    finished_at: finished,
-                    duration: took,
-                    error: None,
-                };
-                if let Some(segment) = segment {
-                    *write(&self.poll_segment) = segment;
-                }
-                *write(&self.snapshot) = Arc::new(snap);
-                self.splice();
-                m.up.set(1.0);
-                m.last_success.set(unix_seconds(finished));
-                m.polls.with_label_values(&["success"]).inc();
+                self.publishing(|| {
+                    if let Some(segment) = segment {
+                        *write(&self.poll_segment) = segment;
+                    }
+                    *write(&self.snapshot) = Arc::new(snap);
+                    m.up.set(1.0);
+                    m.last_success.set(unix_seconds(finished));
+                    m.polls.with_label_values(&["success"]).inc();
+                });
                 // Logged once published, so the log never runs ahead of /metrics.
                 tracing::info!(
                     accounts,
@@ -211,14 +294,18 @@ impl State {
                     outcome = "success",
                     "poll finished"
                 );
-                outcome
+                PollOutcome {
+                    finished_at: finished,
+                    duration: took,
+                    error: None,
+                }
             }
             Err(err) => {
                 let advice = err.advice(opts);
                 m.up.set(0.0);
                 m.polls.with_label_values(&["failure"]).inc();
                 // The live part cached for up to 100 ms still says up 1.
-                self.exposition().forget_live();
+                self.forget_live();
                 tracing::error!(
                     duration_ms = took.as_millis() as u64,
                     outcome = "failure",
@@ -241,7 +328,7 @@ impl State {
     }
 }
 
-impl State {
+impl Org {
     fn count_transitions(&self, previous: &Snapshot, next: &Snapshot) {
         if previous.finished_at.is_none() {
             return;
@@ -307,71 +394,151 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::model::{Account, AccountInfo};
 
     fn body(state: &State) -> String {
-        let format = crate::openmetrics::Format::Text;
+        let format = Format::Text;
         let body = state
             .exposition()
-            .body(format, false, || state.metrics.encode(format));
+            .body(format, false, || state.encode_live(format));
         String::from_utf8_lossy(&body.concat()).into_owned()
     }
 
-    #[test]
-    fn each_producer_swaps_only_its_own_segment() {
-        use crate::model::{AccountInfo, Directory};
-        let state = State::new("test", "test");
-        let opts = PollOptions::from_config(&Config::default());
-        let snap = Snapshot {
+    fn polled(ids: &[&str]) -> Snapshot {
+        let mut snap = Snapshot {
             finished_at: Some(SystemTime::now()),
             ..Snapshot::default()
         };
-        state.publish(Ok(snap), Duration::from_millis(5), &opts);
-        let poll = read(&state.poll_segment).clone();
+        for id in ids {
+            snap.accounts.insert(
+                (*id).into(),
+                Account {
+                    account_id: (*id).into(),
+                    status: Status::Pending,
+                    status_reason: None,
+                    last_updated: None,
+                },
+            );
+        }
+        snap
+    }
+
+    fn named(id: &str) -> Directory {
         let mut names = Directory::default();
         names.accounts.insert(
-            "111111111111".into(),
+            id.into(),
             AccountInfo {
                 name: "a".into(),
                 ..AccountInfo::default()
             },
         );
-        state.set_names(names);
+        names
+    }
+
+    #[test]
+    fn each_producer_swaps_only_its_own_segment() {
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
+        let opts = PollOptions::from_config(&Config::default());
+        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
+        let poll = read(&org.poll_segment).clone();
+        org.set_names(named("111111111111"));
         // The walk's news spliced in; the poll's segment not rendered again.
-        assert!(Arc::ptr_eq(&poll, &read(&state.poll_segment)));
+        assert!(Arc::ptr_eq(&poll, &read(&org.poll_segment)));
         let text = body(&state);
         assert!(text.contains("aws_compute_optimizer_account_info{account_id=\"111111111111\""));
         assert!(text.contains("aws_compute_optimizer_enrollment_accounts{status=\"Active\"} 0"));
         // And the poll's news leaves the walk's segment alone.
-        let walk = read(&state.walk_segment).clone();
-        let snap = Snapshot {
-            finished_at: Some(SystemTime::now()),
-            ..Snapshot::default()
-        };
-        state.publish(Ok(snap), Duration::from_millis(5), &opts);
-        assert!(Arc::ptr_eq(&walk, &read(&state.walk_segment)));
-        assert!(!Arc::ptr_eq(&poll, &read(&state.poll_segment)));
+        let walk = read(&org.walk_segment).clone();
+        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
+        assert!(Arc::ptr_eq(&walk, &read(&org.walk_segment)));
+        assert!(!Arc::ptr_eq(&poll, &read(&org.poll_segment)));
     }
 
     #[test]
     fn a_failed_poll_shows_at_once_not_after_the_live_part_expires() {
-        let state = State::new("test", "test");
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
         let opts = PollOptions::from_config(&Config::default());
-        let snap = Snapshot {
-            finished_at: Some(SystemTime::now()),
-            ..Snapshot::default()
-        };
-        state.publish(Ok(snap), Duration::from_millis(5), &opts);
+        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
         assert!(body(&state).contains("\naws_compute_optimizer_up 1\n"));
         let failure = PollError::RepeatedToken {
             operation: "GetEnrollmentStatusesForOrganization",
             page: 2,
         };
-        state.publish(Err(failure), Duration::from_millis(5), &opts);
+        org.publish(Err(failure), Duration::from_millis(5), &opts);
         // Within the live part's 100 ms, the scrape already says so.
         assert!(body(&state).contains("\naws_compute_optimizer_up 0\n"));
+    }
+
+    /// Every line of a family's metadata, counted.
+    fn headers(text: &str, name: &str) -> usize {
+        text.lines()
+            .filter(|l| {
+                *l == format!("# TYPE {name} gauge") || *l == format!("# TYPE {name} counter")
+            })
+            .count()
+    }
+
+    #[test]
+    fn organisations_share_each_family_and_come_and_go_with_their_series() {
+        let state = Arc::new(State::new("test", "test"));
+        let names = [Some("blue".to_owned()), Some("green".to_owned())];
+        let orgs = state.set_orgs(&names);
+        let opts = PollOptions::from_config(&Config::default());
+        orgs[0].publish(
+            Ok(polled(&["111111111111"])),
+            Duration::from_millis(5),
+            &opts,
+        );
+        orgs[1].publish(
+            Ok(polled(&["222222222222"])),
+            Duration::from_millis(5),
+            &opts,
+        );
+        orgs[1].set_names(named("222222222222"));
+        let failure = PollError::RepeatedToken {
+            operation: "GetEnrollmentStatusesForOrganization",
+            page: 2,
+        };
+        orgs[0].publish(Err(failure), Duration::from_millis(5), &opts);
+        let text = body(&state);
+        for family in [
+            "aws_compute_optimizer_enrollment_status",
+            "aws_compute_optimizer_enrollment_accounts",
+            "aws_compute_optimizer_account_info",
+            "aws_compute_optimizer_up",
+            "aws_compute_optimizer_polls_total",
+        ] {
+            assert_eq!(headers(&text, family), 1, "{family}: {text}");
+        }
+        for want in [
+            "aws_compute_optimizer_enrollment_status{account_id=\"111111111111\",organization=\"blue\",status=\"Pending\"} 1\n",
+            "aws_compute_optimizer_enrollment_accounts{organization=\"green\",status=\"Pending\"} 1",
+            "aws_compute_optimizer_account_info{account_id=\"222222222222\",account_name=\"a\",account_state=\"\",organization=\"green\",ou_id=\"\"",
+            "aws_compute_optimizer_up{organization=\"blue\"} 0\naws_compute_optimizer_up{organization=\"green\"} 1\n",
+        ] {
+            assert!(text.contains(&want), "{want}: {text}");
+        }
+        assert!(
+            !text.contains("\naws_compute_optimizer_up 1\n"),
+            "an unlabelled series: {text}"
+        );
+        // Green goes: its series with it, blue's stay as they were.
+        state.set_orgs(&names[..1]);
+        let text = body(&state);
+        assert!(!text.contains("green"), "{text}");
+        assert!(
+            text.contains("organization=\"blue\",status=\"Pending\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -47,10 +47,11 @@ pub struct Restored {
     pub learned: Learned,
 }
 
-/// The storage folder, checked writable at start.
-#[derive(Debug)]
+/// A file in the storage folder, which is checked writable at start.
+#[derive(Debug, Clone)]
 pub struct Storage {
     dir: PathBuf,
+    file: String,
 }
 
 impl Storage {
@@ -66,11 +67,25 @@ impl Storage {
         let _ = std::fs::remove_file(&probe);
         Ok(Storage {
             dir: dir.to_owned(),
+            file: FILE.to_owned(),
         })
     }
 
+    /// The file of one organisation in the same folder: [`FILE`] for the
+    /// only one, `organization-<name>.json` for a named one (names are
+    /// letters, digits and `_.-`, so never a path).
+    pub fn for_organization(&self, name: Option<&str>) -> Storage {
+        Storage {
+            dir: self.dir.clone(),
+            file: match name {
+                Some(name) => format!("organization-{name}.json"),
+                None => FILE.to_owned(),
+            },
+        }
+    }
+
     pub fn path(&self) -> PathBuf {
-        self.dir.join(FILE)
+        self.dir.join(&self.file)
     }
 
     /// The saved walk, or `None` (with a warning naming the file, unless it
@@ -136,7 +151,7 @@ impl Storage {
             directory: directory.clone(),
         };
         let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        let tmp = self.dir.join(format!("{}.tmp", self.file));
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;

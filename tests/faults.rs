@@ -245,7 +245,7 @@ async fn sts_error_codes_are_labelled_and_advised() {
         1.0,
         "{text}"
     );
-    let outcome = exporter.state.last_poll().unwrap().error.unwrap();
+    let outcome = exporter.state.orgs()[0].last_poll().unwrap().error.unwrap();
     assert!(outcome.contains("RegionDisabledException"), "{outcome}");
     exporter.stop().await;
 }
