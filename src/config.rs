@@ -711,8 +711,12 @@ impl Config {
     /// the file it came from).
     pub fn effective_toml(&self) -> String {
         let mut shown = self.clone();
-        if shown.aws.external_id_file.is_some() {
-            shown.aws.external_id = None;
+        let aws = std::iter::once(&mut shown.aws)
+            .chain(shown.organization.iter_mut().map(|o| &mut o.aws));
+        for aws in aws {
+            if aws.external_id_file.is_some() {
+                aws.external_id = None;
+            }
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -7,6 +7,56 @@ use compute_optimizer_exporter::config::Config;
 
 /// (fixture, substrings the message must contain)
 const CASES: &[(&str, &[&str])] = &[
+    (
+        "organization_without_name.toml",
+        &[
+            "organization_without_name.toml:4:",
+            "organization[0].name",
+            "every [[organization]] needs a name",
+        ],
+    ),
+    (
+        "organization_bad_name.toml",
+        &[
+            "organization_bad_name.toml:2:",
+            "organization[0].name",
+            "\"gov cloud\" must be 1-64 characters of letters, digits and _.-",
+        ],
+    ),
+    (
+        "organization_duplicate_name.toml",
+        &[
+            "organization_duplicate_name.toml:5:",
+            "organization[1].name",
+            "\"commercial\" names two organizations",
+        ],
+    ),
+    (
+        "organization_unknown_key.toml",
+        &[
+            "organization_unknown_key.toml:",
+            "organization[0]",
+            "unknown field `regoin`",
+            "region",
+        ],
+    ),
+    (
+        "organization_wrong_type.toml",
+        &[
+            "organization_wrong_type.toml:6:",
+            "organization[1].max_attempts",
+            "invalid type",
+        ],
+    ),
+    (
+        "organization_inherited_invalid.toml",
+        &[
+            "organization_inherited_invalid.toml:2:",
+            "aws.external_id",
+            "set aws.role_arn too",
+            "the [aws] default of organization \"govcloud\"",
+        ],
+    ),
     ("syntax_error.toml", &["syntax_error.toml:2:"]),
     (
         "telemetry_path_with_space.toml",
@@ -260,6 +310,40 @@ fn the_shipped_example_is_valid_and_spells_out_every_default() {
     ] {
         assert!(text.contains(&format!("# {key} =")), "example lacks {key}");
     }
+}
+
+#[test]
+fn the_several_organizations_example_loads_each_over_the_aws_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/several-organizations.toml")).unwrap();
+    // Beside the external ID files it names, as a deployment has them.
+    let dir = std::env::temp_dir().join(format!("coe-several-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("several-organizations.toml");
+    std::fs::write(&path, &text).unwrap();
+    std::fs::write(dir.join("external-id-commercial"), "commercial-id-1\n").unwrap();
+    std::fs::write(dir.join("external-id-govcloud"), "govcloud-id-2\n").unwrap();
+    let c = Config::load(&path).unwrap();
+    let names: Vec<&str> = c.organization.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["commercial", "govcloud"]);
+    let (commercial, govcloud) = (&c.organization[0].aws, &c.organization[1].aws);
+    // Its own keys win; the rest come from [aws].
+    assert_eq!(commercial.region.as_deref(), Some("us-east-1"));
+    assert_eq!(govcloud.region.as_deref(), Some("us-gov-west-1"));
+    assert!(commercial.organizations && govcloud.organizations);
+    assert_eq!(commercial.account_tags, ["team"]);
+    assert!(govcloud.account_tags.is_empty());
+    assert_eq!(commercial.external_id.as_deref(), Some("commercial-id-1"));
+    assert_eq!(govcloud.external_id.as_deref(), Some("govcloud-id-2"));
+    assert_eq!(govcloud.profile.as_deref(), Some("govcloud"));
+    assert!(commercial.profile.is_none());
+    // What --config.check prints loads back to the same, secrets left out.
+    let printed = c.effective_toml();
+    assert!(!printed.contains("commercial-id-1") && !printed.contains("govcloud-id-2"));
+    let again_path = dir.join("printed.toml");
+    std::fs::write(&again_path, &printed).unwrap();
+    let again = Config::load(&again_path).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(again, c);
 }
 
 #[test]

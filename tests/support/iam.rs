@@ -107,6 +107,17 @@ impl Policies {
         out
     }
 
+    /// The same with the reader role's trust requiring `id` instead (an
+    /// organisation of its own, whose trust policy has its own ID).
+    pub fn with_external_id(mut self, id: &str) -> Policies {
+        for statement in statements_mut(&mut self.reader_trust) {
+            if let Some(v) = statement.pointer_mut("/Condition/StringEquals/sts:ExternalId") {
+                *v = Value::String(id.to_owned());
+            }
+        }
+        self
+    }
+
     /// The external ID the reader role's trust policy requires.
     pub fn external_id(&self) -> String {
         statements(&self.reader_trust)
