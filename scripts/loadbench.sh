@@ -4,6 +4,10 @@
 #
 #   scripts/loadbench.sh [ACCOUNTS=10000] [CONNECTIONS=4] [SECONDS=10]
 #
+# With ORGS=N, the exporter watches N organisations of ACCOUNTS accounts
+# each ([[organization]] tables, one stand-in each): ORGS=10 with 10000 is
+# 100,000 accounts in one process.
+#
 # With FORMAT=openmetrics, every request sends the Accept header Prometheus
 # 3 sends, and the OpenMetrics body is measured (default: the text format).
 #
@@ -33,15 +37,20 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-SP=$(free_port); EP=$(free_port); NP=$(free_port)
-./target/release/examples/standin --accounts "$ACCOUNTS" --listen "127.0.0.1:$SP" > "$tmp/standin.log" &
-cat > "$tmp/c.toml" <<TOML
-[aws]
-region = "us-east-1"
-endpoint_url = "http://127.0.0.1:$SP"
-[poll]
-interval = "5m"
-TOML
+ORGS=${ORGS:-}
+EP=$(free_port); NP=$(free_port)
+printf '[aws]\nregion = "us-east-1"\n' > "$tmp/c.toml"
+for i in $(seq 1 "${ORGS:-1}"); do
+  SP=$(free_port)
+  ./target/release/examples/standin --accounts "$ACCOUNTS" --listen "127.0.0.1:$SP" \
+    --first-id $((100000000000 + i * 1000000)) > "$tmp/standin-$i.log" &
+  if [ -n "$ORGS" ]; then
+    printf '\n[[organization]]\nname = "org-%02d"\nendpoint_url = "http://127.0.0.1:%s"\n' "$i" "$SP" >> "$tmp/c.toml"
+  else
+    printf 'endpoint_url = "http://127.0.0.1:%s"\n' "$SP" >> "$tmp/c.toml"
+  fi
+done
+printf '\n[poll]\ninterval = "5m"\n' >> "$tmp/c.toml"
 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
   ./target/release/compute-optimizer-exporter --config.file "$tmp/c.toml" \
   --web.listen-address "127.0.0.1:$EP" --log.level warn &
@@ -52,9 +61,10 @@ for _ in $(seq 1 600); do
 done
 curl -fs "http://127.0.0.1:$EP/-/ready" >/dev/null
 sleep 1.2
-requests=$(tail -1 "$tmp/standin.log" | awk '{print $NF}')
+requests=$(for f in "$tmp"/standin-*.log; do tail -1 "$f"; done | awk '{s += $NF} END {print s}')
 scrape=$(curl -s "http://127.0.0.1:$EP/metrics")
-poll_s=$(awk '/^aws_compute_optimizer_poll_duration_seconds_sum/ {print $2}' <<<"$scrape")
+# The slowest organisation's first poll.
+poll_s=$(awk '/^aws_compute_optimizer_poll_duration_seconds_sum/ {if ($2 > m) m = $2} END {print m}' <<<"$scrape")
 # All CPU the exporter used so far (start-up and the first poll), per page.
 # (utime + stime from /proc, in clock ticks: finer than process_cpu_seconds_total.)
 ticks=$(awk '{print $14 + $15}' "/proc/$EXPORTER/stat")
@@ -111,7 +121,7 @@ gz_file=$(wc -c < "$tmp/www/metrics.gz")
 read -r nrps np50 np99 <<<"$(bench "http://127.0.0.1:$NP/metrics")"
 nginx_rss_kb=$(ps -o rss= --ppid "$(cat "$tmp/nginx.pid")" --pid "$(cat "$tmp/nginx.pid")" | awk '{s += $1} END {print s}')
 
-echo "accounts=$ACCOUNTS requests_per_poll=$requests poll_seconds=$poll_s cpu_ms_per_page=$cpu_ms_per_page body_bytes=$bytes gzip_bytes=$gz"
+echo "organizations=${ORGS:-1} accounts=$((ACCOUNTS * ${ORGS:-1})) requests_per_poll=$requests poll_seconds=$poll_s cpu_ms_per_page=$cpu_ms_per_page body_bytes=$bytes gzip_bytes=$gz"
 printf '%-28s %10s %9s %9s %12s %8s\n' server scrapes/s p50_ms p99_ms gzip_bytes rss_mb
 printf '%-28s %10s %9s %9s %12s %8s\n' compute-optimizer-exporter "$rps" "$p50" "$p99" "$gz" "$((rss_kb / 1024))"
 printf '%-28s %10s %9s %9s %12s %8s\n' "nginx gzip_static (limit)" "$nrps" "$np50" "$np99" "$gz_file" "$((nginx_rss_kb / 1024))"

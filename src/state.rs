@@ -526,7 +526,7 @@ mod tests {
             "aws_compute_optimizer_account_info{account_id=\"222222222222\",account_name=\"a\",account_state=\"\",organization=\"green\",ou_id=\"\"",
             "aws_compute_optimizer_up{organization=\"blue\"} 0\naws_compute_optimizer_up{organization=\"green\"} 1\n",
         ] {
-            assert!(text.contains(&want), "{want}: {text}");
+            assert!(text.contains(want), "{want}: {text}");
         }
         assert!(
             !text.contains("\naws_compute_optimizer_up 1\n"),

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::standin::{self, Fault, OrgAccount, Standin, iam};
 use support::{Exporter, get, sample};
 
