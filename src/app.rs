@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::aws::{AwsSource, StaticCredentials};
 use crate::config::{Config, PollOptions, WebConfig};
@@ -204,6 +205,15 @@ pub async fn run(
     Ok(())
 }
 
+/// The span an organisation's work runs in: its lines carry
+/// `organization=<name>` (none for the only, unnamed one).
+fn span_of(name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::info_span!("organization", organization = %name),
+        None => tracing::Span::none(),
+    }
+}
+
 /// One running producer and the means to stop it.
 struct Task {
     stop: shutdown::Trigger,
@@ -217,15 +227,10 @@ impl Task {
         org: &Org,
         run: impl FnOnce(Shutdown) -> F,
     ) -> Task {
-        use tracing::Instrument as _;
-        let span = match &org.name {
-            Some(name) => tracing::info_span!("organization", organization = %name),
-            None => tracing::Span::none(),
-        };
         let (stop, stopped) = shutdown::channel();
         Task {
             stop,
-            handle: tokio::spawn(run(stopped).instrument(span)),
+            handle: tokio::spawn(run(stopped).instrument(span_of(org.name.as_deref()))),
         }
     }
 
@@ -368,7 +373,15 @@ impl Fleet {
             };
             let source = match current {
                 Some(w) if !new.aws.clients_differ(&w.config.aws) => None,
-                _ => Some(make_source(&self.credentials, new, &demo).await?),
+                _ => Some(
+                    make_source(&self.credentials, new, &demo)
+                        .instrument(span_of(name.as_deref()))
+                        .await
+                        .map_err(|e| match name {
+                            Some(name) => format!("organization {name:?}: {e}"),
+                            None => e,
+                        })?,
+                ),
             };
             sources.push((demo, source));
         }

@@ -194,7 +194,7 @@ impl Org {
         if *self.names() == names {
             return;
         }
-        let segment = Arc::new(Segment::new(render_walk(&names, self.name.as_deref())));
+        let segment = rendering(|| Segment::new(render_walk(&names, self.name.as_deref())));
         self.publishing(|| {
             *write(&self.names) = Arc::new(names);
             *write(&self.walk_segment) = segment;
@@ -267,7 +267,7 @@ impl Org {
         let segment = result
             .as_ref()
             .ok()
-            .map(|snap| Arc::new(Segment::new(render_poll(snap, self.name.as_deref()))));
+            .map(|snap| rendering(|| Segment::new(render_poll(snap, self.name.as_deref()))));
         let m = &self.metrics;
         m.poll_duration.observe(took.as_secs_f64());
         let outcome = match result {
@@ -382,6 +382,19 @@ fn log_changes(previous: &Snapshot, next: &Snapshot) {
             tracing::info!(account_id = %id, "account no longer listed");
         }
     }
+}
+
+/// Renders and compresses one segment at a time, process-wide. Each render
+/// holds a run of plain text and a compressor at libdeflate's strongest
+/// level (a few MB); ten organisations whose first polls end together would
+/// otherwise hold ten at once, the largest part of the exporter's peak
+/// memory. Rendering is CPU-bound and the machine has few cores, so taking
+/// turns costs no throughput; it never blocks a scrape (renders run on
+/// blocking threads, outside every lock a scrape takes).
+fn rendering(render: impl FnOnce() -> Segment) -> Arc<Segment> {
+    static RENDERING: Mutex<()> = Mutex::new(());
+    let _turn = lock(&RENDERING);
+    Arc::new(render())
 }
 
 // A panic while holding these locks cannot leave the data half-written (we
