@@ -23,15 +23,12 @@ fn organisation(n: usize) -> Snapshot {
     for i in 0..n {
         let id = format!("{:012}", 100_000_000_000u64 + i as u64 * 7);
         let status = Status::KNOWN[i % 4].clone();
-        snap.accounts.insert(
-            id.clone(),
-            Account {
-                account_id: id,
-                status,
-                status_reason: None,
-                last_updated: Some(1_700_000_000.0 + i as f64),
-            },
-        );
+        snap.accounts.insert(Account {
+            account_id: id,
+            status,
+            status_reason: None,
+            last_updated: Some(1_700_000_000.0 + i as f64),
+        });
     }
     snap
 }

@@ -279,6 +279,14 @@ pub struct Exposition {
     live: [RwLock<Option<Arc<LiveParts>>>; 2],
 }
 
+/// Consecutive pieces smaller than this are copied into one buffer when an
+/// exposition is spliced. Ten organisations make some 150 pieces, many of
+/// them a family's metadata of a hundred bytes; a scrape writing each as a
+/// buffer of its own served 0.72× what nginx serves of the same bytes
+/// (about 1.0× coalesced). The copy is the size of the compressed body at
+/// most (1.45 MB at 100,000 accounts).
+const COALESCE_BYTES: usize = 1024 * 1024;
+
 /// How long one encoding of the exporter's own metrics serves scrapes. Under
 /// load that makes a scrape a handful of shared buffers, as a static file
 /// server would send; `process_*` values and API request counts of a poll
@@ -324,13 +332,23 @@ impl Exposition {
         let mut sums: [(crc32fast::Hasher, u64); 2] = Default::default();
         let pieces = FORMATS.map(|format| {
             let (crc, len) = &mut sums[index(format)];
-            let mut pieces = Vec::with_capacity(parts.len());
+            let mut pieces = Vec::new();
+            let mut small = Vec::new();
             for piece in parts.iter().map(|p| p.of(format)) {
                 crc.combine(&piece.crc);
                 *len += piece.len;
-                if !piece.deflated.is_empty() {
-                    pieces.push(piece.deflated.clone());
+                let deflated = &piece.deflated;
+                if small.len() + deflated.len() > COALESCE_BYTES && !small.is_empty() {
+                    pieces.push(Bytes::from(std::mem::take(&mut small)));
                 }
+                if deflated.len() >= COALESCE_BYTES {
+                    pieces.push(deflated.clone());
+                } else {
+                    small.extend_from_slice(deflated);
+                }
+            }
+            if !small.is_empty() {
+                pieces.push(Bytes::from(small));
             }
             pieces
         });

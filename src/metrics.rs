@@ -559,15 +559,12 @@ mod tests {
                 _ if i % 12 == 5 => Status::Other("Suspe\"nded\\\n".into()),
                 _ => Status::Inactive,
             };
-            snap.accounts.insert(
-                id.clone(),
-                Account {
-                    account_id: id,
-                    status,
-                    status_reason: Some("reason".into()),
-                    last_updated: (i % 5 != 0).then_some(1_700_000_000.0 + i as f64 * 0.25),
-                },
-            );
+            snap.accounts.insert(Account {
+                account_id: id,
+                status,
+                status_reason: Some("reason".into()),
+                last_updated: (i % 5 != 0).then_some(1_700_000_000.0 + i as f64 * 0.25),
+            });
         }
         snap
     }
@@ -580,7 +577,8 @@ mod tests {
             ],
             accounts: snap
                 .accounts
-                .keys()
+                .values()
+                .map(|a| &a.account_id)
                 .step_by(2)
                 .enumerate()
                 .map(|(i, id)| {

@@ -195,13 +195,76 @@ impl Directory {
     }
 }
 
-/// The result of one complete poll: every account of every page.
+/// Every account of a poll, sorted by account ID, each once (an account
+/// that appears on two pages, the organisation changing mid-poll, keeps its
+/// later listing).
 ///
-/// Keyed by account ID so the output is sorted and an account that appears
-/// on two pages (the organisation changed mid-poll) is exported once.
+/// A sorted `Vec` rather than a map keyed by ID: the ID is not stored twice
+/// and there are no tree nodes, which halves what an organisation's
+/// statuses take (they are held twice while a poll publishes, by every
+/// organisation whose poll ends at the same time).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Accounts(Vec<Account>);
+
+impl Accounts {
+    /// The accounts as listed, in any order, duplicates included.
+    pub fn from_listed(mut listed: Vec<Account>) -> Accounts {
+        // A stable sort of the reversed listing puts each ID's last listing
+        // first, and `dedup_by` keeps the first of each run.
+        listed.reverse();
+        listed.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+        listed.dedup_by(|later, kept| later.account_id == kept.account_id);
+        listed.shrink_to_fit();
+        Accounts(listed)
+    }
+
+    /// Adds or replaces the account with this ID (tests, tools: a poll
+    /// builds the whole list with [`Accounts::from_listed`]).
+    pub fn insert(&mut self, account: Account) {
+        match self.position(&account.account_id) {
+            Ok(i) => self.0[i] = account,
+            Err(i) => self.0.insert(i, account),
+        }
+    }
+
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|a| a.account_id.as_str().cmp(id))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Account> {
+        self.position(id).ok().map(|i| &self.0[i])
+    }
+
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.position(id).is_ok()
+    }
+
+    /// In account ID order.
+    pub fn values(&self) -> std::slice::Iter<'_, Account> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Accounts {
+    type Item = &'a Account;
+    type IntoIter = std::slice::Iter<'a, Account>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// The result of one complete poll: every account of every page.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Snapshot {
-    pub accounts: BTreeMap<String, Account>,
+    pub accounts: Accounts,
     pub pages: usize,
     pub finished_at: Option<SystemTime>,
     /// `None` when `GetEnrollmentStatus` was not answered this poll.
@@ -244,17 +307,41 @@ mod tests {
     }
 
     #[test]
+    fn accounts_are_sorted_by_id_and_a_later_listing_wins() {
+        let account = |id: &str, status: Status| Account {
+            account_id: id.into(),
+            status,
+            status_reason: None,
+            last_updated: None,
+        };
+        let listed = vec![
+            account("3", Status::Active),
+            account("1", Status::Pending),
+            account("2", Status::Active),
+            account("1", Status::Failed),
+        ];
+        let accounts = Accounts::from_listed(listed);
+        let ids: Vec<&str> = accounts.values().map(|a| a.account_id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert_eq!(accounts.get("1").map(|a| &a.status), Some(&Status::Failed));
+        assert!(accounts.contains_key("3") && !accounts.contains_key("4"));
+        let mut more = accounts.clone();
+        more.insert(account("0", Status::Inactive));
+        more.insert(account("2", Status::Pending));
+        let ids: Vec<&str> = more.values().map(|a| a.account_id.as_str()).collect();
+        assert_eq!(ids, ["0", "1", "2", "3"]);
+        assert_eq!(more.get("2").map(|a| &a.status), Some(&Status::Pending));
+    }
+
+    #[test]
     fn counts_always_have_the_four_statuses() {
         let mut snap = Snapshot::default();
-        snap.accounts.insert(
-            "1".into(),
-            Account {
-                account_id: "1".into(),
-                status: Status::Other("Weird".into()),
-                status_reason: None,
-                last_updated: None,
-            },
-        );
+        snap.accounts.insert(Account {
+            account_id: "1".into(),
+            status: Status::Other("Weird".into()),
+            status_reason: None,
+            last_updated: None,
+        });
         let counts = snap.counts();
         assert_eq!(counts.len(), 5);
         assert_eq!(counts[&Status::Pending], 0);

@@ -427,7 +427,7 @@ mod tests {
             account("333333333333", Status::Active, 9.0 * 86_400.0, n),
             account("444444444444", Status::Inactive, 9.0 * 86_400.0, n),
         ] {
-            snap.accounts.insert(a.account_id.clone(), a);
+            snap.accounts.insert(a);
         }
         let last = PollOutcome {
             finished_at: now,

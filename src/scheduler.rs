@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
 use crate::error::{ApiError, PollError};
-use crate::model::{OrgStatus, PageRequest, Snapshot};
+use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
 use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
@@ -92,11 +92,9 @@ pub async fn poll_once<S: PageSource>(
     );
     let mut snap = Snapshot {
         pages: listed.pages,
+        accounts: Accounts::from_listed(listed.items),
         ..Snapshot::default()
     };
-    for account in listed.items {
-        snap.accounts.insert(account.account_id.clone(), account);
-    }
     snap.org = fetch_org_status(source, opts, state, listing.deadline).await;
     snap.finished_at = Some(SystemTime::now());
     Ok(snap)

@@ -340,8 +340,8 @@ impl Org {
                 "other".into()
             }
         };
-        for (id, account) in &next.accounts {
-            if let Some(old) = previous.accounts.get(id)
+        for account in &next.accounts {
+            if let Some(old) = previous.accounts.get(&account.account_id)
                 && old.status != account.status
             {
                 self.metrics
@@ -359,7 +359,8 @@ fn log_changes(previous: &Snapshot, next: &Snapshot) {
     if previous.finished_at.is_none() {
         return;
     }
-    for (id, account) in &next.accounts {
+    for account in &next.accounts {
+        let id = &account.account_id;
         match previous.accounts.get(id) {
             Some(old) if old.status == account.status => {}
             Some(old) => tracing::info!(
@@ -377,7 +378,7 @@ fn log_changes(previous: &Snapshot, next: &Snapshot) {
             ),
         }
     }
-    for id in previous.accounts.keys() {
+    for id in previous.accounts.values().map(|a| &a.account_id) {
         if !next.accounts.contains_key(id) {
             tracing::info!(account_id = %id, "account no longer listed");
         }
@@ -431,15 +432,12 @@ mod tests {
             ..Snapshot::default()
         };
         for id in ids {
-            snap.accounts.insert(
-                (*id).into(),
-                Account {
-                    account_id: (*id).into(),
-                    status: Status::Pending,
-                    status_reason: None,
-                    last_updated: None,
-                },
-            );
+            snap.accounts.insert(Account {
+                account_id: (*id).into(),
+                status: Status::Pending,
+                status_reason: None,
+                last_updated: None,
+            });
         }
         snap
     }
