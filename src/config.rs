@@ -1,4 +1,6 @@
-//! Configuration: a TOML file with `[web]`, `[aws]` and `[poll]` sections.
+//! Configuration: a TOML file with `[web]`, `[aws]` and `[poll]` sections,
+//! and any number of `[[organization]]` tables, each an organisation's AWS
+//! settings over `[aws]`'s.
 //!
 //! Loading follows blackbox_exporter: unknown keys are errors, defaults are
 //! filled in first, then every rule is validated, and every error is one line

@@ -5,7 +5,8 @@
 //!
 //! * [`cli`]: flags, config loading, logging, runtime; `main.rs` only calls it.
 //! * [`config`]: the TOML file, defaults then validation, one-line errors.
-//! * [`app`]: wires server, scheduler and reloads under one [`shutdown`].
+//! * [`app`]: wires server, producers and reloads under one [`shutdown`]:
+//!   one set of producers per organisation watched.
 //! * [`source`]: the traits every source of pages implements, and the
 //!   dispatch between them.
 //! * [`aws`]: the only module that imports the AWS SDK; a client per
@@ -14,7 +15,8 @@
 //! * [`paging`]: the one paging loop (tokens, caps, retries, deadlines) that
 //!   every listing uses.
 //! * [`scheduler`]: the enrollment poll loop; [`names`]: account names.
-//! * [`state`]: what the producers publish, each swapping its own segment.
+//! * [`state`]: the exporter and its organisations; what each organisation's
+//!   producers publish, each swapping its own segment.
 //! * [`storage`]: `--storage.path`, the walk's data kept across restarts.
 //! * [`authgate`]: the one bcrypt worker, its fair queue, the login cache.
 //! * [`websec`] and [`tlsconf`]: exporter-toolkit's web config.
