@@ -385,9 +385,8 @@ impl Fleet {
             };
             sources.push((demo, source));
         }
-        let mut old = std::mem::take(&mut self.watched);
-        let (kept, gone): (Vec<Watched>, Vec<Watched>) = old
-            .drain(..)
+        let (mut kept, gone): (Vec<Watched>, Vec<Watched>) = std::mem::take(&mut self.watched)
+            .into_iter()
             .partition(|w| wanted.iter().any(|(name, _)| *name == w.org.name));
         for w in gone {
             tracing::info!(
@@ -398,12 +397,11 @@ impl Fleet {
         }
         let names: Vec<Option<String>> = wanted.iter().map(|(n, _)| n.clone()).collect();
         let orgs = state.set_orgs(&names);
-        let mut kept: Vec<Option<Watched>> = kept.into_iter().map(Some).collect();
         for (((name, new), (demo, source)), org) in wanted.into_iter().zip(sources).zip(orgs) {
             let current = kept
-                .iter_mut()
-                .find(|w| w.as_ref().is_some_and(|w| w.org.name == name))
-                .and_then(Option::take);
+                .iter()
+                .position(|w| w.org.name == name)
+                .map(|i| kept.swap_remove(i));
             let watched = match current {
                 Some(mut w) => {
                     w.producers.reload(&w.config, &new, source, &org).await;
