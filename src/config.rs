@@ -103,17 +103,6 @@ impl<'de> Deserialize<'de> for Organization {
     }
 }
 
-impl Organization {
-    /// A named organisation with these settings (tests, tools).
-    pub fn new(name: &str, aws: AwsConfig) -> Organization {
-        Organization {
-            name: name.to_owned(),
-            aws,
-            table: toml::Table::new(),
-        }
-    }
-}
-
 /// What an `[[organization]]` name may be: a label value that reads well in
 /// a file name, a URL and a route matcher.
 const ORGANIZATION_NAME_RULE: &str = "1-64 characters of letters, digits and _.-";
@@ -664,7 +653,7 @@ impl Config {
                 // A value the table does not set came from [aws]: say so there.
                 let own = key
                     .strip_prefix(&format!("{table}."))
-                    .is_none_or(|k| org.table.contains_key(k) || org.table.is_empty());
+                    .is_none_or(|k| org.table.contains_key(k));
                 if own {
                     (key, msg)
                 } else {

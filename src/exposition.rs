@@ -214,15 +214,6 @@ impl Segment {
             families: Vec::new(),
         }
     }
-
-    /// Bytes of the compressed pieces in one format.
-    pub fn deflated_len(&self, format: Format) -> usize {
-        self.families
-            .iter()
-            .flat_map(Family::parts)
-            .map(|p| p.of(format).deflated.len())
-            .sum()
-    }
 }
 
 /// `# EOF`, which ends an OpenMetrics body: a segment whose text form is
