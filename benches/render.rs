@@ -5,6 +5,11 @@
 //!     cargo bench --bench render -- per_poll/compress   # the per-poll compression
 //!
 //!     cargo bench --bench render
+//!
+//! Under `cargo test --all-targets` (no `--bench` flag) criterion runs each
+//! benchmark once as a test; there only the smallest size is built, so the
+//! suite checks that the benchmarks compile and run without spending
+//! minutes rendering 100,000 accounts in a debug build.
 
 use std::time::SystemTime;
 
@@ -14,6 +19,16 @@ use compute_optimizer_exporter::metrics::{SelfMetrics, render_poll, render_snaps
 use compute_optimizer_exporter::model::{Account, Directory, Snapshot, Status};
 use compute_optimizer_exporter::openmetrics::Format;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+/// The organisation sizes: all three under `cargo bench`, the smallest
+/// under `cargo test`.
+fn sizes() -> &'static [usize] {
+    if std::env::args().any(|a| a == "--bench") {
+        &[1_000, 10_000, 100_000]
+    } else {
+        &[1_000]
+    }
+}
 
 fn organisation(n: usize) -> Snapshot {
     let mut snap = Snapshot {
@@ -36,7 +51,7 @@ fn organisation(n: usize) -> Snapshot {
 fn per_poll(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_poll");
     g.sample_size(10);
-    for n in [1_000, 10_000, 100_000] {
+    for &n in sizes() {
         let snap = organisation(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("render", n), &snap, |b, s| {
@@ -63,7 +78,7 @@ fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
     let org_metrics = compute_optimizer_exporter::metrics::OrgMetrics::new(None);
-    for n in [1_000, 10_000, 100_000] {
+    for &n in sizes() {
         let exposition = Exposition::new(render_snapshot(
             &organisation(n),
             &Directory::default(),

@@ -109,6 +109,29 @@ pub fn load_config(
     Ok(config)
 }
 
+/// What `--config.check` adds to the file's own rules: each organisation's
+/// clients built exactly as a start builds them, so the check refuses what
+/// a start would (no region anywhere, say). Sends no request to AWS.
+pub async fn check(config: &Config, demo: bool) -> Result<(), String> {
+    if demo {
+        return Ok(());
+    }
+    for (name, org) in config.organizations() {
+        make_source(&None, &org, &None)
+            .await
+            .map_err(|e| of_organization(name.as_deref(), e))?;
+    }
+    Ok(())
+}
+
+/// An organisation's error, prefixed with its name when it has one.
+fn of_organization(name: Option<&str>, e: String) -> String {
+    match name {
+        Some(name) => format!("organization {name:?}: {e}"),
+        None => e,
+    }
+}
+
 async fn make_source(
     credentials: &Option<StaticCredentials>,
     config: &Config,
@@ -377,10 +400,7 @@ impl Fleet {
                     make_source(&self.credentials, new, &demo)
                         .instrument(span_of(name.as_deref()))
                         .await
-                        .map_err(|e| match name {
-                            Some(name) => format!("organization {name:?}: {e}"),
-                            None => e,
-                        })?,
+                        .map_err(|e| of_organization(name.as_deref(), e))?,
                 ),
             };
             sources.push((demo, source));

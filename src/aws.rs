@@ -151,8 +151,8 @@ impl AwsSource {
             let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
                 .session_name(cfg.session_name.clone())
                 .configure(&sts);
-            if let Some(id) = &cfg.external_id {
-                assume = assume.external_id(id.clone());
+            if let Some(id) = cfg.external_id() {
+                assume = assume.external_id(id);
             }
             // The provider caches and refreshes the session before it expires;
             // every client shares it.

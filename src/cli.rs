@@ -94,6 +94,15 @@ pub fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if args.check_config {
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))
+            .and_then(|rt| rt.block_on(app::check(&config, args.demo)));
+        if let Err(e) = built {
+            say_error(&e);
+            return ExitCode::from(1);
+        }
         let source = args
             .config
             .as_ref()

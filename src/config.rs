@@ -177,9 +177,15 @@ pub struct AwsConfig {
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub external_id: Option<String>,
     /// A file holding the external ID (e.g. a mounted Kubernetes Secret),
-    /// read at every load into `external_id`; relative to the config file.
+    /// read at every load; relative to the config file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id_file: Option<PathBuf>,
+    /// What `external_id_file` held at load. Kept apart from `external_id`
+    /// so the configuration stays as written: validating it again (after
+    /// the `--web.*` flags, on every reload) sees one key set, not two.
+    /// Part of equality, so a changed file rebuilds the clients on reload.
+    #[serde(skip)]
+    pub external_id_from_file: Option<String>,
     pub session_name: String,
     /// Attempts per page, the first included.
     pub max_attempts: u32,
@@ -203,9 +209,15 @@ pub struct AwsConfig {
     pub account_tags: Vec<String>,
 }
 
-/// The label name for a tag key: `tag_` and the key with every character
-/// outside `[a-zA-Z0-9_]` replaced by `_` (`cost-center` → `tag_cost_center`).
 impl AwsConfig {
+    /// The external ID sent to STS: `external_id`, or what
+    /// `external_id_file` held when the configuration was loaded.
+    pub fn external_id(&self) -> Option<&str> {
+        self.external_id
+            .as_deref()
+            .or(self.external_id_from_file.as_deref())
+    }
+
     /// Whether `other` needs new AWS clients or retry settings: every key
     /// but the organisation walk's own.
     pub fn clients_differ(&self, other: &AwsConfig) -> bool {
@@ -228,8 +240,8 @@ impl AwsConfig {
     }
 }
 
-/// Fills `aws.external_id` from `aws.external_id_file` (`table` names
-/// where they are: `aws` or `organization[i]`).
+/// Reads `aws.external_id_file` into `external_id_from_file` (`table`
+/// names where the key is: `aws` or `organization[i]`).
 fn read_external_id_file(
     aws: &mut AwsConfig,
     table: &str,
@@ -269,7 +281,7 @@ fn read_external_id_file(
             file.display()
         )));
     }
-    aws.external_id = Some(id.to_owned());
+    aws.external_id_from_file = Some(id.to_owned());
     Ok(())
 }
 
@@ -283,6 +295,8 @@ fn valid_external_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c))
 }
 
+/// The label name for a tag key: `tag_` and the key with every character
+/// outside `[a-zA-Z0-9_]` replaced by `_` (`cost-center` → `tag_cost_center`).
 pub fn tag_label(key: &str) -> String {
     let mut label = String::from("tag_");
     label.extend(key.chars().map(|c| {
@@ -315,6 +329,7 @@ impl Default for AwsConfig {
             role_arn: None,
             external_id: None,
             external_id_file: None,
+            external_id_from_file: None,
             session_name: "compute-optimizer-exporter".into(),
             max_attempts: 3,
             retry_backoff: Duration::from_secs(1),
@@ -423,8 +438,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Fills `external_id` from `external_id_file`, for `[aws]` and every
-    /// organisation, so every load (and so every reload) reads the files
+    /// Reads every `external_id_file`, for `[aws]` and every organisation, so every load (and so every reload) reads the files
     /// afresh. The value is never part of an error.
     fn read_external_id_files(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
         read_external_id_file(&mut self.aws, "aws", path, text)?;
@@ -696,20 +710,10 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets redacted.
-    /// The configuration as TOML, secrets redacted; loadable again (the
-    /// external ID read from `aws.external_id_file` is not printed beside
-    /// the file it came from).
+    /// The configuration as TOML, secrets redacted; loadable again (what
+    /// an `external_id_file` holds is never part of it).
     pub fn effective_toml(&self) -> String {
-        let mut shown = self.clone();
-        let aws = std::iter::once(&mut shown.aws)
-            .chain(shown.organization.iter_mut().map(|o| &mut o.aws));
-        for aws in aws {
-            if aws.external_id_file.is_some() {
-                aws.external_id = None;
-            }
-        }
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
 
@@ -754,7 +758,6 @@ fn validate_aws(a: &AwsConfig, table: &str) -> Result<(), (String, String)> {
         );
     }
     if let Some(id) = &a.external_id
-        && a.external_id_file.is_none()
         && !valid_external_id(id)
     {
         // Never quoted: it is a secret.

@@ -12,7 +12,15 @@
 //! of the folder), so a crash leaves the old or the new one, never half of
 //! either. A missing file is a first start; a truncated, corrupt or
 //! foreign-version one is a warning naming it, and the walk starts afresh:
-//! never a crash.
+//! never a crash. So is a file larger than [`MAX_FILE_BYTES`], refused
+//! before it is read: a stray 100 MB file must not take a pod over its
+//! memory limit.
+//!
+//! Account names and tags are nobody else's business on the host: the
+//! folder is created 0700 and every file 0600, whatever the umask. The
+//! temporary file has a name of its own per write and is created
+//! exclusively (`O_EXCL`), so it never follows a planted symlink or
+//! truncates a file it did not create.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +35,10 @@ pub const FILE: &str = "organization.json";
 
 /// The format this build writes and reads; any other is ignored.
 pub const VERSION: u32 = 1;
+
+/// The largest file read back: 32 MiB, about 180,000 accounts with a tag
+/// each (100,000 accounts make 17.5 MB).
+pub const MAX_FILE_BYTES: u64 = 32 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -61,7 +73,7 @@ impl Storage {
         let fail = |what: &str, e: std::io::Error| {
             format!("--storage.path {}: {what}: {e}", dir.display())
         };
-        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the folder", e))?;
+        create_private_dir(dir).map_err(|e| fail("cannot create the folder", e))?;
         let probe = dir.join(".write-test");
         std::fs::write(&probe, b"").map_err(|e| fail("cannot write in the folder", e))?;
         let _ = std::fs::remove_file(&probe);
@@ -92,7 +104,7 @@ impl Storage {
     /// simply does not exist yet) when there is none to trust.
     pub fn load(&self) -> Option<Restored> {
         let path = self.path();
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_bounded(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -151,19 +163,78 @@ impl Storage {
             directory: directory.clone(),
         };
         let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!("{}.tmp", self.file));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        let tmp = self.dir.join(temporary_name(&self.file));
+        let written = (|| {
+            let mut f = create_private_file(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
+            std::fs::rename(&tmp, self.path())
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::rename(&tmp, self.path())?;
         // The rename itself is durable once the folder is synced.
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
         Ok(())
     }
+}
+
+/// A name no other write uses: the file's, the process and a counter.
+fn temporary_name(file: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        ".{file}.{}.{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates `dir` and its missing parents; the folder itself 0700.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates a new file, 0600, failing if anything (a symlink included)
+/// is already there.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// The whole file, unless it is larger than [`MAX_FILE_BYTES`]: then an
+/// error, before a byte is read.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes, more than the {MAX_FILE_BYTES} a saved organisation may have"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other("grew past the bound while read"));
+    }
+    Ok(bytes)
 }
 
 /// A restored directory made to fit the tag labels configured now: tags of
@@ -240,7 +311,51 @@ mod tests {
                 tags: 20.0
             }
         );
-        assert!(!s.dir.join(format!("{FILE}.tmp")).exists());
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(&s.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_folder_and_the_file_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = dir();
+        let s = Storage::open(&d).unwrap();
+        s.save(&directory(), 1.0, 1.0).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&s.path()), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_symlink_is_never_followed() {
+        let s = Storage::open(&dir()).unwrap();
+        let victim = s.dir.join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        // Whatever name the next write picks, an existing entry there is
+        // refused rather than opened: create_new is O_CREAT|O_EXCL.
+        let planted = s.dir.join("planted.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(create_private_file(&planted).is_err());
+        s.save(&directory(), 1.0, 1.0).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn a_file_over_the_bound_is_refused_before_it_is_read() {
+        let s = Storage::open(&dir()).unwrap();
+        let f = std::fs::File::create(s.path()).unwrap();
+        // Sparse: the size is there without writing 32 MiB.
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = read_bounded(&s.path()).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        assert_eq!(s.load(), None);
     }
 
     #[test]

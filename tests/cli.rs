@@ -756,3 +756,31 @@ async fn the_systemd_socket_is_served_and_its_absence_is_a_clear_error() {
         "{said}"
     );
 }
+
+/// The documented Kubernetes setup, through the binary: the hop into the
+/// shipped reader role with the external ID in a mounted Secret's file
+/// (trailing newline included). The stand-in's STS checks the ID the
+/// trust policy names, so the poll succeeding proves the file's ID was
+/// sent; a wrong one is refused and reported, and never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_id_file_reaches_sts_through_the_binary() {
+    use support::standin::iam::{Install, Policies, READER_ROLE};
+    let standin = Standin::start(org(10)).await;
+    standin.set_install(Install::Hop);
+    let id = tempdir().join("external-id");
+    let keys = format!(
+        "role_arn = \"{READER_ROLE}\"\nexternal_id_file = {:?}\n[poll]\ninterval = \"2s\"\n",
+        id.display().to_string()
+    );
+    std::fs::write(&id, format!("{}\n", Policies::shipped().external_id())).unwrap();
+    let mut run = against(&standin, &keys, &[]);
+    let done = run.wait_line("poll finished");
+    assert!(done.contains("accounts=10"), "{done}");
+    drop(run);
+
+    std::fs::write(&id, "not-the-shared-id\n").unwrap();
+    let mut run = against(&standin, &keys, &[]);
+    let failed = run.wait_line("poll failed");
+    assert!(failed.contains("AccessDenied"), "{failed}");
+    assert!(!run.drain().contains("not-the-shared-id"));
+}

@@ -333,8 +333,8 @@ fn the_several_organizations_example_loads_each_over_the_aws_defaults() {
     assert!(commercial.organizations && govcloud.organizations);
     assert_eq!(commercial.account_tags, ["team"]);
     assert!(govcloud.account_tags.is_empty());
-    assert_eq!(commercial.external_id.as_deref(), Some("commercial-id-1"));
-    assert_eq!(govcloud.external_id.as_deref(), Some("govcloud-id-2"));
+    assert_eq!(commercial.external_id(), Some("commercial-id-1"));
+    assert_eq!(govcloud.external_id(), Some("govcloud-id-2"));
     assert_eq!(govcloud.profile.as_deref(), Some("govcloud"));
     assert!(commercial.profile.is_none());
     // What --config.check prints loads back to the same, secrets left out.
@@ -359,7 +359,7 @@ fn the_external_id_file_is_read_at_every_load_and_never_printed() {
     // Relative to the config file; a Secret's trailing newline is not part of it.
     std::fs::write(dir.join("id"), "first-id-1234\n").unwrap();
     let c = Config::load(&config).unwrap();
-    assert_eq!(c.aws.external_id.as_deref(), Some("first-id-1234"));
+    assert_eq!(c.aws.external_id(), Some("first-id-1234"));
     assert!(!c.effective_toml().contains("first-id-1234"));
     // What --config.check prints loads back, beside the same file.
     let printed = dir.join("printed.toml");
@@ -368,7 +368,7 @@ fn the_external_id_file_is_read_at_every_load_and_never_printed() {
     assert_eq!(again, c);
     std::fs::write(dir.join("id"), "second-id-5678").unwrap();
     let c = Config::load(&config).unwrap();
-    assert_eq!(c.aws.external_id.as_deref(), Some("second-id-5678"));
+    assert_eq!(c.aws.external_id(), Some("second-id-5678"));
     // A value that cannot be an external ID is refused without being quoted.
     std::fs::write(dir.join("id"), "two\nlines and spaces").unwrap();
     let err = Config::load(&config).unwrap_err().to_string();

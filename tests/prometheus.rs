@@ -722,6 +722,38 @@ async fn the_dashboard_counts_each_account_once_with_two_replicas() {
         .filter_map(|r| r["metric"]["account_id"].as_str())
         .collect();
     assert_eq!(ids.len(), stuck.len(), "one row per stuck account: {ids:?}");
+    // The organisation-wide stat panels: one value for the pair, as for one
+    // replica (each of their queries, the panel's every target).
+    for title in [
+        "Management account status",
+        "Member accounts included in the opt-in",
+        "Opted in: organisation summary vs accounts listed Active",
+    ] {
+        let panel = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title:?}"));
+        for target in panel["targets"].as_array().unwrap() {
+            let promql = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$cluster", ".*")
+                .replace("$organization", ".*")
+                .replace("$job", ".*");
+            eventually(30, || async {
+                let r = query(&prom, &promql).await;
+                if r.len() == 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{title}: {} series from {promql}: {r:?}", r.len()))
+                }
+            })
+            .await;
+        }
+    }
     a.stop().await;
     b.stop().await;
 }
