@@ -137,6 +137,8 @@ struct Inner {
     tags: HashMap<String, Vec<(String, String)>>,
     organizations_limit: Option<(f64, std::time::Instant, f64)>,
     organizations_throttled: usize,
+    /// Requests still to throttle whatever their pace.
+    organizations_throttle: usize,
     /// ListTagsForResource answers this many more, then AccessDeniedException.
     tags_left: Option<usize>,
     /// Off for long runs (soak, load), where keeping every request would grow.
@@ -369,6 +371,12 @@ impl Standin {
     /// (a refresh failing part-way); `None` lifts it.
     pub fn fail_tags_after(&self, n: Option<usize>) {
         self.inner.lock().unwrap().tags_left = n;
+    }
+
+    /// Organizations answers TooManyRequestsException to the next `n`
+    /// requests, whatever their pace.
+    pub fn throttle_organizations(&self, n: usize) {
+        self.inner.lock().unwrap().organizations_throttle = n;
     }
 
     pub fn organizations_throttled(&self) -> usize {
@@ -945,16 +953,24 @@ fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<B
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
     let mut inner = inner.lock().unwrap();
+    let throttled = || {
+        json(
+            400,
+            serde_json::json!({"__type": "TooManyRequestsException", "Message": "AWS Organizations can't complete your request because another request is already in progress or the rate is exceeded"}),
+        )
+    };
+    if inner.organizations_throttle > 0 {
+        inner.organizations_throttle -= 1;
+        inner.organizations_throttled += 1;
+        return throttled();
+    }
     if let Some((rate, at, tokens)) = inner.organizations_limit {
         let now = std::time::Instant::now();
         let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate.max(1.0));
         if tokens < 1.0 {
             inner.organizations_limit = Some((rate, now, tokens));
             inner.organizations_throttled += 1;
-            return json(
-                400,
-                serde_json::json!({"__type": "TooManyRequestsException", "Message": "AWS Organizations can't complete your request because another request is already in progress or the rate is exceeded"}),
-            );
+            return throttled();
         }
         inner.organizations_limit = Some((rate, now, tokens - 1.0));
     }
