@@ -485,9 +485,7 @@ fn restore(org: &Org, config: &Config, storage: Option<&Storage>) {
         complete = dir.complete(),
         "organisation restored from --storage.path; walking it again in the background"
     );
-    org.set_learned(restored.learned);
-    org.set_organizations_complete(dir.complete());
-    org.set_names(dir);
+    org.publish_walk(dir, restored.learned);
 }
 
 async fn reload(

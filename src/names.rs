@@ -11,7 +11,15 @@
 //! `ListAccounts` plus `ListParents` for every account. Tags cost one
 //! `ListTagsForResource` per account, so they come after the walk, accounts
 //! new since the last walk first. Every request, retries included, waits its
-//! turn at `aws.organizations_requests_per_second`.
+//! turn at `aws.organizations_requests_per_second`. An account that leaves
+//! the organisation during the tag pass (`TargetNotFoundException`) is
+//! dropped and the pass goes on: at 10,000 accounts a pass takes half an
+//! hour, and ordinary churn must not fail it.
+//!
+//! Stopping (shutdown, or a reload that restarts or switches off the walk)
+//! is raced at every listing, the only long waits, and never inside a
+//! publish: a publish that has begun finishes before the task ends, so once
+//! the task is stopped nothing it learned can appear any more.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
@@ -41,6 +49,25 @@ pub const MAX_PARENTS: usize = 100_000;
 /// before a long refresh ends.
 const PUBLISH_EVERY: usize = 500;
 
+/// Why a refresh ended before its end.
+#[derive(Debug)]
+pub enum Halt {
+    /// A listing failed; the last known data is kept.
+    Failed(PollError),
+    /// The walk was told to stop.
+    Stopped,
+}
+
+impl From<PollError> for Halt {
+    fn from(e: PollError) -> Halt {
+        Halt::Failed(e)
+    }
+}
+
+/// The error code Organizations gives for an account that is no longer in
+/// the organisation.
+const GONE: &str = "TargetNotFoundException";
+
 /// What a refresh needs besides the source and the state.
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
@@ -60,8 +87,9 @@ async fn listing<T, F, Fut>(
     state: &Org,
     opts: &PollOptions,
     pace: &Pace,
+    stop: &Shutdown,
     fetch: F,
-) -> Result<Vec<T>, PollError>
+) -> Result<Vec<T>, Halt>
 where
     F: Fn(Option<String>) -> Fut,
     Fut: Future<Output = Result<Page<T>, ApiError>>,
@@ -74,7 +102,10 @@ where
         &state.metrics.api_requests,
     )
     .paced(pace);
-    let listed = paging::list_all(&listing, fetch).await?;
+    let listed = tokio::select! {
+        listed = paging::list_all(&listing, fetch) => listed?,
+        _ = stop.wait() => return Err(Halt::Stopped),
+    };
     listed.count_skipped(
         &state.metrics.accounts_skipped,
         crate::metrics::SKIPPED_ORGANIZATIONS,
@@ -89,8 +120,12 @@ pub async fn walk<S: NameSource>(
     state: &Org,
     opts: &PollOptions,
     pace: &Pace,
-) -> Result<BTreeMap<String, AccountInfo>, PollError> {
-    let roots = listing(LIST_ROOTS, state, opts, pace, |t| source.list_roots(t)).await?;
+    stop: &Shutdown,
+) -> Result<BTreeMap<String, AccountInfo>, Halt> {
+    let roots = listing(LIST_ROOTS, state, opts, pace, stop, |t| {
+        source.list_roots(t)
+    })
+    .await?;
     let mut queue: VecDeque<(String, String)> = roots.into_iter().collect();
     let mut visited = HashSet::new();
     let mut accounts = BTreeMap::new();
@@ -100,12 +135,12 @@ pub async fn walk<S: NameSource>(
             continue;
         }
         if visited.len() > MAX_PARENTS {
-            return Err(PollError::TooManyPages {
+            return Err(Halt::Failed(PollError::TooManyPages {
                 operation: LIST_OUS,
                 limit: MAX_PARENTS,
-            });
+            }));
         }
-        let children = listing(LIST_ACCOUNTS_FOR_PARENT, state, opts, pace, |t| {
+        let children = listing(LIST_ACCOUNTS_FOR_PARENT, state, opts, pace, stop, |t| {
             source.list_accounts_for_parent(&parent, t)
         })
         .await?;
@@ -120,7 +155,10 @@ pub async fn walk<S: NameSource>(
             };
             accounts.insert(id, info);
         }
-        let ous = listing(LIST_OUS, state, opts, pace, |t| source.list_ous(&parent, t)).await?;
+        let ous = listing(LIST_OUS, state, opts, pace, stop, |t| {
+            source.list_ous(&parent, t)
+        })
+        .await?;
         for (id, name) in ous {
             queue.push_back((id, format!("{path}/{name}")));
         }
@@ -136,8 +174,9 @@ async fn tags_of<S: NameSource>(
     state: &Org,
     opts: &PollOptions,
     pace: &Pace,
-) -> Result<Vec<String>, PollError> {
-    let pairs = listing(LIST_TAGS, state, opts, pace, |t| {
+    stop: &Shutdown,
+) -> Result<Vec<String>, Halt> {
+    let pairs = listing(LIST_TAGS, state, opts, pace, stop, |t| {
         source.list_tags(account, t)
     })
     .await?;
@@ -154,29 +193,28 @@ async fn tags_of<S: NameSource>(
 }
 
 /// Publishes `dir` (re-rendering `/metrics`) and saves it to storage, off
-/// the async workers. A failed save is a warning and a counter: serving
-/// goes on with what is in memory.
-fn publish(
+/// the async workers and in the walk's span (its log lines name the
+/// organisation). A failed save is a warning and a counter: serving goes on
+/// with what is in memory. Awaited to its end, never raced against a stop.
+async fn publish(
     state: &Arc<Org>,
     dir: &Directory,
     storage: &Option<Arc<Storage>>,
     learned: Learned,
-) -> impl Future<Output = ()> + use<> {
+) {
     let (st, dir, storage) = (state.clone(), dir.clone(), storage.clone());
-    async move {
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(s) = &storage
-                && let Err(e) = s.save(&dir, learned.structure, learned.tags)
-            {
-                st.metrics.storage_write_failures.inc();
-                tracing::warn!(file = %s.path().display(), error = %e, "cannot save the organisation; a restart would walk it afresh");
-            }
-            st.set_learned(learned);
-            st.set_organizations_complete(dir.complete());
-            st.set_names(dir);
-        })
-        .await;
-    }
+    let span = tracing::Span::current();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
+        if let Some(s) = &storage
+            && let Err(e) = s.save(&dir, learned.structure, learned.tags)
+        {
+            st.metrics.storage_write_failures.inc();
+            tracing::warn!(file = %s.path().display(), error = %e, "cannot save the organisation; a restart would walk it afresh");
+        }
+        st.publish_walk(dir, learned);
+    })
+    .await;
 }
 
 /// One refresh: the walk, published at once with each account's last known
@@ -189,13 +227,14 @@ pub async fn refresh<S: NameSource>(
     opts: &PollOptions,
     walk_opts: &WalkOptions,
     pace: &Pace,
-) -> Result<(), PollError> {
+    stop: &Shutdown,
+) -> Result<(), Halt> {
     let previous = state.names();
     let labels = &walk_opts.tag_labels;
     let storage = &walk_opts.storage;
     let mut dir = Directory {
         tag_labels: labels.clone(),
-        accounts: walk(source, state, opts, pace).await?,
+        accounts: walk(source, state, opts, pace, stop).await?,
     };
     let now = || unix_seconds(SystemTime::now());
     let mut learned = Learned {
@@ -227,8 +266,14 @@ pub async fn refresh<S: NameSource>(
         return Ok(());
     }
     for (n, id) in new_accounts.iter().chain(&known).enumerate() {
-        let tags = match tags_of(source, id, labels, state, opts, pace).await {
+        let tags = match tags_of(source, id, labels, state, opts, pace, stop).await {
             Ok(tags) => tags,
+            Err(Halt::Failed(e)) if e.code() == GONE => {
+                // Left the organisation since the walk listed it.
+                tracing::debug!(account_id = %id, "account left the organisation during the tag pass; dropped");
+                dir.accounts.remove(id);
+                continue;
+            }
             Err(e) => {
                 publish(state, &dir, storage, learned).await;
                 return Err(e);
@@ -258,9 +303,10 @@ pub async fn run<S: NameSource>(
     let pace = Pace::new(walk_opts.requests_per_second);
     loop {
         let started = Instant::now();
-        let result = tokio::select! {
-            r = refresh(&source, &state, &opts, &walk_opts, &pace) => r,
-            _ = shutdown.wait() => return,
+        let result = match refresh(&source, &state, &opts, &walk_opts, &pace, &shutdown).await {
+            Err(Halt::Stopped) => return,
+            Err(Halt::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
         };
         let accounts = state.names().len();
         state.set_organizations_up(result.is_ok());
@@ -290,5 +336,69 @@ pub async fn run<S: NameSource>(
             _ = sleep_until(started + walk_opts.interval) => {}
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::demo::DemoSource;
+    use crate::shutdown;
+    use crate::state::State;
+
+    /// A reload that stops the walk while it publishes: stopping waits for
+    /// the publish, so once the task has ended nothing it learned can still
+    /// appear (names switched off stay off).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The guard is held across awaits on purpose: it pins a publish that
+    // runs on a blocking thread, never on this task.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_stopped_walk_publishes_nothing_after_it_ended() {
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
+        let walk = WalkOptions {
+            interval: Duration::from_secs(3600),
+            requests_per_second: 1000.0,
+            tag_labels: Vec::new(),
+            storage: None,
+        };
+        let opts = PollOptions::from_config(&Config::default());
+        let held = state.hold_publishing();
+        let (stop, stopped) = shutdown::channel();
+        let mut task = tokio::spawn(run(
+            DemoSource::new(30, 1),
+            walk,
+            opts,
+            org.clone(),
+            stopped,
+        ));
+        // The walk has listed everything and its publish has begun (it
+        // records when the data was learned first, then waits for the lock).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while org.learned().structure == 0.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the walk never published"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.trigger();
+        // Still publishing: the task cannot have ended, however long we wait.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut task)
+                .await
+                .is_err(),
+            "the walk ended with its publish still in flight"
+        );
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the walk ends once its publish is done")
+            .unwrap();
+        assert_eq!(org.names().len(), 30, "the publish that began finished");
+        // What the reload does next: names off. Nothing is left to undo it.
+        org.forget_organizations();
+        assert_eq!(org.names().len(), 0);
     }
 }

@@ -36,9 +36,12 @@ pub async fn run<S: PageSource>(source: S, opts: PollOptions, state: Arc<Org>, s
             warn_if_slow(took, &opts);
         }
         // Rendering a large organisation takes a while: keep it off the
-        // runtime's worker threads so scrapes are never held up.
-        let (st, o) = (state.clone(), opts.clone());
-        let _ = tokio::task::spawn_blocking(move || st.publish(result, took, &o)).await;
+        // runtime's worker threads so scrapes are never held up. In the
+        // poll's span, so "poll finished" and "poll failed" name the
+        // organisation (a blocking thread does not inherit it).
+        let (st, o, span) = (state.clone(), opts.clone(), tracing::Span::current());
+        let _ = tokio::task::spawn_blocking(move || span.in_scope(|| st.publish(result, took, &o)))
+            .await;
         tokio::select! {
             _ = sleep_until(started + opts.interval) => {}
             _ = shutdown.wait() => return,

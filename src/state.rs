@@ -93,6 +93,13 @@ impl State {
         orgs
     }
 
+    /// Holds every publish back while the guard lives (tests pin a publish
+    /// in flight with it).
+    #[cfg(test)]
+    pub(crate) fn hold_publishing(&self) -> std::sync::MutexGuard<'_, ()> {
+        lock(&self.publishing)
+    }
+
     pub fn orgs(&self) -> Vec<Arc<Org>> {
         read(&self.orgs).clone()
     }
@@ -168,15 +175,24 @@ impl Org {
 
     /// Runs `swap` and splices a new exposition, under the state's
     /// publishing lock (just the swap if the state is gone).
-    fn publishing<T>(&self, swap: impl FnOnce() -> T) -> T {
+    /// `then` runs after the splice, still under the lock; it sets live
+    /// gauges that must change together with the segment, so the live part
+    /// cached in between is dropped after it.
+    fn publishing<T>(&self, swap: impl FnOnce() -> T, then: impl FnOnce()) -> T {
         match self.state.upgrade() {
             Some(state) => {
                 let _publishing = lock(&state.publishing);
                 let out = swap();
                 state.splice();
+                then();
+                state.exposition().forget_live();
                 out
             }
-            None => swap(),
+            None => {
+                let out = swap();
+                then();
+                out
+            }
         }
     }
 
@@ -191,14 +207,26 @@ impl Org {
     /// Publishes new account names (from AWS Organizations): the walk's
     /// segment only; the poll's stays as it is.
     pub fn set_names(&self, names: Directory) {
+        self.set_names_then(names, || {});
+    }
+
+    /// [`Org::set_names`], then `then` under the same publishing lock once
+    /// the new exposition is spliced (and the cached live part dropped).
+    fn set_names_then(&self, names: Directory, then: impl FnOnce()) {
         if *self.names() == names {
+            // Nothing to splice: just the gauges, with the cached live part.
+            then();
+            self.forget_live();
             return;
         }
         let segment = rendering(|| Segment::new(render_walk(&names, self.name.as_deref())));
-        self.publishing(|| {
-            *write(&self.names) = Arc::new(names);
-            *write(&self.walk_segment) = segment;
-        });
+        self.publishing(
+            || {
+                *write(&self.names) = Arc::new(names);
+                *write(&self.walk_segment) = segment;
+            },
+            then,
+        );
     }
 
     pub fn learned(&self) -> Learned {
@@ -223,12 +251,22 @@ impl Org {
         }
     }
 
-    /// `aws_compute_optimizer_organizations_complete`.
-    pub fn set_organizations_complete(&self, complete: bool) {
-        self.metrics
-            .organizations_complete
-            .with_label_values(&[] as &[&str])
-            .set(if complete { 1.0 } else { 0.0 });
+    /// Publishes what a walk learned as one: its names, OUs and tags,
+    /// whether they are complete (`aws_compute_optimizer_organizations_complete`)
+    /// and when they were learned. The gauge is set after the new segment is
+    /// spliced, under the same lock, and the live part cached meanwhile is
+    /// dropped, so a scrape never pairs the old `account_info` with the new
+    /// completeness (which would tell the rules to hear an incomplete
+    /// replica, or silence a complete one).
+    pub fn publish_walk(&self, names: Directory, learned: Learned) {
+        let complete = names.complete();
+        self.set_learned(learned);
+        self.set_names_then(names, || {
+            self.metrics
+                .organizations_complete
+                .with_label_values(&[] as &[&str])
+                .set(if complete { 1.0 } else { 0.0 });
+        });
     }
 
     /// Names switched off: the walk's series and its health go.
@@ -277,15 +315,19 @@ impl Org {
                 self.count_transitions(&previous, &snap);
                 let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
                 let (accounts, pages) = (snap.accounts.len(), snap.pages);
-                self.publishing(|| {
-                    if let Some(segment) = segment {
-                        *write(&self.poll_segment) = segment;
-                    }
-                    *write(&self.snapshot) = Arc::new(snap);
-                    m.up.set(1.0);
-                    m.last_success.set(unix_seconds(finished));
-                    m.polls.with_label_values(&["success"]).inc();
-                });
+                self.publishing(
+                    || {
+                        if let Some(segment) = segment {
+                            *write(&self.poll_segment) = segment;
+                        }
+                        *write(&self.snapshot) = Arc::new(snap);
+                    },
+                    || {
+                        m.up.set(1.0);
+                        m.last_success.set(unix_seconds(finished));
+                        m.polls.with_label_values(&["success"]).inc();
+                    },
+                );
                 // Logged once published, so the log never runs ahead of /metrics.
                 tracing::info!(
                     accounts,
@@ -452,6 +494,63 @@ mod tests {
             },
         );
         names
+    }
+
+    /// `organizations_complete` changes with the walk's segment, never
+    /// before it: while a new, incomplete walk waits to be spliced, scrapes
+    /// still see the old names as complete.
+    #[test]
+    fn completeness_changes_together_with_the_names() {
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
+        org.publish_walk(
+            named("111111111111"),
+            Learned {
+                structure: 1.0,
+                tags: 1.0,
+            },
+        );
+        let complete = "aws_compute_optimizer_organizations_complete 1";
+        assert!(body(&state).contains(complete));
+        let mut incomplete = named("222222222222");
+        incomplete.tag_labels = vec![("tag_team".into(), "team".into())];
+        let held = state.hold_publishing();
+        let publishing = {
+            let org = org.clone();
+            std::thread::spawn(move || {
+                org.publish_walk(
+                    incomplete,
+                    Learned {
+                        structure: 2.0,
+                        tags: 1.0,
+                    },
+                )
+            })
+        };
+        // The publish has begun (the learned times come first).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while org.learned().structure != 2.0 {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::yield_now();
+        }
+        // The gauge itself, not a body (whose live part may be cached).
+        let gauge = || {
+            org.metrics
+                .organizations_complete
+                .with_label_values(&[] as &[&str])
+                .get()
+        };
+        let text = body(&state);
+        assert!(text.contains("account_id=\"111111111111\""), "{text}");
+        assert_eq!(gauge(), 1.0, "completeness ran ahead of the names");
+        drop(held);
+        publishing.join().unwrap();
+        let text = body(&state);
+        assert!(text.contains("account_id=\"222222222222\""), "{text}");
+        assert!(
+            text.contains("aws_compute_optimizer_organizations_complete 0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn check_config_prints_the_effective_config_without_secrets() {
     let path = dir.join("ok.toml");
     std::fs::write(
         &path,
-        "[aws]\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id = \"s3cr3t-id\"\n[poll]\ninterval = \"90s\"\n",
+        "[aws]\nregion = \"eu-west-1\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id = \"s3cr3t-id\"\n[poll]\ninterval = \"90s\"\n",
     )
     .unwrap();
     // node_exporter's spelling, and the older one kept as aliases.
@@ -783,4 +783,40 @@ async fn an_external_id_file_reaches_sts_through_the_binary() {
     let failed = run.wait_line("poll failed");
     assert!(failed.contains("AccessDenied"), "{failed}");
     assert!(!run.drain().contains("not-the-shared-id"));
+}
+
+/// Every producer's lines name their organisation, those written from a
+/// blocking thread (the poll's publish: "poll finished", "poll failed")
+/// included: the runbook sends operators to exactly these lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_poll_line_names_its_organisation() {
+    let standin = Standin::start(org(10)).await;
+    let mut run = against(
+        &standin,
+        "organizations = true\n\
+         [[organization]]\nname = \"alpha\"\n[[organization]]\nname = \"beta\"\n\
+         [poll]\ninterval = \"1h\"\n",
+        &[],
+    );
+    run.addr();
+    let mut named = std::collections::BTreeSet::new();
+    while named.len() < 4 {
+        let line = run.wait_line("msg=");
+        for (what, org) in [
+            ("poll finished", "alpha"),
+            ("poll finished", "beta"),
+            ("organisation structure and tags refreshed", "alpha"),
+            ("organisation structure and tags refreshed", "beta"),
+        ] {
+            if line.contains(what) && line.contains(&format!("organization={org}")) {
+                named.insert((what, org));
+            }
+        }
+        for what in ["poll finished", "poll failed", "refreshed"] {
+            assert!(
+                !line.contains(what) || line.contains("organization="),
+                "no organisation: {line}"
+            );
+        }
+    }
 }

@@ -487,3 +487,42 @@ async fn a_delegated_administrators_answer_exports_no_member_figures() {
     ));
     e.stop().await;
 }
+
+/// Accounts that leave the organisation during the tag pass (listed by the
+/// walk, gone when their tags are asked for) are dropped and the pass goes
+/// on: the walk succeeds and every other account gets its tags.
+#[tokio::test]
+async fn an_account_that_leaves_during_the_tag_pass_is_dropped_and_the_pass_goes_on() {
+    let standin = Standin::start(org(10)).await;
+    for i in 0..10 {
+        standin.set_tag(&format!("{}", 100_000_000_000u64 + i), "team", "t");
+    }
+    standin.leave_on_tags(&["100000000003", "100000000007"]);
+    let tree = TREE.replace(
+        "organizations_interval = \"1s\"",
+        "organizations_interval = \"1h\"",
+    );
+    let e = Exporter::start(&standin, &tree).await;
+    let text = e
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up").is_some()
+        })
+        .await;
+    assert_eq!(
+        sample(&text, "aws_compute_optimizer_organizations_up"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(text.matches("tag_team=\"t\"").count(), 8, "{text}");
+    for gone in ["100000000003", "100000000007"] {
+        assert!(
+            !text.contains(&format!("account_info{{account_id=\"{gone}\"")),
+            "{gone}"
+        );
+    }
+    assert_eq!(
+        requests(&text, "ListTagsForResource", "TargetNotFoundException"),
+        2.0
+    );
+    e.stop().await;
+}

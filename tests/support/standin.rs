@@ -139,6 +139,9 @@ struct Inner {
     organizations_throttled: usize,
     /// Requests still to throttle whatever their pace.
     organizations_throttle: usize,
+    /// Accounts that leave the organisation when their tags are asked for
+    /// (after the walk listed them).
+    leaving: BTreeSet<String>,
     /// ListTagsForResource answers this many more, then AccessDeniedException.
     tags_left: Option<usize>,
     /// Off for long runs (soak, load), where keeping every request would grow.
@@ -371,6 +374,13 @@ impl Standin {
     /// (a refresh failing part-way); `None` lifts it.
     pub fn fail_tags_after(&self, n: Option<usize>) {
         self.inner.lock().unwrap().tags_left = n;
+    }
+
+    /// Each of `ids` leaves the organisation the moment its tags are asked
+    /// for: listed by the walk, gone by the tag pass.
+    pub fn leave_on_tags(&self, ids: &[&str]) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.leaving.extend(ids.iter().map(|id| id.to_string()));
     }
 
     /// Organizations answers TooManyRequestsException to the next `n`
@@ -1055,6 +1065,9 @@ fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<B
                 None => {}
             }
             let id = req["ResourceId"].as_str().unwrap_or("");
+            if inner.leaving.remove(id) {
+                inner.accounts.retain(|a| a.id != id);
+            }
             if !inner.accounts.iter().any(|a| a.id == id) {
                 return json(
                     400,
