@@ -68,8 +68,27 @@ const STS_CODES: &[(&str, bool)] = &[
     ("PackedPolicyTooLarge", false),
 ];
 
-/// A credentials failure, labelled with STS's code where it names one.
+/// What a transport failure looks like inside a credentials error's chain:
+/// the provider (STS for the role hop, the container or instance endpoint)
+/// could not be reached at all.
+const NETWORK_MARKERS: &[&str] = &[
+    "io error",
+    "tcp connect error",
+    "dns error",
+    "connection refused",
+    "connection reset",
+    "error trying to connect",
+    "timed out",
+];
+
+/// A credentials failure, labelled with STS's code where it names one, and
+/// as `network` (retried) where the provider could not be reached: the
+/// failure table's class for every connection failure.
 fn credentials_error(detail: String) -> ApiError {
+    let lower = detail.to_ascii_lowercase();
+    if NETWORK_MARKERS.iter().any(|m| lower.contains(m)) {
+        return ApiError::new("network", detail, true);
+    }
     let named = STS_CODES.iter().find(|(code, _)| {
         detail.match_indices(code).any(|(at, _)| {
             let before = detail[..at].chars().next_back();
@@ -504,6 +523,18 @@ mod tests {
             assert_eq!(credentials_error(detail.into()).code, code, "{detail}");
         }
         assert!(credentials_error("service error: Throttling: Rate exceeded".into()).retryable);
+    }
+
+    #[test]
+    fn an_unreachable_credentials_provider_is_a_network_failure() {
+        for detail in [
+            "credentials: dispatch failure: other: an error occurred while loading credentials: dispatch failure: io error: client error (Connect): tcp connect error: Connection refused (os error 111)",
+            "an error occurred while loading credentials: dispatch failure: io error: dns error: failed to lookup address information",
+        ] {
+            let e = credentials_error(detail.into());
+            assert_eq!(e.code, "network", "{detail}");
+            assert!(e.retryable);
+        }
     }
 
     #[test]

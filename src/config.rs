@@ -263,12 +263,17 @@ fn read_external_id_file(
         invalid(match e.kind() {
             // Most often a Secret that was never created, which
             // Kubernetes mounts as an empty folder when optional.
-            std::io::ErrorKind::NotFound => format!(
-                "{} does not exist: create the Secret mounted at {} (Kubernetes: \
-                 kubectl create secret generic ... --from-literal=external-id=...) or \
-                 the file, or remove {key}",
+            std::io::ErrorKind::NotFound if in_kubernetes() => format!(
+                "{} does not exist: create the Secret mounted at {} \
+                 (kubectl create secret generic ... --from-literal=external-id=...), \
+                 or remove {key}",
                 file.display(),
-                file.parent().unwrap_or(Path::new("/")).display()
+                folder_of(&file).display()
+            ),
+            std::io::ErrorKind::NotFound => format!(
+                "{} does not exist: create it in {} holding the external ID, or remove {key}",
+                file.display(),
+                folder_of(&file).display()
             ),
             _ => format!("cannot read {}: {e}", file.display()),
         })
@@ -283,6 +288,20 @@ fn read_external_id_file(
     }
     aws.external_id_from_file = Some(id.to_owned());
     Ok(())
+}
+
+/// The folder a file is in, `.` for a bare name (never an empty string).
+fn folder_of(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether this process runs in a Kubernetes pod (the variable every pod
+/// gets), where a missing file is most often a Secret never created.
+fn in_kubernetes() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
 /// What STS accepts as an external ID (`[\w+=,.@:/-]{2,1224}`).
@@ -536,10 +555,10 @@ impl Config {
                 }
             };
             let mut merged = defaults.clone();
-            if table.contains_key("external_id") || table.contains_key("external_id_file") {
-                merged.remove("external_id");
-                merged.remove("external_id_file");
-            }
+            // An external ID is one tenant's: never inherited (validation
+            // refuses one in [aws] when there are tables).
+            merged.remove("external_id");
+            merged.remove("external_id_file");
             merged.extend(table);
             org.aws =
                 serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
@@ -649,6 +668,20 @@ impl Config {
 
         if self.organization.is_empty() {
             validate_aws(&self.aws, "aws")?;
+        }
+        for (key, set) in [
+            ("aws.external_id", self.aws.external_id.is_some()),
+            ("aws.external_id_file", self.aws.external_id_file.is_some()),
+        ] {
+            if set && !self.organization.is_empty() {
+                return err(
+                    key,
+                    "with [[organization]] tables an external ID is each organisation's own \
+                     (one tenant's ID must never reach another's role): set it in the table \
+                     of each organisation whose role requires it"
+                        .into(),
+                );
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, org) in self.organization.iter().enumerate() {

@@ -130,6 +130,10 @@ impl PollError {
                     opts.max_attempts
                 ))
             }
+            "network" if self.to_string().contains("loading credentials") => Some(format!(
+                "cannot reach the credentials provider{}: check DNS resolution and egress to STS (aws.sts_endpoint_url, AWS_ENDPOINT_URL_STS, or sts.<region>.amazonaws.com; a VPC interface endpoint for sts in private subnets) or to the container or instance metadata endpoint, and HTTPS_PROXY/NO_PROXY where a proxy is required",
+                if opts.role_arn.is_some() { " (STS, for the aws.role_arn hop)" } else { "" }
+            )),
             "network" => Some(format!(
                 "cannot reach Compute Optimizer: check DNS resolution and egress to {endpoint} (security groups, NACLs, a VPC interface endpoint for compute-optimizer in private subnets), and HTTPS_PROXY/NO_PROXY where a proxy is required"
             )),

@@ -169,6 +169,20 @@ mod tests {
         for needle in ["DNS", "egress", "HTTPS_PROXY", "vpce-1.compute-optimizer"] {
             assert!(network.contains(needle), "{needle}: {network}");
         }
+        // STS unreachable for the role hop: a network failure, about STS.
+        let sts = PollError::Api {
+            operation: ENROLLMENTS,
+            page: 1,
+            attempts: 3,
+            source: ApiError::new(
+                "network",
+                "an error occurred while loading credentials: dispatch failure: io error",
+                true,
+            ),
+        };
+        let sts = sts.advice(&o).unwrap();
+        assert!(sts.contains("aws.sts_endpoint_url"), "{sts}");
+        assert!(!sts.contains("compute-optimizer:"), "{sts}");
         let throttled = api("ThrottlingException").advice(&o).unwrap();
         assert!(throttled.contains("poll.interval"), "{throttled}");
         let repeated = PollError::RepeatedToken {

@@ -766,26 +766,32 @@ pub fn host_allowed(host: Option<&HeaderValue>, allowed: &[String]) -> bool {
             .any(|a| a.strip_suffix('.').unwrap_or(a).eq_ignore_ascii_case(name))
 }
 
-/// True when `Accept-Encoding` allows gzip (a `q=0` refuses it).
+/// True when `Accept-Encoding` allows gzip. As RFC 9110 12.5.3 has it, the
+/// most specific entry decides: an entry naming gzip (`x-gzip` is gzip,
+/// 8.4.1.3) wins over `*`, which only speaks for codings not named; a
+/// weight of 0 refuses. `*` alone accepts gzip, as client_golang serves.
 pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
     let Some(v) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    v.split(',').any(|item| {
+    let (mut named, mut any) = (None::<bool>, None::<bool>);
+    for item in v.split(',') {
         let mut parts = item.split(';').map(str::trim);
         let coding = parts.next().unwrap_or("");
-        // `x-gzip` is gzip (RFC 9110 8.4.1.3); `*` is any coding, and
-        // client_golang serves gzip for it too.
-        if !["gzip", "x-gzip", "*"]
-            .iter()
-            .any(|c| coding.eq_ignore_ascii_case(c))
-        {
-            return false;
+        let allowed = parts
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+            })
+            .all(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0));
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            // Named twice: accepted if either entry accepts it.
+            named = Some(named.unwrap_or(false) || allowed);
+        } else if coding == "*" {
+            any = Some(any.unwrap_or(false) || allowed);
         }
-        parts
-            .filter_map(|p| p.strip_prefix("q="))
-            .all(|q| q.parse::<f32>().map(|q| q > 0.0).unwrap_or(false))
-    })
+    }
+    named.or(any).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -803,6 +809,12 @@ mod tests {
         assert!(accepts_gzip(h("x-gzip").as_ref()));
         assert!(accepts_gzip(h("*").as_ref()));
         assert!(!accepts_gzip(h("br, *;q=0").as_ref()));
+        // An explicit refusal wins over `*`, in either order.
+        assert!(!accepts_gzip(h("gzip;q=0, *").as_ref()));
+        assert!(!accepts_gzip(h("*, gzip;q=0").as_ref()));
+        assert!(!accepts_gzip(h("*;q=1, GZIP; Q=0.000").as_ref()));
+        // And an explicit acceptance wins over `*;q=0`.
+        assert!(accepts_gzip(h("*;q=0, gzip;q=0.1").as_ref()));
     }
 
     #[test]

@@ -820,3 +820,82 @@ async fn every_poll_line_names_its_organisation() {
         }
     }
 }
+
+/// A missing external-ID file named relative to a config file given by a
+/// relative path: the message names a real folder (`.`, never an empty
+/// one), and speaks of a Secret only inside a Kubernetes pod.
+#[test]
+fn a_missing_external_id_file_names_its_folder_and_the_secret_only_in_a_pod() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("c.toml"),
+        "[aws]\nregion = \"eu-west-1\"\nrole_arn = \"arn:aws:iam::123456789012:role/x\"\nexternal_id_file = \"external-id\"\n",
+    )
+    .unwrap();
+    for pod in [false, true] {
+        let mut cmd = exporter();
+        cmd.current_dir(&dir)
+            .args(["--config.file", "c.toml", "--config.check"]);
+        if pod {
+            cmd.env("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+        } else {
+            cmd.env_remove("KUBERNETES_SERVICE_HOST");
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("c.toml:4: aws.external_id_file: external-id does not exist"),
+            "{err}"
+        );
+        assert!(!err.contains("  "), "an empty folder name: {err}");
+        if pod {
+            assert!(
+                err.contains("create the Secret mounted at . (kubectl"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                err.contains("create it in . holding the external ID"),
+                "{err}"
+            );
+            assert!(!err.contains("Secret") && !err.contains("kubectl"), "{err}");
+        }
+    }
+}
+
+/// STS unreachable for the role hop is a network failure (retried, and
+/// advised about STS's endpoint), not a credentials or IAM problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_sts_is_a_network_failure_advised_as_such() {
+    let standin = Standin::start(org(10)).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let path = tempdir().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\nsts_endpoint_url = \"http://{closed}\"\n\
+             role_arn = \"arn:aws:iam::123456789012:role/x\"\nmax_attempts = 1\n",
+            standin.url()
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-secret-value")
+            .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+            .arg(&path),
+    );
+    let failed = run.wait_line("poll failed");
+    assert!(failed.contains("code=network"), "{failed}");
+    assert!(failed.contains("aws.sts_endpoint_url"), "{failed}");
+    assert!(
+        !failed.contains("compute-optimizer:GetEnrollment"),
+        "{failed}"
+    );
+}

@@ -52,9 +52,17 @@ const CASES: &[(&str, &[&str])] = &[
         "organization_inherited_invalid.toml",
         &[
             "organization_inherited_invalid.toml:2:",
-            "aws.external_id",
-            "set aws.role_arn too",
+            "aws.account_tags",
+            "set aws.organizations = true too",
             "the [aws] default of organization \"govcloud\"",
+        ],
+    ),
+    (
+        "organization_shared_external_id.toml",
+        &[
+            "organization_shared_external_id.toml:2:",
+            "aws.external_id_file",
+            "an external ID is each organisation's own",
         ],
     ),
     ("syntax_error.toml", &["syntax_error.toml:2:"]),
@@ -218,7 +226,7 @@ const CASES: &[(&str, &[&str])] = &[
             "external_id_file_missing.toml:3:",
             "aws.external_id_file",
             "no-such-external-id does not exist",
-            "create the Secret mounted at",
+            "create it in ",
             "or remove aws.external_id_file",
         ],
     ),
