@@ -21,7 +21,7 @@ use crate::server::{self, ServerOptions};
 use crate::shutdown::{self, Shutdown};
 use crate::source::dispatch::Source;
 use crate::state::{Org, State};
-use crate::storage::{self, Storage};
+use crate::storage::Storage;
 use crate::websec::WebSecurity;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -282,7 +282,8 @@ impl Producers {
     ) -> Producers {
         Producers {
             poll: Producers::poll(&source, config, org),
-            walk: Producers::walk(&source, config, org, &storage),
+            // At the organisation's start, its saved walk is served first.
+            walk: Producers::walk(&source, config, org, &storage, true),
             source,
             storage,
         }
@@ -304,15 +305,23 @@ impl Producers {
         config: &Config,
         org: &Arc<Org>,
         storage: &Option<Arc<Storage>>,
+        restore: bool,
     ) -> Option<Task> {
         if !config.aws.organizations {
             return None;
+        }
+        let restore = restore && storage.is_some();
+        if restore {
+            // Before the task exists, so readiness can never run ahead of it.
+            org.set_restoring();
         }
         let walk = names::WalkOptions {
             interval: config.aws.organizations_interval,
             requests_per_second: config.aws.organizations_requests_per_second,
             tag_labels: crate::config::tag_labels(&config.aws.account_tags),
             storage: storage.clone(),
+            restore,
+            max_age: config.aws.organizations_max_age(),
         };
         let (source, opts, state) = (
             source.clone(),
@@ -345,7 +354,7 @@ impl Producers {
             if !new.aws.organizations {
                 org.forget_organizations();
             }
-            self.walk = Producers::walk(&self.source, new, org, &self.storage);
+            self.walk = Producers::walk(&self.source, new, org, &self.storage, false);
         }
     }
 
@@ -437,9 +446,6 @@ impl Fleet {
                         .storage
                         .as_ref()
                         .map(|s| Arc::new(s.for_organization(name.as_deref())));
-                    if new.aws.organizations {
-                        restore(&org, &new, storage.as_deref());
-                    }
                     let producers = Producers::start(source, &new, &org, storage);
                     Watched {
                         org,
@@ -469,23 +475,6 @@ fn demo_for(name: Option<&str>) -> DemoSource {
         })
     });
     DemoSource::new(DEMO_ACCOUNTS, seed)
-}
-
-/// Serves the organisation's saved walk until its first walk of this run
-/// ends, so a restart keeps every label.
-fn restore(org: &Org, config: &Config, storage: Option<&Storage>) {
-    let Some(restored) = storage.and_then(Storage::load) else {
-        return;
-    };
-    let labels = crate::config::tag_labels(&config.aws.account_tags);
-    let dir = storage::fit_to_labels(restored.directory, &labels);
-    tracing::info!(
-        organization = org.name.as_deref().unwrap_or(""),
-        accounts = dir.len(),
-        complete = dir.complete(),
-        "organisation restored from --storage.path; walking it again in the background"
-    );
-    org.publish_walk(dir, restored.learned);
 }
 
 async fn reload(

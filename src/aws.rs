@@ -20,7 +20,7 @@ use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
 use crate::error::ApiError;
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Status};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status};
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 /// Error codes kept as they are in the `result` label; anything else the
@@ -317,7 +317,7 @@ impl AwsSource {
 }
 
 impl NameSource for AwsSource {
-    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<Root>, ApiError> {
         let out = self
             .organizations()?
             .list_roots()
@@ -326,10 +326,21 @@ impl NameSource for AwsSource {
             .send()
             .await
             .map_err(classify)?;
-        Ok(pairs(
-            out.next_token(),
-            out.roots().iter().map(|r| (r.id(), r.name())),
-        ))
+        let mut page = Page {
+            next_token: out.next_token().map(str::to_owned),
+            ..Page::default()
+        };
+        for r in out.roots() {
+            match (r.id(), r.name()) {
+                (Some(id), Some(name)) => page.items.push(Root {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    organization: r.arn().and_then(Root::organization_of),
+                }),
+                _ => page.skipped += 1,
+            }
+        }
+        Ok(page)
     }
 
     async fn list_ous(

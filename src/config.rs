@@ -207,9 +207,23 @@ pub struct AwsConfig {
     /// Tag keys to read for every account (`ListTagsForResource`), each a
     /// `tag_<key>` label on `aws_compute_optimizer_account_info`.
     pub account_tags: Vec<String>,
+    /// Names, OUs and tags learned longer ago than this no longer count as
+    /// complete, whether restored from `--storage.path` or kept through
+    /// failed walks. Unset: three times `organizations_interval`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration_str"
+    )]
+    pub organizations_max_age: Option<Duration>,
 }
 
 impl AwsConfig {
+    /// `organizations_max_age`, or its default.
+    pub fn organizations_max_age(&self) -> Duration {
+        self.organizations_max_age
+            .unwrap_or(self.organizations_interval * 3)
+    }
+
     /// The external ID sent to STS: `external_id`, or what
     /// `external_id_file` held when the configuration was loaded.
     pub fn external_id(&self) -> Option<&str> {
@@ -226,6 +240,7 @@ impl AwsConfig {
             organizations_interval: Duration::ZERO,
             organizations_requests_per_second: 0.0,
             account_tags: Vec::new(),
+            organizations_max_age: None,
             ..c.clone()
         };
         without_walk(self) != without_walk(other)
@@ -237,6 +252,7 @@ impl AwsConfig {
             || self.organizations_interval != other.organizations_interval
             || self.organizations_requests_per_second != other.organizations_requests_per_second
             || self.account_tags != other.account_tags
+            || self.organizations_max_age != other.organizations_max_age
     }
 }
 
@@ -357,6 +373,7 @@ impl Default for AwsConfig {
             organizations_interval: Duration::from_secs(3600),
             organizations_requests_per_second: 5.0,
             account_tags: Vec::new(),
+            organizations_max_age: None,
         }
     }
 }
@@ -851,6 +868,25 @@ fn validate_aws(a: &AwsConfig, table: &str) -> Result<(), (String, String)> {
         MIN_INTERVAL,
         Duration::from_secs(7 * 86_400),
     )?;
+    if let Some(age) = a.organizations_max_age {
+        check_range(
+            &k("organizations_max_age"),
+            age,
+            a.organizations_interval,
+            Duration::from_secs(90 * 86_400),
+        )
+        .map_err(|(key, _)| {
+            (
+                key,
+                format!(
+                    "{} must be between aws.organizations_interval ({}) and 90d: younger data is \
+                     always replaced by the next walk",
+                    format_duration(age),
+                    format_duration(a.organizations_interval)
+                ),
+            )
+        })?;
+    }
     let rps = a.organizations_requests_per_second;
     if !(rps.is_finite() && (0.1..=1000.0).contains(&rps)) {
         return err(
@@ -1012,6 +1048,24 @@ mod duration_str {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_duration_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

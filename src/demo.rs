@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::error::ApiError;
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Status, unix_seconds};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status, unix_seconds};
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 pub const DEMO_ACCOUNTS: usize = 300;
@@ -14,6 +14,8 @@ const DAY: f64 = 86_400.0;
 
 pub struct DemoSource {
     org: Mutex<DemoOrg>,
+    /// The simulated organisation's ID, the same for the same seed.
+    organization: String,
 }
 
 struct DemoOrg {
@@ -89,6 +91,7 @@ impl DemoSource {
         }
         DemoSource {
             org: Mutex::new(org),
+            organization: format!("o-demo{:08x}", seed & 0xffff_ffff),
         }
     }
 
@@ -259,8 +262,13 @@ impl DemoSource {
 }
 
 impl NameSource for DemoSource {
-    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
-        Ok(page_of(vec![(DEMO_ROOT.into(), "Root".into())], token))
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<Root>, ApiError> {
+        let root = Root {
+            id: DEMO_ROOT.into(),
+            name: "Root".into(),
+            organization: Some(self.organization.clone()),
+        };
+        Ok(page_of(vec![root], token))
     }
 
     async fn list_ous(

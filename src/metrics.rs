@@ -571,6 +571,7 @@ mod tests {
 
     fn names(snap: &Snapshot) -> Directory {
         Directory {
+            organization: String::new(),
             tag_labels: vec![
                 ("tag_cost_center".into(), "cost-center".into()),
                 ("tag_team".into(), "team".into()),

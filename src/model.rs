@@ -124,6 +124,12 @@ pub struct OrgStatus {
 /// organisation tree and the tags asked for (`aws.account_tags`).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Directory {
+    /// The organisation this is of, as the walk saw it: its ID (`o-…`, from
+    /// the root's ARN); empty where not known (a file from an older build).
+    /// A saved directory of another organisation is never served as this
+    /// one's.
+    #[serde(default)]
+    pub organization: String,
     /// Label names of the tags, sorted (`tag_team`, `tag_cost_center`), and
     /// the tag key each is read from.
     pub tag_labels: Vec<(String, String)>,
@@ -160,6 +166,28 @@ pub struct AccountInfo {
 pub struct Learned {
     pub structure: f64,
     pub tags: f64,
+    /// When the latest whole walk, tags included, succeeded (0: none
+    /// known): `aws_compute_optimizer_organizations_last_success_timestamp_seconds`.
+    pub walked: f64,
+}
+
+/// A root of the organisation tree, as `ListRoots` gives it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Root {
+    pub id: String,
+    pub name: String,
+    /// The organisation's ID (`o-…`), read from the root's ARN
+    /// (`arn:aws:organizations::<management account>:root/<o-…>/<r-…>`).
+    pub organization: Option<String>,
+}
+
+impl Root {
+    /// The organisation ID in a root's ARN, if it has the documented shape.
+    pub fn organization_of(arn: &str) -> Option<String> {
+        let rest = arn.split_once(":root/")?.1;
+        let (org, _root) = rest.split_once('/')?;
+        (org.starts_with("o-") && org.len() > 2).then(|| org.to_owned())
+    }
 }
 
 /// One account as AWS Organizations lists it.

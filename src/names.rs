@@ -30,14 +30,14 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::config::PollOptions;
 use crate::error::{ApiError, PollError};
-use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, unix_seconds};
+use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, Root, unix_seconds};
 use crate::paging::{self, Listing, Pace};
 use crate::shutdown::Shutdown;
 use crate::source::{
     LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
 };
 use crate::state::Org;
-use crate::storage::Storage;
+use crate::storage::{self, Storage};
 
 /// Deadline of one listing (one parent's accounts, one account's tags).
 const LISTING_TIMEOUT: Duration = Duration::from_secs(300);
@@ -77,6 +77,11 @@ pub struct WalkOptions {
     pub tag_labels: Vec<(String, String)>,
     /// `--storage.path`: where each published walk is saved.
     pub storage: Option<Arc<Storage>>,
+    /// Serve the saved walk before the first one of this run (at the
+    /// organisation's start, not when a reload restarts the walk).
+    pub restore: bool,
+    /// `aws.organizations_max_age`: older data no longer counts as complete.
+    pub max_age: Duration,
 }
 
 /// Every item of one Organizations listing, paced, by the paging loop's
@@ -113,7 +118,27 @@ where
     Ok(listed.items)
 }
 
-/// Walks the tree from every root: each account's name, parent and path
+/// The organisation's roots, and its ID as their ARNs give it (empty when
+/// they give none).
+async fn roots<S: NameSource>(
+    source: &S,
+    state: &Org,
+    opts: &PollOptions,
+    pace: &Pace,
+    stop: &Shutdown,
+) -> Result<(Vec<Root>, String), Halt> {
+    let roots = listing(LIST_ROOTS, state, opts, pace, stop, |t| {
+        source.list_roots(t)
+    })
+    .await?;
+    let organization = roots
+        .iter()
+        .find_map(|r| r.organization.clone())
+        .unwrap_or_default();
+    Ok((roots, organization))
+}
+
+/// Walks the tree from `roots`: each account's name, parent and path
 /// (tags left empty).
 pub async fn walk<S: NameSource>(
     source: &S,
@@ -121,12 +146,9 @@ pub async fn walk<S: NameSource>(
     opts: &PollOptions,
     pace: &Pace,
     stop: &Shutdown,
+    roots: Vec<Root>,
 ) -> Result<BTreeMap<String, AccountInfo>, Halt> {
-    let roots = listing(LIST_ROOTS, state, opts, pace, stop, |t| {
-        source.list_roots(t)
-    })
-    .await?;
-    let mut queue: VecDeque<(String, String)> = roots.into_iter().collect();
+    let mut queue: VecDeque<(String, String)> = roots.into_iter().map(|r| (r.id, r.name)).collect();
     let mut visited = HashSet::new();
     let mut accounts = BTreeMap::new();
     while let Some((parent, path)) = queue.pop_front() {
@@ -207,14 +229,71 @@ async fn publish(
     let _ = tokio::task::spawn_blocking(move || {
         let _in = span.enter();
         if let Some(s) = &storage
-            && let Err(e) = s.save(&dir, learned.structure, learned.tags)
+            && let Err(e) = s.save(&dir, learned)
         {
             st.metrics.storage_write_failures.inc();
             tracing::warn!(file = %s.path().display(), error = %e, "cannot save the organisation; a restart would walk it afresh");
         }
-        st.publish_walk(dir, learned);
+        let complete = dir.complete();
+        st.publish_walk(dir, learned, complete);
     })
     .await;
+}
+
+/// Whether data learned at `learned` (Unix seconds) is young enough to
+/// count as complete.
+fn fresh(learned: f64, max_age: Duration) -> bool {
+    unix_seconds(SystemTime::now()) - learned <= max_age.as_secs_f64()
+}
+
+/// Serves the organisation's saved walk until the first walk of this run
+/// ends, so a restart keeps every label. Read and parsed on a blocking
+/// thread, raced against a stop (nothing is published then); rendered off
+/// the startup path, so the server answers `/-/healthy` meanwhile (and
+/// `/-/ready` only once it is served). It counts as complete only if it is
+/// younger than `aws.organizations_max_age`; its last successful walk is
+/// exported from the first scrape on.
+async fn restore(state: &Arc<Org>, walk: &WalkOptions, stop: &Shutdown) -> Result<(), Halt> {
+    let Some(storage) = walk.storage.clone() else {
+        return Ok(());
+    };
+    let labels = walk.tag_labels.clone();
+    let span = tracing::Span::current();
+    let load = tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
+        storage
+            .load()
+            .map(|r| (storage::fit_to_labels(r.directory, &labels), r.learned))
+    });
+    let loaded = tokio::select! {
+        loaded = load => loaded.ok().flatten(),
+        _ = stop.wait() => return Err(Halt::Stopped),
+    };
+    if let Some((dir, learned)) = loaded {
+        let young = fresh(learned.structure, walk.max_age);
+        let complete = dir.complete() && young;
+        tracing::info!(
+            accounts = dir.len(),
+            complete,
+            organization_id = %dir.organization,
+            age_seconds = (unix_seconds(SystemTime::now()) - learned.structure).max(0.0) as u64,
+            "organisation restored from --storage.path; walking it again in the background"
+        );
+        if !young {
+            tracing::warn!(
+                max_age = %crate::config::format_duration(walk.max_age),
+                "the saved organisation is older than aws.organizations_max_age: served, but not as complete, until a walk succeeds"
+            );
+        }
+        let (st, span) = (state.clone(), tracing::Span::current());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            st.publish_walk(dir, learned, complete);
+            st.set_organizations_last_success(learned.walked);
+        })
+        .await;
+    }
+    Ok(())
 }
 
 /// One refresh: the walk, published at once with each account's last known
@@ -229,12 +308,29 @@ pub async fn refresh<S: NameSource>(
     pace: &Pace,
     stop: &Shutdown,
 ) -> Result<(), Halt> {
-    let previous = state.names();
+    let mut previous = state.names();
     let labels = &walk_opts.tag_labels;
     let storage = &walk_opts.storage;
+    let (roots, organization) = roots(source, state, opts, pace, stop).await?;
+    if !previous.organization.is_empty()
+        && !organization.is_empty()
+        && previous.organization != organization
+    {
+        // A file from another organisation's exporter, or credentials that
+        // now reach another organisation: none of it is this one's.
+        tracing::warn!(
+            held = %previous.organization,
+            found = %organization,
+            "the names, OUs and tags held are of another organisation; dropping them before walking this one"
+        );
+        publish(state, &Directory::default(), storage, Learned::default()).await;
+        state.set_organizations_last_success(0.0);
+        previous = state.names();
+    }
     let mut dir = Directory {
+        organization,
         tag_labels: labels.clone(),
-        accounts: walk(source, state, opts, pace, stop).await?,
+        accounts: walk(source, state, opts, pace, stop, roots).await?,
     };
     let now = || unix_seconds(SystemTime::now());
     let mut learned = Learned {
@@ -260,6 +356,10 @@ pub async fn refresh<S: NameSource>(
                 new_accounts.push(id.clone());
             }
         }
+    }
+    if labels.is_empty() {
+        // The walk is the whole refresh.
+        learned.walked = now();
     }
     publish(state, &dir, storage, learned).await;
     if labels.is_empty() {
@@ -288,6 +388,7 @@ pub async fn refresh<S: NameSource>(
             publish(state, &dir, storage, learned).await;
         }
     }
+    learned.walked = now();
     publish(state, &dir, storage, learned).await;
     Ok(())
 }
@@ -301,6 +402,13 @@ pub async fn run<S: NameSource>(
     shutdown: Shutdown,
 ) {
     let pace = Pace::new(walk_opts.requests_per_second);
+    if walk_opts.restore {
+        let restored = restore(&state, &walk_opts, &shutdown).await;
+        state.set_restored();
+        if restored.is_err() {
+            return;
+        }
+    }
     loop {
         let started = Instant::now();
         let result = match refresh(&source, &state, &opts, &walk_opts, &pace, &shutdown).await {
@@ -325,12 +433,18 @@ pub async fn run<S: NameSource>(
                     );
                 }
             }
-            Err(e) => tracing::warn!(
-                code = e.code(),
-                error = %e,
-                advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
-                "refreshing the organisation failed; keeping the last known names, OUs and tags"
-            ),
+            Err(e) => {
+                // Kept, but no longer complete once too old.
+                if !fresh(state.learned().structure, walk_opts.max_age) {
+                    state.mark_incomplete();
+                }
+                tracing::warn!(
+                    code = e.code(),
+                    error = %e,
+                    advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
+                    "refreshing the organisation failed; keeping the last known names, OUs and tags"
+                )
+            }
         }
         tokio::select! {
             _ = sleep_until(started + walk_opts.interval) => {}
@@ -344,8 +458,48 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::demo::DemoSource;
+    use crate::model::AccountInfo;
     use crate::shutdown;
     use crate::state::State;
+
+    /// A saved walk counts as complete only while younger than
+    /// `aws.organizations_max_age`; either way it is served, and its last
+    /// success is exported.
+    #[tokio::test]
+    async fn a_restored_walk_is_complete_only_while_young() {
+        let dir = std::env::temp_dir().join(format!("coe-restore-{}", std::process::id()));
+        let storage = Arc::new(Storage::open(&dir).unwrap());
+        let mut saved = Directory::default();
+        saved
+            .accounts
+            .insert("111111111111".into(), AccountInfo::default());
+        let now = unix_seconds(SystemTime::now());
+        for (age, complete) in [(60.0, 1.0), (4.0 * 3600.0, 0.0)] {
+            let learned = Learned {
+                structure: now - age,
+                tags: now - age,
+                walked: now - age,
+            };
+            storage.save(&saved, learned).unwrap();
+            let state = Arc::new(State::new("test", "test"));
+            let org = state.set_orgs(&[None]).remove(0);
+            let walk = WalkOptions {
+                interval: Duration::from_secs(3600),
+                requests_per_second: 1.0,
+                tag_labels: Vec::new(),
+                storage: Some(storage.clone()),
+                restore: true,
+                max_age: Duration::from_secs(3 * 3600),
+            };
+            let (_stop, stopped) = shutdown::channel();
+            restore(&org, &walk, &stopped).await.unwrap();
+            assert_eq!(org.names().len(), 1, "served at any age");
+            let m = &org.metrics;
+            let gauge = |g: &prometheus::GaugeVec| g.with_label_values(&[] as &[&str]).get();
+            assert_eq!(gauge(&m.organizations_complete), complete, "{age}s old");
+            assert!((gauge(&m.organizations_last_success) - (now - age)).abs() < 1e-3);
+        }
+    }
 
     /// A reload that stops the walk while it publishes: stopping waits for
     /// the publish, so once the task has ended nothing it learned can still
@@ -362,6 +516,8 @@ mod tests {
             requests_per_second: 1000.0,
             tag_labels: Vec::new(),
             storage: None,
+            restore: false,
+            max_age: Duration::from_secs(3 * 3600),
         };
         let opts = PollOptions::from_config(&Config::default());
         let held = state.hold_publishing();

@@ -8,7 +8,7 @@ pub mod dispatch;
 use std::future::Future;
 
 use crate::error::ApiError;
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
 
 /// Operation names, as the `operation` label and IAM know them.
 pub const ENROLLMENTS: &str = "GetEnrollmentStatusesForOrganization";
@@ -36,12 +36,13 @@ pub trait PageSource: Send + Sync + 'static {
 }
 
 /// The organisation tree and account tags from AWS Organizations: pages of
-/// `(id, name)` for roots, OUs and accounts, and of `(key, value)` for tags.
+/// roots, of `(id, name)` for OUs, of accounts, and of `(key, value)` for
+/// tags.
 pub trait NameSource: Send + Sync + 'static {
     fn list_roots(
         &self,
         token: Option<String>,
-    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Page<Root>, ApiError>> + Send;
 
     fn list_ous(
         &self,

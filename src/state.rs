@@ -59,6 +59,8 @@ pub struct Org {
     /// When the walk's data was learned (saved with it to storage).
     learned: Mutex<Learned>,
     ready: AtomicBool,
+    /// Its saved walk is being read and rendered.
+    restoring: AtomicBool,
 }
 
 impl State {
@@ -157,12 +159,14 @@ impl Org {
             last_poll: RwLock::new(None),
             learned: Mutex::new(Learned::default()),
             ready: AtomicBool::new(false),
+            restoring: AtomicBool::new(false),
         }
     }
 
-    /// True once a poll of this organisation has finished.
+    /// True once a poll of this organisation has finished and its saved
+    /// walk, if any, is served.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.restoring.load(Ordering::Acquire)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -258,8 +262,7 @@ impl Org {
     /// dropped, so a scrape never pairs the old `account_info` with the new
     /// completeness (which would tell the rules to hear an incomplete
     /// replica, or silence a complete one).
-    pub fn publish_walk(&self, names: Directory, learned: Learned) {
-        let complete = names.complete();
+    pub fn publish_walk(&self, names: Directory, learned: Learned, complete: bool) {
         self.set_learned(learned);
         self.set_names_then(names, || {
             self.metrics
@@ -267,6 +270,39 @@ impl Org {
                 .with_label_values(&[] as &[&str])
                 .set(if complete { 1.0 } else { 0.0 });
         });
+    }
+
+    /// `aws_compute_optimizer_organizations_complete` 0, the names kept
+    /// (they grew older than `aws.organizations_max_age`).
+    pub fn mark_incomplete(&self) {
+        self.metrics
+            .organizations_complete
+            .with_label_values(&[] as &[&str])
+            .set(0.0);
+        self.forget_live();
+    }
+
+    /// `aws_compute_optimizer_organizations_last_success_timestamp_seconds`
+    /// as a saved walk knew it (0: none known, the series is absent).
+    pub fn set_organizations_last_success(&self, unix: f64) {
+        let g = &self.metrics.organizations_last_success;
+        if unix > 0.0 {
+            g.with_label_values(&[] as &[&str]).set(unix);
+        } else {
+            g.reset();
+        }
+        self.forget_live();
+    }
+
+    /// The saved walk is served (or there was none): readiness no longer
+    /// waits for it.
+    pub fn set_restored(&self) {
+        self.restoring.store(false, Ordering::Release);
+    }
+
+    /// A saved walk is about to be restored: not ready until it is served.
+    pub fn set_restoring(&self) {
+        self.restoring.store(true, Ordering::Release);
     }
 
     /// Names switched off: the walk's series and its health go.
@@ -508,7 +544,9 @@ mod tests {
             Learned {
                 structure: 1.0,
                 tags: 1.0,
+                walked: 1.0,
             },
+            true,
         );
         let complete = "aws_compute_optimizer_organizations_complete 1";
         assert!(body(&state).contains(complete));
@@ -523,7 +561,9 @@ mod tests {
                     Learned {
                         structure: 2.0,
                         tags: 1.0,
+                        walked: 1.0,
                     },
+                    false,
                 )
             })
         };

@@ -49,6 +49,10 @@ struct Saved {
     structure_learned_at: f64,
     /// When tags were last read (the latest batch).
     tags_learned_at: f64,
+    /// When the latest whole walk, tags included, succeeded (0 for none;
+    /// absent from files of older builds).
+    #[serde(default)]
+    walked_at: f64,
     directory: Directory,
 }
 
@@ -135,6 +139,7 @@ impl Storage {
                 learned: Learned {
                     structure: s.structure_learned_at,
                     tags: s.tags_learned_at,
+                    walked: s.walked_at,
                 },
             }),
             Err(e) => {
@@ -148,18 +153,14 @@ impl Storage {
         }
     }
 
-    /// Replaces the file atomically with `dir` and its timestamps.
-    pub fn save(
-        &self,
-        directory: &Directory,
-        structure_learned_at: f64,
-        tags_learned_at: f64,
-    ) -> std::io::Result<()> {
+    /// Replaces the file atomically with `dir` and when it was learned.
+    pub fn save(&self, directory: &Directory, learned: Learned) -> std::io::Result<()> {
         let saved = Saved {
             version: VERSION,
             saved_at: unix_seconds(SystemTime::now()),
-            structure_learned_at,
-            tags_learned_at,
+            structure_learned_at: learned.structure,
+            tags_learned_at: learned.tags,
+            walked_at: learned.walked,
             directory: directory.clone(),
         };
         let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
@@ -301,16 +302,15 @@ mod tests {
     fn a_saved_walk_comes_back_whole() {
         let s = Storage::open(&dir()).unwrap();
         assert_eq!(s.load(), None, "nothing saved yet");
-        s.save(&directory(), 10.0, 20.0).unwrap();
+        let learned = Learned {
+            structure: 10.0,
+            tags: 20.0,
+            walked: 30.0,
+        };
+        s.save(&directory(), learned).unwrap();
         let r = s.load().unwrap();
         assert_eq!(r.directory, directory());
-        assert_eq!(
-            r.learned,
-            Learned {
-                structure: 10.0,
-                tags: 20.0
-            }
-        );
+        assert_eq!(r.learned, learned);
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(&s.dir)
             .unwrap()
@@ -326,7 +326,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let d = dir();
         let s = Storage::open(&d).unwrap();
-        s.save(&directory(), 1.0, 1.0).unwrap();
+        s.save(&directory(), Learned::default()).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&d), 0o700);
         assert_eq!(mode(&s.path()), 0o600);
@@ -343,7 +343,7 @@ mod tests {
         let planted = s.dir.join("planted.tmp");
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
         assert!(create_private_file(&planted).is_err());
-        s.save(&directory(), 1.0, 1.0).unwrap();
+        s.save(&directory(), Learned::default()).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     }
 
@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn damaged_and_foreign_files_are_ignored_not_fatal() {
         let s = Storage::open(&dir()).unwrap();
-        s.save(&directory(), 1.0, 1.0).unwrap();
+        s.save(&directory(), Learned::default()).unwrap();
         let whole = std::fs::read(s.path()).unwrap();
         let foreign = String::from_utf8(whole.clone()).unwrap().replacen(
             "\"version\":1",

@@ -30,6 +30,16 @@ fn info_lines(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Waits, with a deadline, for `/-/ready`: the first scrape Kubernetes
+/// routes to a pod comes after it (the saved walk is served by then).
+async fn ready(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(addr, "/-/ready").await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn tagged_standin(accounts: usize) -> Standin {
     let standin = Standin::start(org(accounts)).await;
     for (i, a) in org(accounts).iter().enumerate() {
@@ -69,10 +79,16 @@ async fn a_restart_with_storage_kept_serves_the_same_labels_while_organizations_
             .iter()
             .all(|l| l.contains("tag_team=\"") && !l.contains("tag_team=\"\""))
     );
+    let walked = sample(
+        &e.metrics().await,
+        "aws_compute_optimizer_organizations_last_success_timestamp_seconds",
+    )
+    .unwrap();
     e.stop().await;
 
     standin.limit_organizations(0.0);
     let e = start(&config(&standin, 1000.0), &storage).await;
+    ready(e.addr).await;
     let first = e.metrics().await;
     assert_eq!(
         info_lines(&first),
@@ -83,6 +99,14 @@ async fn a_restart_with_storage_kept_serves_the_same_labels_while_organizations_
         sample(&first, "aws_compute_optimizer_organizations_complete"),
         Some(1.0)
     );
+    // When the saved walk succeeded, from the first scrape: the data's age
+    // shows before any walk of this run ends.
+    let restored = sample(
+        &first,
+        "aws_compute_optimizer_organizations_last_success_timestamp_seconds",
+    )
+    .expect("the restored walk's success time");
+    assert!((restored - walked).abs() < 1.0, "{restored} vs {walked}");
     // The walk fails, says so, and keeps what was restored.
     let failed = e
         .wait_for(10, |t| {
@@ -156,6 +180,7 @@ async fn kill_9_in_the_tag_pass_loses_nothing_that_was_published() {
 
     standin.limit_organizations(0.0);
     let (mut child, addr) = spawn(&config_path, &storage, &dir.join("log2"));
+    ready(addr).await;
     let first = get(addr, "/metrics").await.text();
     let _ = child.kill();
     let _ = child.wait();
@@ -426,4 +451,198 @@ async fn a_slow_pace_is_not_a_timeout() {
         assert_eq!(api_requests(&text, op, "success"), 1.0, "{op}");
     }
     e.stop().await;
+}
+
+/// A saved walk in a file of the same name: one from 2001, one of another
+/// organisation. The old one is served, but never as complete, and says
+/// when it was learned; the other organisation's is dropped at the first
+/// `ListRoots`, so none of its tags carry over to an account of the same ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_or_foreign_saved_walk_is_not_trusted() {
+    use compute_optimizer_exporter::model::{AccountInfo, Directory, Learned};
+    use compute_optimizer_exporter::storage::Storage;
+    let saved = |organization: &str| Directory {
+        organization: organization.into(),
+        tag_labels: vec![("tag_team".into(), "team".into())],
+        accounts: [(
+            "100000000000".to_owned(),
+            AccountInfo {
+                name: "from-the-file".into(),
+                ou_id: "ou-old".into(),
+                ou_path: "Root/Old".into(),
+                tags: vec!["stale".into()],
+                state: "ACTIVE".into(),
+                tags_known: true,
+            },
+        )]
+        .into(),
+    };
+    let in_2001 = Learned {
+        structure: 978_307_200.0,
+        tags: 978_307_200.0,
+        walked: 978_307_200.0,
+    };
+
+    // Old: served from the first ready scrape, not complete, its time shown;
+    // the walk (refused) does not make it complete either.
+    let standin = tagged_standin(3).await;
+    standin.limit_organizations(0.0);
+    let storage = tempdir().join("state");
+    Storage::open(&storage)
+        .unwrap()
+        .save(&saved("o-example"), in_2001)
+        .unwrap();
+    let e = start(&config(&standin, 1000.0), &storage).await;
+    ready(e.addr).await;
+    let first = e.metrics().await;
+    assert!(first.contains("account_name=\"from-the-file\""), "{first}");
+    assert_eq!(
+        sample(&first, "aws_compute_optimizer_organizations_complete"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "aws_compute_optimizer_organizations_last_success_timestamp_seconds"
+        ),
+        Some(978_307_200.0)
+    );
+    let failed = e
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up") == Some(0.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&failed, "aws_compute_optimizer_organizations_complete"),
+        Some(0.0)
+    );
+    e.stop().await;
+
+    // Another organisation's (the stand-in's is o-example): dropped once
+    // ListRoots names this one; the tag pass then fails at once, and the
+    // account of the same ID has no tag rather than the file's.
+    let standin = tagged_standin(3).await;
+    standin.fail_tags_after(Some(0));
+    let storage = tempdir().join("state");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    Storage::open(&storage)
+        .unwrap()
+        .save(
+            &saved("o-another"),
+            Learned {
+                structure: now,
+                tags: now,
+                walked: now,
+            },
+        )
+        .unwrap();
+    let e = start(&config(&standin, 1000.0), &storage).await;
+    let walked = e
+        .wait_for(10, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up") == Some(0.0)
+        })
+        .await;
+    let line = info_lines(&walked)
+        .into_iter()
+        .find(|l| l.contains("account_id=\"100000000000\""))
+        .expect("the account, from the walk");
+    assert!(line.contains("tag_team=\"\""), "{line}");
+    assert!(!walked.contains("stale") && !walked.contains("from-the-file"));
+    assert_eq!(
+        sample(&walked, "aws_compute_optimizer_organizations_complete"),
+        Some(0.0)
+    );
+    e.stop().await;
+}
+
+/// The restore is off the startup path: with the saved file unreadable for
+/// as long as the test likes (a FIFO nobody writes yet), the binary listens,
+/// answers `/-/healthy`, and is not ready; once the file arrives it serves
+/// it and is ready. A SIGTERM during such a restore still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_the_saved_walk_is_read() {
+    use compute_optimizer_exporter::model::{AccountInfo, Directory, Learned};
+    use compute_optimizer_exporter::storage::{FILE, Storage};
+    let standin = tagged_standin(3).await;
+    // Organizations refuses everything: what is served is the file's.
+    standin.limit_organizations(0.0);
+    let dir = tempdir();
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config(&standin, 1000.0)).unwrap();
+    // The bytes a saved walk has, made by the exporter's own writer.
+    let made = tempdir().join("made");
+    let mut saved = Directory {
+        tag_labels: vec![("tag_team".into(), "team".into())],
+        ..Directory::default()
+    };
+    saved.accounts.insert(
+        "100000000001".into(),
+        AccountInfo {
+            name: "from-the-file".into(),
+            tags: vec!["payments".into()],
+            tags_known: true,
+            ..AccountInfo::default()
+        },
+    );
+    Storage::open(&made)
+        .unwrap()
+        .save(&saved, Learned::default())
+        .unwrap();
+    let bytes = std::fs::read(made.join(FILE)).unwrap();
+
+    for sigterm_while_blocked in [true, false] {
+        let storage = dir.join(format!("state-{sigterm_while_blocked}"));
+        std::fs::create_dir_all(&storage).unwrap();
+        let fifo = storage.join(FILE);
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success(),
+            "mkfifo"
+        );
+        let log = dir.join(format!("log-{sigterm_while_blocked}"));
+        let (mut child, addr) = spawn(&config_path, &storage, &log);
+        assert_eq!(get(addr, "/-/healthy").await.status, 200);
+        // The poll is done; only the restore holds readiness back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("poll finished")
+        {
+            assert!(Instant::now() < deadline, "no poll");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(get(addr, "/-/ready").await.status, 503);
+        if sigterm_while_blocked {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let code = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status.code();
+                }
+                assert!(Instant::now() < deadline, "no exit within 5 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(code, Some(0));
+            continue;
+        }
+        // Opening the FIFO for writing releases the reader.
+        let writer = std::thread::spawn({
+            let (fifo, bytes) = (fifo.clone(), bytes.clone());
+            move || std::fs::write(fifo, bytes).unwrap()
+        });
+        ready(addr).await;
+        writer.join().unwrap();
+        let text = get(addr, "/metrics").await.text();
+        assert!(text.contains("account_name=\"from-the-file\""), "{text}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::aws::AwsSource;
 use crate::demo::DemoSource;
 use crate::error::ApiError;
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest};
+use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
 use crate::source::{NameSource, PageSource};
 
 #[derive(Clone)]
@@ -31,7 +31,7 @@ impl PageSource for Source {
 }
 
 impl NameSource for Source {
-    async fn list_roots(&self, token: Option<String>) -> Result<Page<(String, String)>, ApiError> {
+    async fn list_roots(&self, token: Option<String>) -> Result<Page<Root>, ApiError> {
         match self {
             Source::Aws(s) => s.list_roots(token).await,
             Source::Demo(s) => s.list_roots(token).await,
