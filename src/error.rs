@@ -27,6 +27,16 @@ impl ApiError {
             retryable,
         }
     }
+
+    /// The upstream asks us to slow down: Compute Optimizer's
+    /// `ThrottlingException`, Organizations' `TooManyRequestsException`,
+    /// STS's `Throttling`.
+    pub fn is_throttling(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ThrottlingException" | "TooManyRequestsException" | "Throttling"
+        )
+    }
 }
 
 /// Why a listing (every page of one operation) did not complete.

@@ -393,7 +393,21 @@ pub async fn refresh<S: NameSource>(
     Ok(())
 }
 
-/// Refreshes now, then every `interval`, until shutdown.
+/// The first retry of a failed walk comes this long after it.
+const WALK_RETRY: Duration = Duration::from_secs(60);
+
+/// When to walk again after `failures` failed walks in a row: a minute,
+/// doubling with each, never later than the interval. A throttled or
+/// briefly refused walk is retried long before the next hour, and a
+/// lasting failure costs no more than one walk an interval.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    WALK_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(interval)
+}
+
+/// Refreshes now, then every `interval` (sooner after a failure), until
+/// shutdown.
 pub async fn run<S: NameSource>(
     source: S,
     walk_opts: WalkOptions,
@@ -409,6 +423,7 @@ pub async fn run<S: NameSource>(
             return;
         }
     }
+    let mut failures = 0u32;
     loop {
         let started = Instant::now();
         let result = match refresh(&source, &state, &opts, &walk_opts, &pace, &shutdown).await {
@@ -418,8 +433,9 @@ pub async fn run<S: NameSource>(
         };
         let accounts = state.names().len();
         state.set_organizations_up(result.is_ok());
-        match result {
+        let next = match result {
             Ok(()) => {
+                failures = 0;
                 let took = started.elapsed();
                 tracing::info!(
                     accounts,
@@ -432,8 +448,11 @@ pub async fn run<S: NameSource>(
                         "refreshing the organisation took longer than aws.organizations_interval; raise it or aws.organizations_requests_per_second"
                     );
                 }
+                started + walk_opts.interval
             }
             Err(e) => {
+                failures += 1;
+                let retry = retry_after(failures, walk_opts.interval);
                 // Kept, but no longer complete once too old.
                 if !fresh(state.learned().structure, walk_opts.max_age) {
                     state.mark_incomplete();
@@ -441,13 +460,15 @@ pub async fn run<S: NameSource>(
                 tracing::warn!(
                     code = e.code(),
                     error = %e,
+                    retry_in = %crate::config::format_duration(retry),
                     advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
                     "refreshing the organisation failed; keeping the last known names, OUs and tags"
-                )
+                );
+                Instant::now() + retry
             }
-        }
+        };
         tokio::select! {
-            _ = sleep_until(started + walk_opts.interval) => {}
+            _ = sleep_until(next) => {}
             _ = shutdown.wait() => return,
         }
     }
@@ -461,6 +482,92 @@ mod tests {
     use crate::model::AccountInfo;
     use crate::shutdown;
     use crate::state::State;
+
+    /// The demo organisation, whose first `ListRoots` is refused.
+    struct RefusedOnce {
+        demo: DemoSource,
+        refused: std::sync::atomic::AtomicBool,
+    }
+
+    impl NameSource for RefusedOnce {
+        async fn list_roots(&self, t: Option<String>) -> Result<Page<Root>, ApiError> {
+            if !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(ApiError::new("AccessDeniedException", "not yet", false));
+            }
+            self.demo.list_roots(t).await
+        }
+        async fn list_ous(
+            &self,
+            p: &str,
+            t: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            self.demo.list_ous(p, t).await
+        }
+        async fn list_accounts_for_parent(
+            &self,
+            p: &str,
+            t: Option<String>,
+        ) -> Result<Page<OrgAccount>, ApiError> {
+            self.demo.list_accounts_for_parent(p, t).await
+        }
+        async fn list_tags(
+            &self,
+            a: &str,
+            t: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            self.demo.list_tags(a, t).await
+        }
+    }
+
+    #[test]
+    fn a_failed_walk_is_retried_sooner_than_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let minutes = |n: u64| Duration::from_secs(60 * n);
+        assert_eq!(retry_after(1, hour), minutes(1));
+        assert_eq!(retry_after(2, hour), minutes(2));
+        assert_eq!(retry_after(6, hour), minutes(32));
+        assert_eq!(retry_after(7, hour), hour);
+        assert_eq!(retry_after(u32::MAX, hour), hour);
+        assert_eq!(
+            retry_after(1, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+    }
+
+    /// On tokio's paused clock: the walk refused once is walked again a
+    /// minute later, not an interval (an hour) later.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_walk_succeeds_a_minute_later() {
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
+        let walk = WalkOptions {
+            interval: Duration::from_secs(3600),
+            requests_per_second: 1000.0,
+            tag_labels: Vec::new(),
+            storage: None,
+            restore: false,
+            max_age: Duration::from_secs(3 * 3600),
+        };
+        let (stop, stopped) = shutdown::channel();
+        let source = RefusedOnce {
+            demo: DemoSource::new(5, 1),
+            refused: false.into(),
+        };
+        let opts = PollOptions::from_config(&Config::default());
+        let started = Instant::now();
+        let task = tokio::spawn(run(source, walk, opts, org.clone(), stopped));
+        while org.names().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(3600),
+                "not before the interval"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let took = started.elapsed();
+        assert!(took >= WALK_RETRY && took < WALK_RETRY * 2, "{took:?}");
+        stop.trigger();
+        task.await.unwrap();
+    }
 
     /// A saved walk counts as complete only while younger than
     /// `aws.organizations_max_age`; either way it is served, and its last

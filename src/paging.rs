@@ -90,29 +90,72 @@ impl<'a> Listing<'a> {
     }
 }
 
-/// Spaces requests `1 / rate` apart, across every listing of a refresh.
+/// Spaces requests `1 / rate` apart, across every listing of a refresh,
+/// and backs off when the upstream throttles: each throttled attempt
+/// doubles the gap (up to [`MAX_SLOWDOWN`] times the configured one), each
+/// success takes an eighth of the extra off again. A ceiling of our own is
+/// not the upstream's: Organizations' quota is shared with every other
+/// tool in the account, so a throttle means the room is smaller today.
 pub struct Pace {
-    next: Mutex<Instant>,
+    state: Mutex<PaceState>,
+    base: Duration,
+}
+
+struct PaceState {
+    next: Instant,
     gap: Duration,
 }
 
+/// How far throttling can slow a pace down.
+pub const MAX_SLOWDOWN: u32 = 16;
+
 impl Pace {
     pub fn new(requests_per_second: f64) -> Pace {
+        let base = Duration::from_secs_f64(1.0 / requests_per_second.max(0.001));
         Pace {
-            next: Mutex::new(Instant::now()),
-            gap: Duration::from_secs_f64(1.0 / requests_per_second.max(0.001)),
+            state: Mutex::new(PaceState {
+                next: Instant::now(),
+                gap: base,
+            }),
+            base,
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Resolves at this request's turn.
     pub async fn turn(&self) {
         let at = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let at = (*next).max(Instant::now());
-            *next = at + self.gap;
+            let mut s = self.state();
+            let at = s.next.max(Instant::now());
+            s.next = at + s.gap;
             at
         };
         sleep_until(at).await;
+    }
+
+    /// The upstream throttled an attempt: slow down.
+    pub fn throttled(&self) {
+        let mut s = self.state();
+        let slower = (s.gap * 2).min(self.base * MAX_SLOWDOWN);
+        // The request already scheduled next waits the longer gap too.
+        let extra = slower.saturating_sub(s.gap);
+        s.next += extra;
+        s.gap = slower;
+    }
+
+    /// An attempt succeeded: recover towards the configured pace.
+    pub fn succeeded(&self) {
+        let mut s = self.state();
+        let extra = s.gap.saturating_sub(self.base);
+        s.gap -= extra / 8;
+    }
+
+    /// The gap between two requests now.
+    pub fn gap(&self) -> Duration {
+        self.state().gap
     }
 }
 
@@ -212,6 +255,9 @@ where
                 l.requests
                     .with_label_values(&[l.operation, "success"])
                     .inc();
+                if let Some(pace) = l.pace {
+                    pace.succeeded();
+                }
                 return Ok(page);
             }
             Ok(Err(e)) => e,
@@ -227,6 +273,14 @@ where
         l.requests
             .with_label_values(&[l.operation, err.code.as_str()])
             .inc();
+        if let Some(pace) = l.pace.filter(|_| err.is_throttling()) {
+            pace.throttled();
+            tracing::debug!(
+                operation = l.operation,
+                gap_ms = pace.gap().as_millis() as u64,
+                "throttled: slowing the pace"
+            );
+        }
         if err.code == "timeout" && Instant::now() >= l.deadline {
             return Err(timed_out());
         }
@@ -265,6 +319,39 @@ fn random_unit() -> f64 {
             .unwrap_or(0),
     );
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    /// On tokio's paused clock, so the gaps are exact whatever the machine.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_slows_the_pace_and_successes_bring_it_back() {
+        let pace = Pace::new(1.0);
+        let base = Duration::from_secs(1);
+        let start = Instant::now();
+        pace.turn().await;
+        pace.turn().await;
+        assert_eq!(start.elapsed(), base);
+        // Throttled twice: four times the gap, the next turn included.
+        pace.throttled();
+        pace.throttled();
+        assert_eq!(pace.gap(), base * 4);
+        let before = Instant::now();
+        pace.turn().await;
+        assert_eq!(before.elapsed(), base * 4);
+        // Never slower than MAX_SLOWDOWN times the configured pace.
+        for _ in 0..20 {
+            pace.throttled();
+        }
+        assert_eq!(pace.gap(), base * MAX_SLOWDOWN);
+        // Successes bring it back, and never below the configured pace.
+        for _ in 0..200 {
+            pace.succeeded();
+        }
+        assert!(pace.gap() >= base && pace.gap() < base + Duration::from_millis(10));
+    }
 }
 
 #[cfg(test)]
