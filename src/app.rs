@@ -112,16 +112,21 @@ pub fn load_config(
 /// What `--config.check` adds to the file's own rules: each organisation's
 /// clients built exactly as a start builds them, so the check refuses what
 /// a start would (no region anywhere, say). Sends no request to AWS.
-pub async fn check(config: &Config, demo: bool) -> Result<(), String> {
+/// Returns the warnings a start would log (a profile not found).
+pub async fn check(config: &Config, demo: bool) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
     if demo {
-        return Ok(());
+        return Ok(warnings);
     }
     for (name, org) in config.organizations() {
+        if let Some(w) = crate::aws::missing_profile(&org.aws).await {
+            warnings.push(of_organization(name.as_deref(), w));
+        }
         make_source(&None, &org, &None)
             .await
             .map_err(|e| of_organization(name.as_deref(), e))?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// An organisation's error, prefixed with its name when it has one.
@@ -140,6 +145,9 @@ async fn make_source(
     match demo {
         Some(d) => Ok(Source::Demo(d.clone())),
         None => {
+            if let Some(warning) = crate::aws::missing_profile(&config.aws).await {
+                tracing::warn!(warning, "AWS profile not found");
+            }
             let s = AwsSource::connect(&config.aws, credentials.clone()).await?;
             let a = &config.aws;
             tracing::info!(

@@ -86,7 +86,12 @@ const NETWORK_MARKERS: &[&str] = &[
 /// failure table's class for every connection failure.
 fn credentials_error(detail: String) -> ApiError {
     let lower = detail.to_ascii_lowercase();
-    if NETWORK_MARKERS.iter().any(|m| lower.contains(m)) {
+    // "None found anywhere" first: the chain's report of every provider it
+    // tried includes instance metadata's own connection failure.
+    let none_found = crate::error::NO_CREDENTIALS
+        .iter()
+        .any(|m| lower.contains(&m.to_ascii_lowercase()));
+    if !none_found && NETWORK_MARKERS.iter().any(|m| lower.contains(m)) {
         return ApiError::new("network", detail, true);
     }
     let named = STS_CODES.iter().find(|(code, _)| {
@@ -203,6 +208,41 @@ impl AwsSource {
             region,
         })
     }
+}
+
+/// A warning when the profile the chain will read (`aws.profile`, else
+/// `AWS_PROFILE`) is defined in none of the shared files: the chain then
+/// finds no credentials or region there, and aws-config never says which
+/// profile it looked for.
+pub async fn missing_profile(cfg: &AwsConfig) -> Option<String> {
+    use aws_config::profile::profile_file::ProfileFiles;
+    use aws_types::os_shim_internal::{Env, Fs};
+    let (named, from) = match &cfg.profile {
+        Some(p) => (p.clone(), "aws.profile"),
+        None => (std::env::var("AWS_PROFILE").ok()?, "AWS_PROFILE"),
+    };
+    let set = aws_config::profile::load(
+        &Fs::real(),
+        &Env::real(),
+        &ProfileFiles::default(),
+        Some(named.clone().into()),
+    )
+    .await;
+    let defined: Vec<String> = match &set {
+        Ok(set) if set.get_profile(&named).is_some() => return None,
+        Ok(set) => set.profiles().map(|p| format!("{p:?}")).collect(),
+        Err(_) => Vec::new(),
+    };
+    Some(format!(
+        "{from} names the profile {named:?}, which the shared config and credentials files \
+         (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/config and ~/.aws/credentials) \
+         do not define (they define {}); no credentials or region come from it",
+        if defined.is_empty() {
+            "none".to_owned()
+        } else {
+            defined.join(", ")
+        }
+    ))
 }
 
 /// The region Organizations requests are signed for in `region`'s
@@ -546,6 +586,10 @@ mod tests {
             assert_eq!(e.code, "network", "{detail}");
             assert!(e.retryable);
         }
+        // None found anywhere stays a credentials failure, even though the
+        // chain's report shows instance metadata unreachable.
+        let none = "dispatch failure: other: the credential provider was not enabled: no credentials found in chain. Attempted:\n  Environment: the credential provider was not enabled\n  Ec2InstanceMetadata: failed to load IMDS session token: dispatch failure: io error: tcp connect error: Connection refused";
+        assert_eq!(credentials_error(none.into()).code, "credentials");
     }
 
     #[test]

@@ -99,9 +99,16 @@ pub fn main() -> ExitCode {
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))
             .and_then(|rt| rt.block_on(app::check(&config, args.demo)));
-        if let Err(e) = built {
-            say_error(&e);
-            return ExitCode::from(1);
+        match built {
+            Ok(warnings) => {
+                for w in warnings {
+                    let _ = writeln!(std::io::stderr().lock(), "warning: {w}");
+                }
+            }
+            Err(e) => {
+                say_error(&e);
+                return ExitCode::from(1);
+            }
         }
         let source = args
             .config

@@ -160,9 +160,15 @@ impl PollError {
     }
 }
 
+/// How aws-config says that no provider of the chain had credentials.
+pub const NO_CREDENTIALS: &[&str] = &[
+    "no providers in chain provided credentials",
+    "no credentials found in chain",
+    "the credential provider was not enabled",
+];
+
 /// True when a credentials failure is "none found anywhere", not a
 /// provider's error (as aws-config words it).
 fn no_credentials(message: &str) -> bool {
-    message.contains("no providers in chain provided credentials")
-        || message.contains("the credential provider was not enabled")
+    NO_CREDENTIALS.iter().any(|m| message.contains(m))
 }

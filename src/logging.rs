@@ -25,14 +25,26 @@ pub enum LogLevel {
     Debug,
 }
 
+/// aws-config's credential providers, whose warnings append a Debug dump
+/// of the failure (a raw response, its headers included) to each line. The
+/// exporter's own failure line says what failed, with the chain's report of
+/// where it looked and the advice: these are shown at debug only.
+const CREDENTIAL_PROVIDERS: &str = "aws_config::meta::credentials=error,\
+     aws_config::profile::credentials=error,aws_config::web_identity_token=error,\
+     aws_config::imds=error,aws_config::ecs=error,aws_config::sts=error";
+
 impl LogLevel {
-    fn filter(self) -> &'static str {
-        // Our own logs at the chosen level; the SDK's chatter only at debug.
+    fn filter(self) -> String {
+        // Our own logs at the chosen level; the SDK's chatter only at debug;
+        // its warnings (a malformed profile file, an invalid setting) too,
+        // but not the credential providers' dumps.
         match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "warn,compute_optimizer_exporter=info",
-            LogLevel::Debug => "info,compute_optimizer_exporter=debug",
+            LogLevel::Error => "error".into(),
+            LogLevel::Warn => format!("warn,{CREDENTIAL_PROVIDERS}"),
+            LogLevel::Info => {
+                format!("warn,{CREDENTIAL_PROVIDERS},compute_optimizer_exporter=info")
+            }
+            LogLevel::Debug => "info,compute_optimizer_exporter=debug".into(),
         }
     }
 }
@@ -253,6 +265,54 @@ pub fn push_value(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a subscriber at `level` writes for `emit`.
+    fn logged(level: LogLevel, emit: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(level.filter()))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn credential_providers_dumps_show_at_debug_only_other_sdk_warnings_always() {
+        let emit = || {
+            tracing::warn!(target: "aws_config::meta::credentials::chain", "provider failed: Response {{ headers: x-amz-secret }}");
+            tracing::warn!(target: "aws_config::imds::credentials", "imds dump");
+            tracing::warn!(target: "aws_config::provider_config", "failed to parse profile");
+            tracing::info!(target: "aws_config::meta::region", "sdk chatter");
+        };
+        for level in [LogLevel::Info, LogLevel::Warn] {
+            let out = logged(level, emit);
+            assert!(
+                !out.contains("x-amz-secret") && !out.contains("imds dump"),
+                "{out}"
+            );
+            assert!(out.contains("failed to parse profile"), "{out}");
+            assert!(!out.contains("sdk chatter"), "{out}");
+        }
+        let out = logged(LogLevel::Debug, emit);
+        assert!(
+            out.contains("x-amz-secret") && out.contains("imds dump"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn time_is_rfc3339_in_milliseconds_utc() {

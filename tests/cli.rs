@@ -899,3 +899,47 @@ async fn an_unreachable_sts_is_a_network_failure_advised_as_such() {
         "{failed}"
     );
 }
+
+/// A profile the shared files do not define is named, by the check and in
+/// the log of a start; a defined one is not warned about.
+#[test]
+fn a_profile_that_does_not_exist_is_named() {
+    let dir = tempdir();
+    let aws_config = dir.join("aws-config");
+    std::fs::write(&aws_config, "[profile other]\nregion = eu-west-1\n").unwrap();
+    for (profile, warned) in [("nosuch", true), ("other", false)] {
+        let path = dir.join(format!("{profile}.toml"));
+        std::fs::write(
+            &path,
+            format!("[aws]\nregion = \"eu-west-1\"\nprofile = \"{profile}\"\n"),
+        )
+        .unwrap();
+        let out = exporter()
+            .env("AWS_CONFIG_FILE", &aws_config)
+            .args(["--config.check", "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.contains("\"nosuch\""), warned, "{err}");
+        if warned {
+            assert!(
+                err.starts_with("warning: aws.profile names the profile \"nosuch\""),
+                "{err}"
+            );
+            assert!(err.contains("they define \"other\""), "{err}");
+        }
+    }
+    let mut run = Running::start(
+        exporter()
+            .env("AWS_CONFIG_FILE", &aws_config)
+            .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+            .arg(dir.join("nosuch.toml")),
+    );
+    let line = run.wait_line("AWS profile not found");
+    assert!(
+        line.contains("level=WARN") && line.contains("\\\"nosuch\\\""),
+        "{line}"
+    );
+}
