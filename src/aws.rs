@@ -215,7 +215,7 @@ impl AwsSource {
 /// finds no credentials or region there, and aws-config never says which
 /// profile it looked for.
 pub async fn missing_profile(cfg: &AwsConfig) -> Option<String> {
-    use aws_config::profile::profile_file::ProfileFiles;
+    use aws_runtime::env_config::file::EnvConfigFiles as ProfileFiles;
     use aws_types::os_shim_internal::{Env, Fs};
     let (named, from) = match &cfg.profile {
         Some(p) => (p.clone(), "aws.profile"),
