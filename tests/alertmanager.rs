@@ -436,6 +436,7 @@ async fn a_restart_and_a_fresh_replica_change_no_notification() {
     // B restarts, its storage kept.
     b.stop().await;
     let b = Exporter::start_on(b_addr, config(), Some(&path), false, None, Some(&b_store)).await;
+    b.wait_ready().await;
     let first = b.metrics().await;
     assert!(complete(&first), "restored complete");
     // C joins without storage: names and OUs, but no tag known.

@@ -357,6 +357,16 @@ impl Exporter {
         }
     }
 
+    /// Waits, up to 20 s, for `/-/ready`: its first poll done and its saved
+    /// walk served. The first scrape Kubernetes routes to a pod comes after.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while get(self.addr, "/-/ready").await.status != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the n-th poll (success or failure) to be recorded.
     pub async fn wait_polls(&self, n: u64) -> String {
         self.wait_for(20, |t| {
