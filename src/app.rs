@@ -197,6 +197,8 @@ pub async fn run(
     let mut server_opts = ServerOptions::from_config(&config.web);
     fit_to_open_files(&mut server_opts.limits, conns::connection_budget());
     server_opts.reload = opts.enable_lifecycle.then(|| reload_tx.clone());
+    // The web layer counts its own series; they are served with the rest.
+    state.metrics.register(server_opts.metrics.collectors());
     server_opts.security.send_replace(Arc::new(security));
     let shared_security = server_opts.security.clone();
     // Installed before "listening" is logged: SIGHUP's default action kills.

@@ -123,8 +123,56 @@ impl Closed {
     }
 }
 
-/// The exporter's connection counters, by reason; registered by
-/// [`crate::metrics`], counted here.
+/// The web layer's own metrics: its connection counters (counted by the
+/// table) and the requests it refused before any endpoint. The wiring
+/// registers their [`WebMetrics::collectors`] in the exporter's registry;
+/// nothing here knows what the server serves.
+#[derive(Clone)]
+pub struct WebMetrics {
+    pub connections: Counters,
+    /// Requests answered 401, 403 or 429 before reaching an endpoint.
+    pub requests_refused: IntCounterVec,
+}
+
+/// The `reason` values of `aws_compute_optimizer_exporter_requests_refused_total`.
+pub const REQUEST_REFUSALS: [&str; 4] = ["unauthorized", "auth_busy", "rate_limited", "host"];
+
+impl Default for WebMetrics {
+    fn default() -> Self {
+        WebMetrics::new()
+    }
+}
+
+impl WebMetrics {
+    pub fn new() -> WebMetrics {
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "aws_compute_optimizer_exporter_requests_refused_total",
+                "HTTP requests refused before reaching an endpoint, by reason: unauthorized (401), auth_busy (429: too many password checks waiting), rate_limited (429: the web config's rate_limit), host (403: a Host header not in web.allowed_hosts).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in REQUEST_REFUSALS {
+            requests_refused.with_label_values(&[reason]);
+        }
+        WebMetrics {
+            connections: Counters::new(),
+            requests_refused,
+        }
+    }
+
+    /// Every series, for the exporter's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.connections.shed.clone()),
+            Box::new(self.connections.refused.clone()),
+            Box::new(self.requests_refused.clone()),
+        ]
+    }
+}
+
+/// The connection counters, by reason.
 #[derive(Clone)]
 pub struct Counters {
     pub shed: IntCounterVec,

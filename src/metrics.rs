@@ -50,10 +50,6 @@ pub struct SelfMetrics {
     registry: Registry,
     pub reload_success: Gauge,
     pub reload_timestamp: Gauge,
-    /// Connections shed or refused, counted by the connection table.
-    pub connections: crate::conns::Counters,
-    /// Requests answered 401, 403 or 429 before reaching an endpoint.
-    pub requests_refused: IntCounterVec,
 }
 
 /// One organisation's health and request metrics, in a registry of its
@@ -251,27 +247,12 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         build_info.with_label_values(&[version, revision]).set(1.0);
-        let connections = crate::conns::Counters::new();
-        let requests_refused = IntCounterVec::new(
-            Opts::new(
-                "aws_compute_optimizer_exporter_requests_refused_total",
-                "HTTP requests refused before reaching an endpoint, by reason: unauthorized (401), auth_busy (429: too many password checks waiting), rate_limited (429: the web config's rate_limit), host (403: a Host header not in web.allowed_hosts).",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        for reason in crate::server::REQUEST_REFUSALS {
-            requests_refused.with_label_values(&[reason]);
-        }
         register(
             &registry,
             vec![
                 Box::new(reload_success.clone()),
                 Box::new(reload_timestamp.clone()),
                 Box::new(build_info),
-                Box::new(connections.shed.clone()),
-                Box::new(connections.refused.clone()),
-                Box::new(requests_refused.clone()),
             ],
         );
         #[cfg(target_os = "linux")]
@@ -284,8 +265,15 @@ impl SelfMetrics {
             registry,
             reload_success,
             reload_timestamp,
-            connections,
-            requests_refused,
+        }
+    }
+
+    /// Adds series another part of the exporter counts (the web layer's),
+    /// so they are encoded with these. Registering one twice (a second
+    /// server on the same state, in tests) is a no-op.
+    pub fn register(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            let _ = self.registry.register(c);
         }
     }
 

@@ -34,7 +34,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::authgate::AuthGate;
 use crate::config::ListenAddress;
-use crate::conns::{self, Activity, Counters, InFlight, Limits, Table, Tracked};
+use crate::conns::{
+    self, Activity, InFlight, Limits, REQUEST_REFUSALS, Table, Tracked, WebMetrics,
+};
 use crate::exposition::{self, Inflating};
 
 use crate::pages;
@@ -67,6 +69,8 @@ pub struct ServerOptions {
     /// Host names `/-/reload` and the pages for people answer to, besides
     /// IP addresses and `localhost` (`web.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
+    /// The web layer's counters, registered by whoever wires the server.
+    pub metrics: WebMetrics,
 }
 
 impl ServerOptions {
@@ -83,6 +87,7 @@ impl ServerOptions {
             reload: None,
             security: shared_security(WebSecurity::none()),
             allowed_hosts: c.allowed_hosts.clone(),
+            metrics: WebMetrics::new(),
         }
     }
 }
@@ -195,11 +200,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
-    let table = Table::counting(opts.limits, state.metrics.connections.clone());
+    let table = Table::counting(opts.limits, opts.metrics.connections.clone());
     let gate = AuthGate::new();
     let pages = Arc::new(pages::PageCache::default());
     let opts = Arc::new(opts);
-    let reaper = tokio::spawn(reap(table.clone(), state.clone(), shutdown.clone()));
+    let reaper = tokio::spawn(reap(table.clone(), opts.metrics.clone(), shutdown.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -296,16 +301,16 @@ const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(60);
 
 /// Applies the table's timeouts four times a second until shutdown, and
 /// logs what was shed or refused at most once a minute.
-async fn reap(table: Arc<Table>, state: Arc<State>, shutdown: Shutdown) {
+async fn reap(table: Arc<Table>, metrics: WebMetrics, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut logged = Refusals::now(&state.metrics.connections, &state.metrics.requests_refused);
+    let mut logged = Refusals::now(&metrics);
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 table.reap();
                 if logged.at.elapsed() >= REFUSALS_LOGGED_EVERY {
-                    let now = Refusals::now(&state.metrics.connections, &state.metrics.requests_refused);
+                    let now = Refusals::now(&metrics);
                     now.log_since(&logged);
                     logged = now;
                 }
@@ -322,8 +327,10 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn now(connections: &Counters, requests: &prometheus::IntCounterVec) -> Refusals {
-        let mut counts: Vec<(String, u64)> = connections
+    fn now(metrics: &WebMetrics) -> Refusals {
+        let requests = &metrics.requests_refused;
+        let mut counts: Vec<(String, u64)> = metrics
+            .connections
             .totals()
             .into_iter()
             .map(|(why, n)| {
@@ -359,9 +366,6 @@ impl Refusals {
         }
     }
 }
-
-/// The `reason` values of `aws_compute_optimizer_exporter_requests_refused_total`.
-pub const REQUEST_REFUSALS: [&str; 4] = ["unauthorized", "auth_busy", "rate_limited", "host"];
 
 /// One HTTP/1.1 connection over any transport (plain TCP or TLS).
 fn connection<IO>(
@@ -499,7 +503,7 @@ async fn admitted(
     activity: &Arc<Activity>,
 ) -> Response<Chunks> {
     let refused = |reason: &str| {
-        conn.state
+        conn.opts
             .metrics
             .requests_refused
             .with_label_values(&[reason])
