@@ -13,11 +13,11 @@
 
 use std::time::SystemTime;
 
-use compute_optimizer_exporter::deflate::piece;
-use compute_optimizer_exporter::exposition::{Exposition, Segment};
-use compute_optimizer_exporter::metrics::{SelfMetrics, render_poll, render_snapshot};
+use compute_optimizer_exporter::expose::deflate::piece;
+use compute_optimizer_exporter::expose::exposition::{Exposition, Segment};
+use compute_optimizer_exporter::expose::metrics::{SelfMetrics, render_poll, render_snapshot};
+use compute_optimizer_exporter::expose::openmetrics::Format;
 use compute_optimizer_exporter::model::{Account, Directory, Snapshot, Status};
-use compute_optimizer_exporter::openmetrics::Format;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// The organisation sizes: all three under `cargo bench`, the smallest
@@ -77,7 +77,7 @@ fn per_poll(c: &mut Criterion) {
 fn per_scrape(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_scrape");
     let metrics = SelfMetrics::new("bench", "bench");
-    let org_metrics = compute_optimizer_exporter::metrics::OrgMetrics::new(None);
+    let org_metrics = compute_optimizer_exporter::expose::metrics::OrgMetrics::new(None);
     for &n in sizes() {
         let exposition = Exposition::new(render_snapshot(
             &organisation(n),

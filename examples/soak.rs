@@ -10,10 +10,10 @@ mod standin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compute_optimizer_exporter::aws::{AwsSource, StaticCredentials};
 use compute_optimizer_exporter::config::Config;
 use compute_optimizer_exporter::config::PollOptions;
-use compute_optimizer_exporter::scheduler::poll_once;
+use compute_optimizer_exporter::produce::poll::poll_once;
+use compute_optimizer_exporter::source::aws::{AwsSource, StaticCredentials};
 use compute_optimizer_exporter::state::State;
 
 fn rss_mb() -> f64 {
@@ -70,7 +70,8 @@ async fn main() {
         // Read what a scrape reads, so the cached bytes are really used.
         let exp = state.exposition();
         assert!(
-            exp.text_len(compute_optimizer_exporter::openmetrics::Format::Text) > accounts * 100
+            exp.text_len(compute_optimizer_exporter::expose::openmetrics::Format::Text)
+                > accounts * 100
         );
         if poll == 100.min(polls) {
             baseline = rss_mb();

@@ -88,7 +88,7 @@ pub fn main() -> ExitCode {
         }
     };
     if let Some(web) = &args.web_config_file
-        && let Err(e) = crate::websec::WebSecurity::load(web)
+        && let Err(e) = crate::web::websec::WebSecurity::load(web)
     {
         say_error(&e);
         return ExitCode::from(1);
@@ -98,7 +98,7 @@ pub fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))
-            .and_then(|rt| rt.block_on(app::check(&config, args.demo)));
+            .and_then(|rt| rt.block_on(crate::fleet::check(&config, args.demo)));
         match built {
             Ok(warnings) => {
                 for w in warnings {
@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
     // Before any thread starts: taking the socket clears LISTEN_FDS and
     // LISTEN_PID from the environment.
     let activated = if args.systemd_socket {
-        match crate::server::systemd_listener() {
+        match crate::web::server::systemd_listener() {
             Ok(l) => Some(l),
             Err(e) => {
                 say_error(&e);
@@ -161,7 +161,7 @@ pub fn main() -> ExitCode {
             }
             None => {
                 let addr = crate::config::parse_listen_address(&config.web.listen_address)?;
-                crate::server::bind_listen(&addr)
+                crate::web::server::bind_listen(&addr)
                     .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen_address))?
             }
         };

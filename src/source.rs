@@ -1,14 +1,27 @@
-//! Where enrollment statuses and the organisation's structure come from: the AWS SDK
-//! ([`crate::aws`]) or the simulated organisation of `--demo`
-//! ([`crate::demo`]). The scheduler, the names refresher and the paging loop
-//! only know these traits; [`dispatch::Source`] picks one at start-up.
+//! The sources: where enrollment statuses and the organisation's structure
+//! come from, and the rules every listing follows.
+//!
+//! * [`aws`]: the AWS edge, the only module that imports the SDK (a client
+//!   per service, one call in, one plain [`crate::model::Page`] or
+//!   [`error::ApiError`] out).
+//! * [`demo`]: the simulated organisation of `--demo`.
+//! * [`paging`]: the one paging loop (tokens, caps, retries, pace,
+//!   deadlines) that every listing uses; [`error`]: what a call and a
+//!   listing can fail with, and what to do about it.
+//! * [`dispatch`]: the source chosen at start-up.
+//!
+//! The producers only know the traits below.
 
+pub mod aws;
+pub mod demo;
 pub mod dispatch;
+pub mod error;
+pub mod paging;
 
 use std::future::Future;
 
-use crate::error::ApiError;
 use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
+use crate::source::error::ApiError;
 
 /// Operation names, as the `operation` label and IAM know them.
 pub const ENROLLMENTS: &str = "GetEnrollmentStatusesForOrganization";

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::config::PollOptions;
-use crate::error::PollError;
-use crate::exposition::{Exposition, Segment};
-use crate::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
+use crate::expose::exposition::{Exposition, Segment};
+use crate::expose::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
+use crate::expose::openmetrics::Format;
 use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
-use crate::openmetrics::Format;
+use crate::source::error::PollError;
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]

@@ -65,7 +65,7 @@ async fn scrape_under_attack(e: &Exporter, tls_auth: bool) -> (Vec<Duration>, at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_hostile_connections_cannot_starve_a_scrape() {
-    use compute_optimizer_exporter::conns::SEND_BUFFER_BYTES;
+    use compute_optimizer_exporter::web::conns::SEND_BUFFER_BYTES;
     let web = tls::web_config("");
     let cases: [(&str, &str, bool); 3] = [
         ("defaults: the per-source cap", "", false),

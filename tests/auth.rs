@@ -410,7 +410,7 @@ async fn rate_limit_and_headers_from_the_web_config_apply() {
 #[tokio::test]
 async fn listen_addresses_as_go_reads_them() {
     use compute_optimizer_exporter::config::parse_listen_address;
-    use compute_optimizer_exporter::server::bind_listen;
+    use compute_optimizer_exporter::web::server::bind_listen;
     let any = bind_listen(&parse_listen_address(":0").unwrap()).unwrap();
     let port = any.local_addr().unwrap().port();
     for target in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::aws::AwsSource;
-use crate::demo::DemoSource;
-use crate::error::ApiError;
 use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
+use crate::source::aws::AwsSource;
+use crate::source::demo::DemoSource;
+use crate::source::error::ApiError;
 use crate::source::{NameSource, PageSource};
 
 #[derive(Clone)]

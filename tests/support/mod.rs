@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compute_optimizer_exporter::app::{self, Options};
-use compute_optimizer_exporter::aws::StaticCredentials;
 use compute_optimizer_exporter::config::Config;
 use compute_optimizer_exporter::shutdown::{self, Trigger};
+use compute_optimizer_exporter::source::aws::StaticCredentials;
 use compute_optimizer_exporter::state::State;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -306,7 +306,7 @@ impl Exporter {
         web_config_file: Option<&Path>,
         storage: Option<&Path>,
     ) -> Exporter {
-        let listener = compute_optimizer_exporter::server::bind(bind).unwrap();
+        let listener = compute_optimizer_exporter::web::server::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::new("test", "test"));
         let (trigger, shutdown) = shutdown::channel();

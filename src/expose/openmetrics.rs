@@ -13,7 +13,7 @@
 //! * the body ends with `# EOF`.
 //!
 //! So the cached series keep one copy of every sample, and only the
-//! metadata lines exist in both forms (see [`crate::exposition`]).
+//! metadata lines exist in both forms (see [`crate::expose::exposition`]).
 
 use std::fmt::Write as _;
 

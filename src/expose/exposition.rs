@@ -8,9 +8,9 @@
 //!
 //! A segment is a list of parts. Most parts are the same in both formats
 //! and kept once; a family's metadata lines, where the text format 0.0.4
-//! and OpenMetrics differ ([`crate::openmetrics`]), is a part with a second
+//! and OpenMetrics differ ([`crate::expose::openmetrics`]), is a part with a second
 //! form. Every part is compressed on its own into a deflate piece that
-//! splices before any other ([`crate::deflate::piece`]), so the gzip body of
+//! splices before any other ([`crate::expose::deflate::piece`]), so the gzip body of
 //! either format is one stream chosen from the same pieces, ended per scrape
 //! by the trailer.
 
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use flate2::Compression;
 
-use crate::deflate::{FINAL_EMPTY_BLOCK, piece, sync_flushed};
-use crate::openmetrics::{EOF, Format, Kind, openmetrics_header, text_header};
+use crate::expose::deflate::{FINAL_EMPTY_BLOCK, piece, sync_flushed};
+use crate::expose::openmetrics::{EOF, Format, Kind, openmetrics_header, text_header};
 
 /// Text a producer renders is compressed in runs of about this many bytes
 /// as it goes, so rendering 100,000 accounts (45 MB of text) never holds

@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::error::ApiError;
 use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status, unix_seconds};
+use crate::source::error::ApiError;
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 pub const DEMO_ACCOUNTS: usize = 300;

@@ -2,13 +2,13 @@
 //!
 //! * The organisation's series change only when a poll or a walk completes,
 //!   so they are rendered here once per change, in both formats, and kept
-//!   compressed as segments ([`crate::exposition`]) that every scrape serves.
+//!   compressed as segments ([`crate::expose::exposition`]) that every scrape serves.
 //! * The exporter's own metrics (poll health, API request counters, process
 //!   metrics) are small and change all the time; they live in a
 //!   `prometheus::Registry` and are encoded on each scrape and appended.
 //!
 //! Both halves use metric names that never overlap, so the concatenation is a
-//! valid exposition in either format ([`crate::openmetrics`]).
+//! valid exposition in either format ([`crate::expose::openmetrics`]).
 
 use std::fmt::Write as _;
 
@@ -16,9 +16,9 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::exposition::Rendered;
+use crate::expose::exposition::Rendered;
+use crate::expose::openmetrics::{Format, Kind};
 use crate::model::{Directory, Snapshot, Status};
-use crate::openmetrics::{Format, Kind};
 
 pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
 pub const LAST_UPDATED: &str =
@@ -309,7 +309,7 @@ impl SelfMetrics {
                 let _ = TextEncoder::new().encode(&families, &mut out);
                 out
             }
-            Format::OpenMetrics => crate::openmetrics::encode(&families),
+            Format::OpenMetrics => crate::expose::openmetrics::encode(&families),
         }
     }
 }
@@ -521,7 +521,7 @@ fn header(out: &mut Rendered, name: &str, help: &str) {
 
 /// Escapes a label value as both formats require.
 fn escape_label(out: &mut String, value: &str) {
-    crate::openmetrics::escape(out, value, true);
+    crate::expose::openmetrics::escape(out, value, true);
 }
 
 #[cfg(test)]
@@ -737,8 +737,8 @@ mod tests {
     #[test]
     fn both_compression_levels_give_valid_streams() {
         // Above the threshold the faster level is used; both must inflate.
-        use crate::deflate::STRONGEST_LEVEL_MAX_BYTES;
-        use crate::exposition::Exposition;
+        use crate::expose::deflate::STRONGEST_LEVEL_MAX_BYTES;
+        use crate::expose::exposition::Exposition;
         let big = render_snapshot(&snapshot(40_000), &Directory::default(), None, Format::Text);
         assert!(big.len() > STRONGEST_LEVEL_MAX_BYTES, "{}", big.len());
         let small = render_snapshot(&snapshot(300), &Directory::default(), None, Format::Text);

@@ -2,7 +2,7 @@
 //! pages and `/-/reload`.
 //!
 //! `run` takes its listener and shutdown handle (as mini-redis does) so tests
-//! bind `127.0.0.1:0`. Which connections stay open is [`crate::conns`]'s
+//! bind `127.0.0.1:0`. Which connections stay open is [`crate::web::conns`]'s
 //! decision; header reads are timed out and request bodies are never read, so
 //! a slow or hostile client cannot starve a scrape.
 //!
@@ -32,17 +32,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::authgate::AuthGate;
 use crate::config::ListenAddress;
-use crate::conns::{
+use crate::expose::exposition::{self, Inflating};
+use crate::web::authgate::AuthGate;
+use crate::web::conns::{
     self, Activity, InFlight, Limits, REQUEST_REFUSALS, Table, Tracked, WebMetrics,
 };
-use crate::exposition::{self, Inflating};
 
 use crate::pages;
 use crate::shutdown::Shutdown;
 use crate::state::State;
-use crate::websec::{Access, WebSecurity};
+use crate::web::websec::{Access, WebSecurity};
 
 /// How long in-flight responses may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
@@ -678,7 +678,7 @@ fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let (format, content_type) = crate::openmetrics::negotiate(accept);
+    let (format, content_type) = crate::expose::openmetrics::negotiate(accept);
     let body = Chunks::exposition(exposition.body(format, gzip, || state.encode_live(format)));
     let mut r = respond(StatusCode::OK, content_type, body);
     let h = r.headers_mut();

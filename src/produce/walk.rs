@@ -29,10 +29,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until};
 
 use crate::config::PollOptions;
-use crate::error::{ApiError, PollError};
 use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, Root, unix_seconds};
-use crate::paging::{self, Listing, Pace};
 use crate::shutdown::Shutdown;
+use crate::source::error::{ApiError, PollError};
+use crate::source::paging::{self, Listing, Pace};
 use crate::source::{
     LIST_ACCOUNTS_FOR_PARENT, LIST_OUS, LIST_ROOTS, LIST_TAGS, NameSource, ORGANIZATIONS_PAGE_SIZE,
 };
@@ -113,7 +113,7 @@ where
     };
     listed.count_skipped(
         &state.metrics.accounts_skipped,
-        crate::metrics::SKIPPED_ORGANIZATIONS,
+        crate::expose::metrics::SKIPPED_ORGANIZATIONS,
     );
     Ok(listed.items)
 }
@@ -478,9 +478,9 @@ pub async fn run<S: NameSource>(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::demo::DemoSource;
     use crate::model::AccountInfo;
     use crate::shutdown;
+    use crate::source::demo::DemoSource;
     use crate::state::State;
 
     /// The demo organisation, whose first `ListRoots` is refused.

@@ -28,7 +28,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::conns::source_key;
+use crate::web::conns::source_key;
 
 /// Jobs waiting for the worker at most, all sources together.
 pub const QUEUE_CAPACITY: usize = 16;

@@ -28,8 +28,8 @@ use prometheus::IntCounterVec;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
-use crate::error::{ApiError, PollError};
 use crate::model::Page;
+use crate::source::error::{ApiError, PollError};
 
 /// No real organisation has more accounts than this; an upstream that keeps
 /// handing out new tokens past it is broken, and we stop.
@@ -357,7 +357,7 @@ mod pace_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::OrgMetrics;
+    use crate::expose::metrics::OrgMetrics;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn listing(metrics: &OrgMetrics, page_size: usize, timeout: Duration) -> Listing<'_> {

@@ -9,7 +9,7 @@
 //! redirects another; the SDK's `AWS_ENDPOINT_URL_<SERVICE>` and
 //! `AWS_ENDPOINT_URL` variables apply where no key is set. Each call becomes
 //! one plain [`Page`] or one [`ApiError`]; paging, retries and deadlines
-//! belong to [`crate::paging`], which sees every attempt.
+//! belong to [`crate::source::paging`], which sees every attempt.
 
 use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
 use aws_sdk_computeoptimizer::Client;
@@ -19,8 +19,8 @@ use aws_sdk_computeoptimizer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
-use crate::error::ApiError;
 use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status};
+use crate::source::error::ApiError;
 use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
 
 /// Error codes kept as they are in the `result` label; anything else the
@@ -88,7 +88,7 @@ fn credentials_error(detail: String) -> ApiError {
     let lower = detail.to_ascii_lowercase();
     // "None found anywhere" first: the chain's report of every provider it
     // tried includes instance metadata's own connection failure.
-    let none_found = crate::error::NO_CREDENTIALS
+    let none_found = crate::source::error::NO_CREDENTIALS
         .iter()
         .any(|m| lower.contains(&m.to_ascii_lowercase()));
     if !none_found && NETWORK_MARKERS.iter().any(|m| lower.contains(m)) {

@@ -22,7 +22,7 @@
 //! header the toolkit does not let you set. Relative paths are relative to
 //! the file.
 //!
-//! bcrypt itself runs in [`crate::authgate`], which outlives this file's
+//! bcrypt itself runs in [`crate::web::authgate`], which outlives this file's
 //! reloads; here an unknown user is given the most expensive known hash as a
 //! decoy, so the time a check takes says nothing about which names exist.
 
@@ -38,8 +38,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
-use crate::authgate::{AuthGate, Verdict};
-use crate::tlsconf::{self, TlsFile};
+use crate::web::authgate::{AuthGate, Verdict};
+use crate::web::tlsconf::{self, TlsFile};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! The poller: pages through the organisation on an interval.
 //!
 //! Following yet-another-cloudwatch-exporter: poll once at start, never
-//! overlap polls, page under one deadline (the rules are in [`crate::paging`]),
+//! overlap polls, page under one deadline (the rules are in [`crate::source::paging`]),
 //! and publish only a complete organisation, in one swap. A failed poll
 //! leaves the last good data exactly as it was.
 
@@ -11,10 +11,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
-use crate::error::{ApiError, PollError};
 use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
-use crate::paging::{self, Listing};
 use crate::shutdown::Shutdown;
+use crate::source::error::{ApiError, PollError};
+use crate::source::paging::{self, Listing};
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
 use crate::state::Org;
 
@@ -91,7 +91,7 @@ pub async fn poll_once<S: PageSource>(
     .await?;
     listed.count_skipped(
         &state.metrics.accounts_skipped,
-        crate::metrics::SKIPPED_MISSING,
+        crate::expose::metrics::SKIPPED_MISSING,
     );
     let mut snap = Snapshot {
         pages: listed.pages,
@@ -142,8 +142,8 @@ async fn fetch_org_status<S: PageSource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ApiError;
     use crate::model::Status;
+    use crate::source::error::ApiError;
 
     #[test]
     fn advice_says_what_to_fix() {

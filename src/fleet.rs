@@ -1,0 +1,336 @@
+//! The organisations watched and their lifecycle: the one of `[aws]`, or
+//! one per `[[organization]]` table, each with its own clients, producers
+//! and data. Applying a configuration plans first (every client is built
+//! before anything changes, so a configuration that cannot be applied is
+//! refused whole) and then acts: an organisation whose settings are the
+//! same is not touched, one that changed restarts only the producers its
+//! change concerns, one that is new starts (its saved walk served first),
+//! one that is gone stops and its series go.
+
+use std::sync::Arc;
+
+use tracing::Instrument as _;
+
+use crate::config::{Config, PollOptions};
+use crate::produce::{poll, walk};
+use crate::shutdown::{self, Shutdown};
+use crate::source::aws::{AwsSource, StaticCredentials};
+use crate::source::demo::{DEMO_ACCOUNTS, DemoSource};
+use crate::source::dispatch::Source;
+use crate::state::{Org, State};
+use crate::storage::Storage;
+
+/// What `--config.check` adds to the file's own rules: each organisation's
+/// clients built exactly as a start builds them, so the check refuses what
+/// a start would (no region anywhere, say). Sends no request to AWS.
+/// Returns the warnings a start would log (a profile not found).
+pub async fn check(config: &Config, demo: bool) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    if demo {
+        return Ok(warnings);
+    }
+    for (name, org) in config.organizations() {
+        if let Some(w) = crate::source::aws::missing_profile(&org.aws).await {
+            warnings.push(of_organization(name.as_deref(), w));
+        }
+        make_source(&None, &org, &None)
+            .await
+            .map_err(|e| of_organization(name.as_deref(), e))?;
+    }
+    Ok(warnings)
+}
+
+/// An organisation's error, prefixed with its name when it has one.
+fn of_organization(name: Option<&str>, e: String) -> String {
+    match name {
+        Some(name) => format!("organization {name:?}: {e}"),
+        None => e,
+    }
+}
+
+async fn make_source(
+    credentials: &Option<StaticCredentials>,
+    config: &Config,
+    demo: &Option<Arc<DemoSource>>,
+) -> Result<Source, String> {
+    match demo {
+        Some(d) => Ok(Source::Demo(d.clone())),
+        None => {
+            if let Some(warning) = crate::source::aws::missing_profile(&config.aws).await {
+                tracing::warn!(warning, "AWS profile not found");
+            }
+            let s = AwsSource::connect(&config.aws, credentials.clone()).await?;
+            let a = &config.aws;
+            tracing::info!(
+                region = %s.region,
+                endpoint = a.endpoint_url.as_deref().unwrap_or("default"),
+                sts_endpoint = a.sts_endpoint_url.as_deref().unwrap_or("default"),
+                organizations_endpoint = a.organizations_endpoint_url.as_deref().unwrap_or("default"),
+                role_arn = a.role_arn.as_deref().unwrap_or(""),
+                "AWS client ready"
+            );
+            Ok(Source::Aws(s))
+        }
+    }
+}
+
+/// The span an organisation's work runs in: its lines carry
+/// `organization=<name>` (none for the only, unnamed one).
+fn span_of(name: Option<&str>) -> tracing::Span {
+    match name {
+        Some(name) => tracing::info_span!("organization", organization = %name),
+        None => tracing::Span::none(),
+    }
+}
+
+/// One running producer and the means to stop it.
+struct Task {
+    stop: shutdown::Trigger,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Task {
+    /// Runs the producer in its organisation's span, so every line it logs
+    /// names the organisation.
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+        org: &Org,
+        run: impl FnOnce(Shutdown) -> F,
+    ) -> Task {
+        let (stop, stopped) = shutdown::channel();
+        Task {
+            stop,
+            handle: tokio::spawn(run(stopped).instrument(span_of(org.name.as_deref()))),
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.trigger();
+        let _ = self.handle.await;
+    }
+}
+
+/// One organisation's producers: the enrollment poll and, with
+/// `aws.organizations`, the organisation walk, each restarted on its own
+/// when its settings change.
+struct Producers {
+    source: Source,
+    storage: Option<Arc<Storage>>,
+    poll: Task,
+    walk: Option<Task>,
+}
+
+impl Producers {
+    fn start(
+        source: Source,
+        config: &Config,
+        org: &Arc<Org>,
+        storage: Option<Arc<Storage>>,
+    ) -> Producers {
+        Producers {
+            poll: Producers::poll(&source, config, org),
+            // At the organisation's start, its saved walk is served first.
+            walk: Producers::walk(&source, config, org, &storage, true),
+            source,
+            storage,
+        }
+    }
+
+    fn poll(source: &Source, config: &Config, org: &Arc<Org>) -> Task {
+        let (source, opts, state) = (
+            source.clone(),
+            PollOptions::from_config(config),
+            org.clone(),
+        );
+        Task::spawn(org, move |stopped| poll::run(source, opts, state, stopped))
+    }
+
+    fn walk(
+        source: &Source,
+        config: &Config,
+        org: &Arc<Org>,
+        storage: &Option<Arc<Storage>>,
+        restore: bool,
+    ) -> Option<Task> {
+        if !config.aws.organizations {
+            return None;
+        }
+        let restore = restore && storage.is_some();
+        if restore {
+            // Before the task exists, so readiness can never run ahead of it.
+            org.set_restoring();
+        }
+        let walk = walk::WalkOptions {
+            interval: config.aws.organizations_interval,
+            requests_per_second: config.aws.organizations_requests_per_second,
+            tag_labels: crate::config::tag_labels(&config.aws.account_tags),
+            storage: storage.clone(),
+            restore,
+            max_age: config.aws.organizations_max_age(),
+        };
+        let (source, opts, state) = (
+            source.clone(),
+            PollOptions::from_config(config),
+            org.clone(),
+        );
+        Some(Task::spawn(org, move |stopped| {
+            walk::run(source, walk, opts, state, stopped)
+        }))
+    }
+
+    /// Applies a new configuration: new clients restart both producers; a
+    /// change to `[poll]` restarts the poll only, one to the walk's own keys
+    /// the walk only. Nothing else is touched.
+    async fn reload(&mut self, old: &Config, new: &Config, source: Option<Source>, org: &Arc<Org>) {
+        let clients = source.is_some();
+        if let Some(source) = source {
+            self.source = source;
+        }
+        if clients || new.poll != old.poll {
+            let poll = Producers::poll(&self.source, new, org);
+            std::mem::replace(&mut self.poll, poll).stop().await;
+        }
+        if clients || new.aws.walk_differs(&old.aws) {
+            // The old walk stops before anything is cleared or started, so
+            // it cannot publish names after they were switched off.
+            if let Some(walk) = self.walk.take() {
+                walk.stop().await;
+            }
+            if !new.aws.organizations {
+                org.forget_organizations();
+            }
+            self.walk = Producers::walk(&self.source, new, org, &self.storage, false);
+        }
+    }
+
+    async fn stop(self) {
+        self.poll.stop().await;
+        if let Some(walk) = self.walk {
+            walk.stop().await;
+        }
+    }
+}
+
+/// Every organisation watched, each with its own clients, producers and
+/// data: the one of `[aws]`, or one per `[[organization]]` table.
+pub struct Fleet {
+    /// `--storage.path`: each organisation has its own file there.
+    storage: Option<Storage>,
+    /// `--demo`: each organisation is a simulated one of its own.
+    demo: bool,
+    credentials: Option<StaticCredentials>,
+    watched: Vec<Watched>,
+}
+
+/// One organisation and what runs for it.
+struct Watched {
+    org: Arc<Org>,
+    /// Its configuration as its producers see it.
+    config: Config,
+    demo: Option<Arc<DemoSource>>,
+    producers: Producers,
+}
+
+impl Fleet {
+    /// No organisation yet: [`Fleet::apply`] starts them.
+    pub fn new(
+        storage: Option<Storage>,
+        demo: bool,
+        credentials: Option<StaticCredentials>,
+    ) -> Fleet {
+        Fleet {
+            storage,
+            demo,
+            credentials,
+            watched: Vec::new(),
+        }
+    }
+
+    /// Makes the running organisations those of `config`. Every client is
+    /// built before anything changes, so a configuration that cannot be
+    /// applied is refused whole. An organisation whose settings are the
+    /// same is not touched (no request, no restart); one that changed
+    /// restarts only the producers its change concerns; one that is new
+    /// starts (from its saved walk, if any); one that is gone stops and its
+    /// series go.
+    pub async fn apply(&mut self, config: &Config, state: &Arc<State>) -> Result<(), String> {
+        let wanted = config.organizations();
+        let mut sources = Vec::with_capacity(wanted.len());
+        for (name, new) in &wanted {
+            let current = self.watched.iter().find(|w| w.org.name == *name);
+            let demo = match current {
+                Some(w) => w.demo.clone(),
+                None => self.demo.then(|| Arc::new(demo_for(name.as_deref()))),
+            };
+            let source = match current {
+                Some(w) if !new.aws.clients_differ(&w.config.aws) => None,
+                _ => Some(
+                    make_source(&self.credentials, new, &demo)
+                        .instrument(span_of(name.as_deref()))
+                        .await
+                        .map_err(|e| of_organization(name.as_deref(), e))?,
+                ),
+            };
+            sources.push((demo, source));
+        }
+        let (mut kept, gone): (Vec<Watched>, Vec<Watched>) = std::mem::take(&mut self.watched)
+            .into_iter()
+            .partition(|w| wanted.iter().any(|(name, _)| *name == w.org.name));
+        for w in gone {
+            tracing::info!(
+                organization = w.org.name.as_deref().unwrap_or(""),
+                "organization removed from the configuration; its series go"
+            );
+            w.producers.stop().await;
+        }
+        let names: Vec<Option<String>> = wanted.iter().map(|(n, _)| n.clone()).collect();
+        let orgs = state.set_orgs(&names);
+        for (((name, new), (demo, source)), org) in wanted.into_iter().zip(sources).zip(orgs) {
+            let current = kept
+                .iter()
+                .position(|w| w.org.name == name)
+                .map(|i| kept.swap_remove(i));
+            let watched = match current {
+                Some(mut w) => {
+                    w.producers.reload(&w.config, &new, source, &org).await;
+                    w.config = new;
+                    w
+                }
+                None => {
+                    let Some(source) = source else {
+                        // A new organisation always gets a source above.
+                        continue;
+                    };
+                    let storage = self
+                        .storage
+                        .as_ref()
+                        .map(|s| Arc::new(s.for_organization(name.as_deref())));
+                    let producers = Producers::start(source, &new, &org, storage);
+                    Watched {
+                        org,
+                        config: new,
+                        demo,
+                        producers,
+                    }
+                }
+            };
+            self.watched.push(watched);
+        }
+        Ok(())
+    }
+
+    pub async fn stop(self) {
+        for w in self.watched {
+            w.producers.stop().await;
+        }
+    }
+}
+
+/// The simulated organisation of `--demo`: the same for the same name.
+fn demo_for(name: Option<&str>) -> DemoSource {
+    let seed = name.map_or(0x5eed, |n| {
+        n.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    });
+    DemoSource::new(DEMO_ACCOUNTS, seed)
+}
