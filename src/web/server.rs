@@ -578,11 +578,7 @@ async fn route(
     let (state, opts) = (&*conn.state, &*conn.opts);
     let path = req.uri().path();
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    let known = path == opts.telemetry_path
-        || matches!(
-            path,
-            "/" | "/-/healthy" | "/-/ready" | "/-/reload" | "/status" | "/status.json"
-        );
+    let known = path == opts.telemetry_path || crate::config::ENDPOINTS.contains(&path);
     if !known {
         return respond(
             StatusCode::NOT_FOUND,
