@@ -254,24 +254,29 @@ impl Fleet {
     /// series go.
     pub async fn apply(&mut self, config: &Config, state: &Arc<State>) -> Result<(), String> {
         let wanted = config.organizations();
-        let mut sources = Vec::with_capacity(wanted.len());
+        // Plan: every client that must be built, built before anything
+        // changes, so a configuration that cannot be applied is refused whole.
+        let mut plans = Vec::with_capacity(wanted.len());
         for (name, new) in &wanted {
             let current = self.watched.iter().find(|w| w.org.name == *name);
-            let demo = match current {
-                Some(w) => w.demo.clone(),
-                None => self.demo.then(|| Arc::new(demo_for(name.as_deref()))),
+            let build = |demo: Option<Arc<DemoSource>>| async {
+                make_source(&self.credentials, new, &demo)
+                    .instrument(span_of(name.as_deref()))
+                    .await
+                    .map_err(|e| of_organization(name.as_deref(), e))
+                    .map(|source| (demo, source))
             };
-            let source = match current {
-                Some(w) if !new.aws.clients_differ(&w.config.aws) => None,
-                _ => Some(
-                    make_source(&self.credentials, new, &demo)
-                        .instrument(span_of(name.as_deref()))
-                        .await
-                        .map_err(|e| of_organization(name.as_deref(), e))?,
-                ),
-            };
-            sources.push((demo, source));
+            plans.push(match current {
+                Some(w) if !new.aws.clients_differ(&w.config.aws) => Plan::Keep(None),
+                Some(w) => Plan::Keep(Some(build(w.demo.clone()).await?.1)),
+                None => {
+                    let demo = self.demo.then(|| Arc::new(demo_for(name.as_deref())));
+                    let (demo, source) = build(demo).await?;
+                    Plan::Start(demo, source)
+                }
+            });
         }
+        // Act.
         let (mut kept, gone): (Vec<Watched>, Vec<Watched>) = std::mem::take(&mut self.watched)
             .into_iter()
             .partition(|w| wanted.iter().any(|(name, _)| *name == w.org.name));
@@ -284,22 +289,24 @@ impl Fleet {
         }
         let names: Vec<Option<String>> = wanted.iter().map(|(n, _)| n.clone()).collect();
         let orgs = state.set_orgs(&names);
-        for (((name, new), (demo, source)), org) in wanted.into_iter().zip(sources).zip(orgs) {
+        for (((name, new), plan), org) in wanted.into_iter().zip(plans).zip(orgs) {
             let current = kept
                 .iter()
                 .position(|w| w.org.name == name)
                 .map(|i| kept.swap_remove(i));
-            let watched = match current {
-                Some(mut w) => {
+            let watched = match (plan, current) {
+                (Plan::Keep(source), Some(mut w)) => {
                     w.producers.reload(&w.config, &new, source, &org).await;
                     w.config = new;
                     w
                 }
-                None => {
-                    let Some(source) = source else {
-                        // A new organisation always gets a source above.
-                        continue;
-                    };
+                // Kept organisations are those planned from `self.watched`.
+                (Plan::Keep(_), None) => {
+                    return Err(format!(
+                        "organization {name:?}: planned as running, but not running"
+                    ));
+                }
+                (Plan::Start(demo, source), _) => {
                     let storage = self
                         .storage
                         .as_ref()
@@ -323,6 +330,14 @@ impl Fleet {
             w.producers.stop().await;
         }
     }
+}
+
+/// What applying a configuration does to one organisation.
+enum Plan {
+    /// Running: reload it, with new clients if its AWS settings changed.
+    Keep(Option<Source>),
+    /// New: start it with these clients.
+    Start(Option<Arc<DemoSource>>, Source),
 }
 
 /// The simulated organisation of `--demo`: the same for the same name.

@@ -16,7 +16,7 @@
 //!   producers' segments; [`storage`]: `--storage.path`.
 //! * [`expose`]: renderers, the exposition, OpenMetrics, deflate.
 //! * [`source`]: the AWS edge, the demo, the one paging loop, errors.
-//! * [`model`], [`logging`], [`shutdown`]: plain types and plumbing.
+//! * [`model`], [`logging`], [`shutdown`], [`sync`]: plain types and plumbing.
 
 pub mod app;
 pub mod cli;
@@ -31,4 +31,5 @@ pub mod shutdown;
 pub mod source;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod web;

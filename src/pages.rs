@@ -81,7 +81,7 @@ impl PageCache {
             ready: state.is_ready(),
             simulated: state.is_simulated(),
         };
-        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut latest = crate::sync::lock(&self.latest);
         if let Some((s, made, pages)) = latest.as_ref()
             && *s == shown
             && made.elapsed() < PAGES_MAX_AGE

@@ -21,6 +21,7 @@ use crate::expose::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
 use crate::expose::openmetrics::Format;
 use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
 use crate::source::error::PollError;
+use crate::sync::{lock, read, write};
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -474,20 +475,6 @@ fn rendering(render: impl FnOnce() -> Segment) -> Arc<Segment> {
     static RENDERING: Mutex<()> = Mutex::new(());
     let _turn = lock(&RENDERING);
     Arc::new(render())
-}
-
-// A panic while holding these locks cannot leave the data half-written (we
-// only ever swap whole values), so poisoning is safe to ignore.
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

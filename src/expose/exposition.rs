@@ -358,7 +358,7 @@ impl Exposition {
     /// (after a change the exporter itself makes, such as a reload).
     pub fn forget_live(&self) {
         for live in &self.live {
-            *live.write().unwrap_or_else(|e| e.into_inner()) = None;
+            *crate::sync::write(live) = None;
         }
     }
 
@@ -368,9 +368,7 @@ impl Exposition {
     pub fn body(&self, format: Format, gzip: bool, encode_live: impl FnOnce() -> Vec<u8>) -> Body {
         let slot = &self.live[index(format)];
         let fresh = |p: &Arc<LiveParts>| p.made.elapsed() < LIVE_MAX_AGE;
-        let cached = slot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let cached = crate::sync::read(slot)
             .as_ref()
             .filter(|p| fresh(p))
             .cloned();
@@ -385,7 +383,7 @@ impl Exposition {
                     gzip_head: head,
                     gzip_tail: tail,
                 });
-                *slot.write().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                *crate::sync::write(slot) = Some(p.clone());
                 p
             }
         };
@@ -418,14 +416,9 @@ impl Exposition {
         chunks
     }
 
-    /// Bytes of the cached part as plain text.
+    /// Bytes of the cached part as plain text (the soak run reads it).
     pub fn text_len(&self, format: Format) -> usize {
         self.sums[index(format)].1 as usize
-    }
-
-    /// Bytes of the cached part as sent gzip-encoded.
-    pub fn deflated_len(&self, format: Format) -> usize {
-        self.pieces[index(format)].iter().map(Bytes::len).sum()
     }
 
     /// The plain body, uncached (benchmarks): `live`, then the cached
@@ -559,6 +552,11 @@ impl Iterator for Inflating {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes of the cached part as sent gzip-encoded.
+    fn deflated_len(exp: &Exposition, format: Format) -> usize {
+        exp.pieces[index(format)].iter().map(Bytes::len).sum()
+    }
     use std::io::Read;
 
     fn gunzip_body(body: Body) -> Vec<u8> {
@@ -632,8 +630,8 @@ mod tests {
         // The samples are compressed once: OpenMetrics adds only its
         // metadata pieces.
         let (text, om) = (
-            exp.deflated_len(Format::Text),
-            exp.deflated_len(Format::OpenMetrics),
+            deflated_len(&exp, Format::Text),
+            deflated_len(&exp, Format::OpenMetrics),
         );
         assert!(om < text + 120, "{om} against {text}");
     }
@@ -678,7 +676,7 @@ mod tests {
         );
         let gz = gunzip(&exp.gzip_body(Format::OpenMetrics, b""));
         assert!(gz.ends_with(b"# EOF\n"));
-        assert!(exp.deflated_len(Format::Text) * 4 < want.len());
+        assert!(deflated_len(&exp, Format::Text) * 4 < want.len());
     }
 
     #[test]

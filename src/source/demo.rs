@@ -97,7 +97,7 @@ impl DemoSource {
 
     /// Current number of accounts per status (for tests).
     pub fn count(&self, status: &Status) -> usize {
-        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let org = crate::sync::lock(&self.org);
         org.accounts
             .iter()
             .filter(|a| &a.account.status == status)
@@ -154,7 +154,7 @@ impl DemoOrg {
 
 impl PageSource for DemoSource {
     async fn fetch_org_status(&self) -> Result<Option<OrgStatus>, ApiError> {
-        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let org = crate::sync::lock(&self.org);
         let opted_in = org
             .accounts
             .iter()
@@ -172,7 +172,7 @@ impl PageSource for DemoSource {
     async fn fetch_page(&self, req: &PageRequest) -> Result<Page<Account>, ApiError> {
         // A little latency, as a real page has.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let mut org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let mut org = crate::sync::lock(&self.org);
         let offset = match &req.next_token {
             // A new listing starts: the organisation moves on one tick.
             None => {
@@ -253,7 +253,7 @@ impl DemoSource {
     }
 
     fn ids(&self) -> Vec<String> {
-        let org = self.org.lock().unwrap_or_else(|e| e.into_inner());
+        let org = crate::sync::lock(&self.org);
         org.accounts
             .iter()
             .map(|a| a.account.account_id.clone())

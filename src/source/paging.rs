@@ -122,7 +122,7 @@ impl Pace {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PaceState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Resolves at this request's turn.

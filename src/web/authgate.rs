@@ -162,7 +162,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.queue)
     }
 }
 
@@ -244,7 +244,7 @@ impl AuthGate {
     }
 
     fn cache(&self) -> MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.verified)
     }
 }
 

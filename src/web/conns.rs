@@ -462,13 +462,9 @@ pub struct Counts {
 }
 
 impl Table {
-    /// A per-source cap above the total means the total: one place for the
-    /// rule, whether the config or the open-files limit set the total.
-    pub fn new(limits: Limits) -> Arc<Table> {
-        Table::counting(limits, Counters::new())
-    }
-
-    /// A table that counts what it closes in `counters`.
+    /// A table that counts what it closes in `counters`. A per-source cap
+    /// above the total means the total: one place for the rule, whether the
+    /// config or the open-files limit set the total.
     pub fn counting(mut limits: Limits, counters: Counters) -> Arc<Table> {
         limits.max_per_source = limits.max_per_source.min(limits.max_connections);
         Arc::new(Table {
@@ -488,7 +484,7 @@ impl Table {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Open connections, and those shed and refused so far (all reasons).
@@ -693,6 +689,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
 mod tests {
     use super::*;
 
+    /// A table counting into counters of its own.
+    fn table(limits: Limits) -> Arc<Table> {
+        Table::counting(limits, Counters::new())
+    }
+
     fn limits(max: usize, per_source: usize) -> Limits {
         Limits {
             max_connections: max,
@@ -709,7 +710,7 @@ mod tests {
 
     #[test]
     fn a_full_table_sheds_the_oldest_connection_that_never_sent_a_request() {
-        let t = Table::new(limits(3, 10));
+        let t = table(limits(3, 10));
         let a = t.admit(ip(2)).unwrap();
         let b = t.admit(ip(2)).unwrap();
         let _served = b.activity.request();
@@ -726,7 +727,7 @@ mod tests {
 
     #[test]
     fn busy_connections_are_never_shed_and_a_newcomer_is_refused_instead() {
-        let t = Table::new(limits(2, 10));
+        let t = table(limits(2, 10));
         let a = t.admit(ip(2)).unwrap();
         let b = t.admit(ip(3)).unwrap();
         let _ga = a.activity.request();
@@ -741,7 +742,7 @@ mod tests {
 
     #[test]
     fn a_full_table_sheds_from_the_source_holding_the_most() {
-        let t = Table::new(limits(4, 10));
+        let t = table(limits(4, 10));
         let lone = t.admit(ip(1)).unwrap();
         let crowd: Vec<Ticket> = (0..3).map(|_| t.admit(ip(2)).unwrap()).collect();
         // `lone` is the oldest, but 127.0.0.2 holds three.
@@ -752,7 +753,7 @@ mod tests {
 
     #[test]
     fn a_source_at_its_cap_sheds_its_own_connections_only() {
-        let t = Table::new(limits(100, 2));
+        let t = table(limits(100, 2));
         let other = t.admit(ip(9)).unwrap();
         let a = t.admit(ip(2)).unwrap();
         let _b = t.admit(ip(2)).unwrap();
@@ -764,7 +765,7 @@ mod tests {
 
     #[test]
     fn a_reader_stalled_for_a_second_is_shed_before_an_idle_keep_alive() {
-        let t = Table::new(limits(3, 10));
+        let t = table(limits(3, 10));
         let keep_alive = t.admit(ip(2)).unwrap();
         drop(keep_alive.activity.request());
         let answering = t.admit(ip(3)).unwrap();
@@ -793,7 +794,7 @@ mod tests {
     fn a_new_connection_is_shed_only_when_nothing_else_can_be() {
         // One served, idle connection per source: the scraper's connection,
         // still in its handshake, has the same count as each attacker's.
-        let t = Table::new(limits(3, 10));
+        let t = table(limits(3, 10));
         let a = t.admit(ip(2)).unwrap();
         drop(a.activity.request());
         let b = t.admit(ip(3)).unwrap();
@@ -809,7 +810,7 @@ mod tests {
     fn a_request_waiting_for_its_password_check_does_not_pin_its_connection() {
         // Requests are "in flight" only past authentication: a table full
         // of connections whose requests wait for bcrypt still makes room.
-        let t = Table::new(limits(2, 10));
+        let t = table(limits(2, 10));
         let waiting: Vec<Ticket> = (2..4).map(|i| t.admit(ip(i)).unwrap()).collect();
         for w in &waiting {
             w.activity.header_read();
@@ -828,7 +829,7 @@ mod tests {
         let mut l = limits(10, 10);
         l.header_read_timeout = Duration::from_millis(1);
         l.idle_timeout = Duration::from_secs(3600);
-        let t = Table::new(l);
+        let t = table(l);
         let keep_alive = t.admit(ip(2)).unwrap();
         keep_alive.activity.header_read();
         drop(keep_alive.activity.request());
@@ -852,13 +853,13 @@ mod tests {
 
     #[test]
     fn a_per_source_cap_above_the_total_is_the_total() {
-        let t = Table::new(limits(2, 64));
+        let t = table(limits(2, 64));
         assert_eq!(t.limits().max_per_source, 2);
     }
 
     #[test]
     fn a_dropped_ticket_frees_its_place() {
-        let t = Table::new(limits(1, 1));
+        let t = table(limits(1, 1));
         let a = t.admit(ip(2)).unwrap();
         let _g = a.activity.request();
         assert!(t.admit(ip(2)).is_none());
@@ -874,7 +875,7 @@ mod tests {
         l.header_read_timeout = Duration::ZERO;
         l.write_stall_timeout = Duration::ZERO;
         l.idle_timeout = Duration::from_secs(3600);
-        let t = Table::new(l);
+        let t = table(l);
         let fresh = t.admit(ip(2)).unwrap();
         let stalled = t.admit(ip(3)).unwrap();
         let _g = stalled.activity.request();
@@ -892,7 +893,7 @@ mod tests {
         assert_eq!(t.counts().open, 1);
 
         l.idle_timeout = Duration::ZERO;
-        let t = Table::new(l);
+        let t = table(l);
         let idle = t.admit(ip(4)).unwrap();
         drop(idle.activity.request());
         let busy = t.admit(ip(5)).unwrap();

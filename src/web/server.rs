@@ -606,14 +606,14 @@ async fn route(
         if *req.method() != Method::POST && *req.method() != Method::PUT {
             return not_allowed("POST, PUT");
         }
-        if opts.reload.is_none() {
+        let Some(handle) = &opts.reload else {
             // As Prometheus answers without --web.enable-lifecycle.
             return respond(
                 StatusCode::FORBIDDEN,
                 TEXT,
                 Chunks::text("Lifecycle API is not enabled.\n"),
             );
-        }
+        };
         if !same_origin(&req) {
             return respond(
                 StatusCode::FORBIDDEN,
@@ -621,7 +621,7 @@ async fn route(
                 Chunks::text("cross-origin request refused\n"),
             );
         }
-        return reload(opts).await;
+        return reload(handle).await;
     }
     if !get {
         return not_allowed("GET, HEAD");
@@ -688,14 +688,7 @@ fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
     r
 }
 
-async fn reload(opts: &ServerOptions) -> Response<Chunks> {
-    let Some(handle) = &opts.reload else {
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            Chunks::text("reload is not available\n"),
-        );
-    };
+async fn reload(handle: &ReloadHandle) -> Response<Chunks> {
     let (tx, rx) = oneshot::channel();
     if handle.send(tx).await.is_err() {
         return respond(

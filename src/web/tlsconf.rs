@@ -510,7 +510,7 @@ struct CertResolver {
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let stamp = self.source.stamp();
-        let mut current = self.stamp_and_key.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = crate::sync::lock(&self.stamp_and_key);
         if stamp != current.0 {
             // Tried once per change: a half-written pair is retried when the
             // second file lands, and never on every handshake.

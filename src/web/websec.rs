@@ -131,7 +131,7 @@ struct RateLimit {
 
 impl RateLimit {
     fn allow(&self) -> bool {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = crate::sync::lock(&self.bucket);
         let now = Instant::now();
         let refill = now.duration_since(b.1).as_secs_f64() / self.interval.as_secs_f64();
         b.0 = (b.0 + refill).min(self.burst);
