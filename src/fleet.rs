@@ -109,14 +109,88 @@ impl Task {
     }
 }
 
-/// One organisation's producers: the enrollment poll and, with
-/// `aws.organizations`, the organisation walk, each restarted on its own
-/// when its settings change.
+/// What a producer is started with.
+struct Start<'a> {
+    source: &'a Source,
+    config: &'a Config,
+    org: &'a Arc<Org>,
+    storage: &'a Option<Arc<Storage>>,
+    /// The organisation is new: the walk serves its saved data first.
+    at_start: bool,
+}
+
+/// One producer as the fleet runs it.
+struct Registration {
+    name: &'static str,
+    /// Whether this configuration runs it.
+    wanted: fn(&Config) -> bool,
+    /// Whether a change from the first configuration to the second
+    /// restarts it (new clients always do).
+    changed: fn(&Config, &Config) -> bool,
+    start: fn(&Start) -> Task,
+    /// What switching it off leaves to clear (the walk's names go).
+    switched_off: fn(&Org),
+}
+
+/// Every producer an organisation runs, in one list. Adding one: a file in
+/// `produce/`, and a line here.
+const PRODUCERS: &[Registration] = &[
+    Registration {
+        name: "poll",
+        wanted: |_| true,
+        changed: |old, new| new.poll != old.poll,
+        start: start_poll,
+        switched_off: |_| {},
+    },
+    Registration {
+        name: "walk",
+        wanted: |c| c.aws.organizations,
+        changed: |old, new| new.aws.walk_differs(&old.aws),
+        start: start_walk,
+        switched_off: Org::forget_organizations,
+    },
+];
+
+fn start_poll(s: &Start) -> Task {
+    let (source, opts, org) = (
+        s.source.clone(),
+        PollOptions::from_config(s.config),
+        s.org.clone(),
+    );
+    Task::spawn(s.org, move |stopped| poll::run(source, opts, org, stopped))
+}
+
+fn start_walk(s: &Start) -> Task {
+    let restore = s.at_start && s.storage.is_some();
+    if restore {
+        // Before the task exists, so readiness can never run ahead of it.
+        s.org.set_restoring();
+    }
+    let a = &s.config.aws;
+    let options = walk::WalkOptions {
+        interval: a.organizations_interval,
+        requests_per_second: a.organizations_requests_per_second,
+        tag_labels: crate::config::tag_labels(&a.account_tags),
+        storage: s.storage.clone(),
+        restore,
+        max_age: a.organizations_max_age(),
+    };
+    let (source, opts, org) = (
+        s.source.clone(),
+        PollOptions::from_config(s.config),
+        s.org.clone(),
+    );
+    Task::spawn(s.org, move |stopped| {
+        walk::run(source, options, opts, org, stopped)
+    })
+}
+
+/// One organisation's running producers, each restarted on its own when
+/// its settings change.
 struct Producers {
     source: Source,
     storage: Option<Arc<Storage>>,
-    poll: Task,
-    walk: Option<Task>,
+    running: Vec<(&'static str, Task)>,
 }
 
 impl Producers {
@@ -126,86 +200,59 @@ impl Producers {
         org: &Arc<Org>,
         storage: Option<Arc<Storage>>,
     ) -> Producers {
+        let start = Start {
+            source: &source,
+            config,
+            org,
+            storage: &storage,
+            at_start: true,
+        };
+        let running = PRODUCERS
+            .iter()
+            .filter(|p| (p.wanted)(config))
+            .map(|p| (p.name, (p.start)(&start)))
+            .collect();
         Producers {
-            poll: Producers::poll(&source, config, org),
-            // At the organisation's start, its saved walk is served first.
-            walk: Producers::walk(&source, config, org, &storage, true),
             source,
             storage,
+            running,
         }
     }
 
-    fn poll(source: &Source, config: &Config, org: &Arc<Org>) -> Task {
-        let (source, opts, state) = (
-            source.clone(),
-            PollOptions::from_config(config),
-            org.clone(),
-        );
-        Task::spawn(org, move |stopped| poll::run(source, opts, state, stopped))
-    }
-
-    fn walk(
-        source: &Source,
-        config: &Config,
-        org: &Arc<Org>,
-        storage: &Option<Arc<Storage>>,
-        restore: bool,
-    ) -> Option<Task> {
-        if !config.aws.organizations {
-            return None;
-        }
-        let restore = restore && storage.is_some();
-        if restore {
-            // Before the task exists, so readiness can never run ahead of it.
-            org.set_restoring();
-        }
-        let walk = walk::WalkOptions {
-            interval: config.aws.organizations_interval,
-            requests_per_second: config.aws.organizations_requests_per_second,
-            tag_labels: crate::config::tag_labels(&config.aws.account_tags),
-            storage: storage.clone(),
-            restore,
-            max_age: config.aws.organizations_max_age(),
-        };
-        let (source, opts, state) = (
-            source.clone(),
-            PollOptions::from_config(config),
-            org.clone(),
-        );
-        Some(Task::spawn(org, move |stopped| {
-            walk::run(source, walk, opts, state, stopped)
-        }))
-    }
-
-    /// Applies a new configuration: new clients restart both producers; a
-    /// change to `[poll]` restarts the poll only, one to the walk's own keys
-    /// the walk only. Nothing else is touched.
+    /// Applies a new configuration: new clients restart every producer;
+    /// otherwise a producer restarts only when its own settings changed.
+    /// A producer stops before anything of it is cleared or it starts
+    /// again, so a stopped one can publish nothing afterwards.
     async fn reload(&mut self, old: &Config, new: &Config, source: Option<Source>, org: &Arc<Org>) {
         let clients = source.is_some();
         if let Some(source) = source {
             self.source = source;
         }
-        if clients || new.poll != old.poll {
-            let poll = Producers::poll(&self.source, new, org);
-            std::mem::replace(&mut self.poll, poll).stop().await;
-        }
-        if clients || new.aws.walk_differs(&old.aws) {
-            // The old walk stops before anything is cleared or started, so
-            // it cannot publish names after they were switched off.
-            if let Some(walk) = self.walk.take() {
-                walk.stop().await;
+        for p in PRODUCERS {
+            if !clients && !(p.changed)(old, new) {
+                continue;
             }
-            if !new.aws.organizations {
-                org.forget_organizations();
+            if let Some(i) = self.running.iter().position(|(name, _)| *name == p.name) {
+                self.running.swap_remove(i).1.stop().await;
             }
-            self.walk = Producers::walk(&self.source, new, org, &self.storage, false);
+            if (p.wanted)(new) {
+                let start = Start {
+                    source: &self.source,
+                    config: new,
+                    org,
+                    storage: &self.storage,
+                    at_start: false,
+                };
+                self.running.push((p.name, (p.start)(&start)));
+            } else {
+                (p.switched_off)(org);
+            }
         }
     }
 
     async fn stop(self) {
-        self.poll.stop().await;
-        if let Some(walk) = self.walk {
-            walk.stop().await;
+        for (_, task) in self.running {
+            task.stop().await;
         }
     }
 }

@@ -19,9 +19,62 @@ use crate::config::PollOptions;
 use crate::expose::exposition::{Exposition, Segment};
 use crate::expose::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
 use crate::expose::openmetrics::Format;
-use crate::model::{Directory, Learned, Snapshot, Status, unix_seconds};
+use crate::model::{Directory, Learned, Snapshot, Status};
 use crate::source::error::PollError;
 use crate::sync::{lock, read, write};
+
+/// The built-in producers' slots, in the order a scrape serves them (the
+/// walk's families sort before the poll's).
+pub const WALK: &str = "walk";
+pub const POLL: &str = "poll";
+const SEGMENTS: [&str; 2] = [WALK, POLL];
+
+/// What a poll's publish has to say, logged once its health is recorded.
+#[derive(Debug, Clone)]
+pub enum Published {
+    Success {
+        accounts: usize,
+        pages: usize,
+        took: Duration,
+    },
+    Failure {
+        took: Duration,
+        code: String,
+        error: String,
+        advice: String,
+    },
+}
+
+impl Published {
+    pub fn log(&self) {
+        match self {
+            Published::Success {
+                accounts,
+                pages,
+                took,
+            } => tracing::info!(
+                accounts,
+                pages,
+                duration_ms = took.as_millis() as u64,
+                outcome = "success",
+                "poll finished"
+            ),
+            Published::Failure {
+                took,
+                code,
+                error,
+                advice,
+            } => tracing::error!(
+                duration_ms = took.as_millis() as u64,
+                outcome = "failure",
+                code,
+                error,
+                advice,
+                "poll failed; keeping the last good data"
+            ),
+        }
+    }
+}
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -54,8 +107,9 @@ pub struct Org {
     state: Weak<State>,
     snapshot: RwLock<Arc<Snapshot>>,
     names: RwLock<Arc<Directory>>,
-    walk_segment: RwLock<Arc<Segment>>,
-    poll_segment: RwLock<Arc<Segment>>,
+    /// Its producers' segments, one slot each, in the order a scrape
+    /// serves them: [`SEGMENTS`], then any a producer added at run time.
+    segments: RwLock<Vec<(&'static str, Arc<Segment>)>>,
     last_poll: RwLock<Option<PollOutcome>>,
     /// When the walk's data was learned (saved with it to storage).
     learned: Mutex<Learned>,
@@ -141,7 +195,12 @@ impl State {
     fn splice(&self) {
         let segments = read(&self.orgs)
             .iter()
-            .flat_map(|o| [read(&o.walk_segment).clone(), read(&o.poll_segment).clone()])
+            .flat_map(|o| {
+                read(&o.segments)
+                    .iter()
+                    .map(|(_, s)| s.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         *write(&self.exposition) = Arc::new(Exposition::spliced(segments));
     }
@@ -155,8 +214,12 @@ impl Org {
             state,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             names: RwLock::new(Arc::new(Directory::default())),
-            walk_segment: RwLock::new(Arc::new(Segment::empty())),
-            poll_segment: RwLock::new(Arc::new(Segment::empty())),
+            segments: RwLock::new(
+                SEGMENTS
+                    .iter()
+                    .map(|name| (*name, Arc::new(Segment::empty())))
+                    .collect(),
+            ),
             last_poll: RwLock::new(None),
             learned: Mutex::new(Learned::default()),
             ready: AtomicBool::new(false),
@@ -168,6 +231,34 @@ impl Org {
     /// walk, if any, is served.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.restoring.load(Ordering::Acquire)
+    }
+
+    /// The segment in `name`'s slot (empty until its producer publishes).
+    pub fn segment(&self, name: &str) -> Option<Arc<Segment>> {
+        read(&self.segments)
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Puts `segment` in `name`'s slot, adding the slot (last) if this
+    /// organisation has none of that name. Called under the publishing
+    /// lock, before the splice.
+    fn put_segment(&self, name: &'static str, segment: Arc<Segment>) {
+        let mut slots = write(&self.segments);
+        match slots.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, slot)) => *slot = segment,
+            None => slots.push((name, segment)),
+        }
+    }
+
+    /// Publishes a producer's new segment: swapped into its slot and spliced
+    /// into the exposition in one step, then `then` (its live gauges) under
+    /// the same lock. What the built-in producers do through their own
+    /// publish, any producer does through this.
+    pub fn publish_segment(&self, name: &'static str, segment: Segment, then: impl FnOnce()) {
+        let segment = Arc::new(segment);
+        self.publishing(|| self.put_segment(name, segment), then);
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -203,7 +294,7 @@ impl Org {
 
     /// Drops the live part the exposition cached, which may still show this
     /// organisation's previous health.
-    fn forget_live(&self) {
+    pub fn forget_live(&self) {
         if let Some(state) = self.state.upgrade() {
             state.exposition().forget_live();
         }
@@ -228,7 +319,7 @@ impl Org {
         self.publishing(
             || {
                 *write(&self.names) = Arc::new(names);
-                *write(&self.walk_segment) = segment;
+                self.put_segment(WALK, segment);
             },
             then,
         );
@@ -240,20 +331,6 @@ impl Org {
 
     pub fn set_learned(&self, learned: Learned) {
         *lock(&self.learned) = learned;
-    }
-
-    /// `aws_compute_optimizer_organizations_up` and, on success, its
-    /// last-success timestamp: the latest walk, tags included, succeeded.
-    pub fn set_organizations_up(&self, ok: bool) {
-        let m = &self.metrics;
-        m.organizations_up
-            .with_label_values(&[] as &[&str])
-            .set(if ok { 1.0 } else { 0.0 });
-        if ok {
-            m.organizations_last_success
-                .with_label_values(&[] as &[&str])
-                .set(unix_seconds(SystemTime::now()));
-        }
     }
 
     /// Publishes what a walk learned as one: its names, OUs and tags,
@@ -328,8 +405,15 @@ impl Org {
     }
 
     /// Records a finished poll: swaps in a complete organisation, or keeps the
-    /// last good one and marks it down.
-    pub fn publish(&self, result: Result<Snapshot, PollError>, took: Duration, opts: &PollOptions) {
+    /// last good one. Its health is the driver's to record, and the line to
+    /// log is returned, to be logged once that is done: the log never runs
+    /// ahead of `/metrics`.
+    pub fn publish(
+        &self,
+        result: Result<Snapshot, PollError>,
+        took: Duration,
+        opts: &PollOptions,
+    ) -> Published {
         // Only the poll writes the snapshot, so this reads the previous one.
         let result = result.map(|mut snap| {
             if snap.org.is_none() {
@@ -343,9 +427,7 @@ impl Org {
             .as_ref()
             .ok()
             .map(|snap| rendering(|| Segment::new(render_poll(snap, self.name.as_deref()))));
-        let m = &self.metrics;
-        m.poll_duration.observe(took.as_secs_f64());
-        let outcome = match result {
+        let (outcome, published) = match result {
             Ok(snap) => {
                 let previous = self.snapshot();
                 log_changes(&previous, &snap);
@@ -355,55 +437,46 @@ impl Org {
                 self.publishing(
                     || {
                         if let Some(segment) = segment {
-                            *write(&self.poll_segment) = segment;
+                            self.put_segment(POLL, segment);
                         }
                         *write(&self.snapshot) = Arc::new(snap);
                     },
-                    || {
-                        m.up.set(1.0);
-                        m.last_success.set(unix_seconds(finished));
-                        m.polls.with_label_values(&["success"]).inc();
-                    },
+                    || {},
                 );
-                // Logged once published, so the log never runs ahead of /metrics.
-                tracing::info!(
-                    accounts,
-                    pages,
-                    duration_ms = took.as_millis() as u64,
-                    outcome = "success",
-                    "poll finished"
-                );
-                PollOutcome {
+                let outcome = PollOutcome {
                     finished_at: finished,
                     duration: took,
                     error: None,
-                }
+                };
+                (
+                    outcome,
+                    Published::Success {
+                        accounts,
+                        pages,
+                        took,
+                    },
+                )
             }
             Err(err) => {
-                let advice = err.advice(opts);
-                m.up.set(0.0);
-                m.polls.with_label_values(&["failure"]).inc();
-                // The live part cached for up to 100 ms still says up 1.
-                self.forget_live();
-                tracing::error!(
-                    duration_ms = took.as_millis() as u64,
-                    outcome = "failure",
-                    code = err.code(),
-                    error = %err,
-                    advice = advice.as_deref().unwrap_or(""),
-                    "poll failed; keeping the last good data"
-                );
-                PollOutcome {
+                let published = Published::Failure {
+                    took,
+                    code: err.code().to_owned(),
+                    error: err.to_string(),
+                    advice: err.advice(opts).unwrap_or_default(),
+                };
+                let outcome = PollOutcome {
                     finished_at: SystemTime::now(),
                     duration: took,
                     error: Some(err.to_string()),
-                }
+                };
+                (outcome, published)
             }
         };
         *write(&self.last_poll) = Some(outcome);
         // Ready once there is an outcome to report, good or bad: a failing
         // exporter must still be scraped, or nothing alerts on it.
         self.ready.store(true, Ordering::Release);
+        published
     }
 }
 
@@ -507,6 +580,20 @@ mod tests {
         snap
     }
 
+    /// A poll's round as the driver ends it: published, its health
+    /// recorded, the cached live part dropped (`produce::drive`).
+    fn poll_round(org: &Org, result: Result<Snapshot, PollError>) {
+        let ok = result.is_ok();
+        let opts = PollOptions::from_config(&Config::default());
+        org.publish(result, Duration::from_millis(5), &opts);
+        crate::produce::poll::health(&org.metrics).record(
+            crate::produce::Round::ok(ok),
+            SystemTime::now(),
+            Duration::from_millis(5),
+        );
+        org.forget_live();
+    }
+
     fn named(id: &str) -> Directory {
         let mut names = Directory::default();
         names.accounts.insert(
@@ -586,32 +673,31 @@ mod tests {
         let org = state.set_orgs(&[None]).remove(0);
         let opts = PollOptions::from_config(&Config::default());
         org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
-        let poll = read(&org.poll_segment).clone();
+        let poll = org.segment(POLL).unwrap();
         org.set_names(named("111111111111"));
         // The walk's news spliced in; the poll's segment not rendered again.
-        assert!(Arc::ptr_eq(&poll, &read(&org.poll_segment)));
+        assert!(Arc::ptr_eq(&poll, &org.segment(POLL).unwrap()));
         let text = body(&state);
         assert!(text.contains("aws_compute_optimizer_account_info{account_id=\"111111111111\""));
         assert!(text.contains("aws_compute_optimizer_enrollment_accounts{status=\"Active\"} 0"));
         // And the poll's news leaves the walk's segment alone.
-        let walk = read(&org.walk_segment).clone();
+        let walk = org.segment(WALK).unwrap();
         org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
-        assert!(Arc::ptr_eq(&walk, &read(&org.walk_segment)));
-        assert!(!Arc::ptr_eq(&poll, &read(&org.poll_segment)));
+        assert!(Arc::ptr_eq(&walk, &org.segment(WALK).unwrap()));
+        assert!(!Arc::ptr_eq(&poll, &org.segment(POLL).unwrap()));
     }
 
     #[test]
     fn a_failed_poll_shows_at_once_not_after_the_live_part_expires() {
         let state = Arc::new(State::new("test", "test"));
         let org = state.set_orgs(&[None]).remove(0);
-        let opts = PollOptions::from_config(&Config::default());
-        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
+        poll_round(&org, Ok(polled(&[])));
         assert!(body(&state).contains("\naws_compute_optimizer_up 1\n"));
         let failure = PollError::RepeatedToken {
             operation: "GetEnrollmentStatusesForOrganization",
             page: 2,
         };
-        org.publish(Err(failure), Duration::from_millis(5), &opts);
+        poll_round(&org, Err(failure));
         // Within the live part's 100 ms, the scrape already says so.
         assert!(body(&state).contains("\naws_compute_optimizer_up 0\n"));
     }
@@ -630,23 +716,14 @@ mod tests {
         let state = Arc::new(State::new("test", "test"));
         let names = [Some("blue".to_owned()), Some("green".to_owned())];
         let orgs = state.set_orgs(&names);
-        let opts = PollOptions::from_config(&Config::default());
-        orgs[0].publish(
-            Ok(polled(&["111111111111"])),
-            Duration::from_millis(5),
-            &opts,
-        );
-        orgs[1].publish(
-            Ok(polled(&["222222222222"])),
-            Duration::from_millis(5),
-            &opts,
-        );
+        poll_round(&orgs[0], Ok(polled(&["111111111111"])));
+        poll_round(&orgs[1], Ok(polled(&["222222222222"])));
         orgs[1].set_names(named("222222222222"));
         let failure = PollError::RepeatedToken {
             operation: "GetEnrollmentStatusesForOrganization",
             page: 2,
         };
-        orgs[0].publish(Err(failure), Duration::from_millis(5), &opts);
+        poll_round(&orgs[0], Err(failure));
         let text = body(&state);
         for family in [
             "aws_compute_optimizer_enrollment_status",

@@ -59,8 +59,9 @@ pub struct SelfMetrics {
 /// stand between a file without `[[organization]]` tables and one with.
 pub struct OrgMetrics {
     registry: Registry,
-    pub up: Gauge,
-    pub last_success: Gauge,
+    /// The poll's health (no labels of their own; present from the start).
+    pub up: GaugeVec,
+    pub last_success: GaugeVec,
     pub poll_duration: Histogram,
     pub polls: IntCounterVec,
     pub api_requests: IntCounterVec,
@@ -81,6 +82,15 @@ fn register(registry: &Registry, collectors: Vec<Box<dyn prometheus::core::Colle
 }
 
 impl OrgMetrics {
+    /// Adds a producer's own series (its health, its counters) to the
+    /// organisation's registry: they carry its `organization` label only if
+    /// their options say so. Registering one twice is a no-op.
+    pub fn register(&self, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
+        for c in collectors {
+            let _ = self.registry.register(c);
+        }
+    }
+
     /// The metrics of the organisation called `organization` (the
     /// `organization` label's value), or of the only one (no such label).
     pub fn new(organization: Option<&str>) -> OrgMetrics {
@@ -91,16 +101,21 @@ impl OrgMetrics {
                 None => opts,
             }
         };
-        let up = Gauge::with_opts(opts(
+        // Label-less vectors, created at 0: served from the start, as plain
+        // gauges would be, and recorded by the driver like any producer's.
+        let present = |name: &str, help: String| {
+            let g = GaugeVec::new(opts(name, help), &[]).expect("valid metric");
+            g.with_label_values(&[] as &[&str]).set(0.0);
+            g
+        };
+        let up = present(
             "aws_compute_optimizer_up",
             format!("1 if the latest poll completed every page, 0 if it failed. {FROM_POLL}"),
-        ))
-        .expect("valid metric");
-        let last_success = Gauge::with_opts(opts(
+        );
+        let last_success = present(
             "aws_compute_optimizer_last_successful_poll_timestamp_seconds",
             format!("Unix time at which the latest complete poll finished. {FROM_POLL}"),
-        ))
-        .expect("valid metric");
+        );
         let poll_duration = Histogram::with_opts(
             HistogramOpts {
                 common_opts: opts(

@@ -8,45 +8,106 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
+use crate::expose::metrics::OrgMetrics;
 use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
+use crate::produce::{Health, Producer, Round, Stopped, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
 use crate::source::paging::{self, Listing};
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
-use crate::state::Org;
+use crate::state::{Org, Published};
 
 /// A successful poll that used more than this share of `poll.timeout` is
 /// close to failing: it is logged as a warning.
 const SLOW_POLL_SHARE: f64 = 0.8;
 
-/// Polls now, then every `interval` (start to start), until shutdown.
-pub async fn run<S: PageSource>(source: S, opts: PollOptions, state: Arc<Org>, shutdown: Shutdown) {
-    state.metrics.poll_interval.set(opts.interval.as_secs_f64());
-    loop {
+/// The enrollment poll as a producer: a round is one complete poll and its
+/// publish; rounds start `poll.interval` apart (start to start).
+pub struct Poll<S> {
+    source: S,
+    opts: PollOptions,
+    org: Arc<Org>,
+    /// What the latest round's publish has to log, once it is recorded.
+    published: Option<Published>,
+}
+
+impl<S: PageSource> Poll<S> {
+    pub fn new(source: S, opts: PollOptions, org: Arc<Org>) -> Poll<S> {
+        Poll {
+            source,
+            opts,
+            org,
+            published: None,
+        }
+    }
+}
+
+/// The poll's health series: `aws_compute_optimizer_up`, its last success,
+/// the duration of polls and their count by outcome.
+pub fn health(m: &OrgMetrics) -> Health {
+    Health {
+        up: m.up.clone(),
+        last_success: m.last_success.clone(),
+        duration: Some(m.poll_duration.clone()),
+        rounds: Some(m.polls.clone()),
+    }
+}
+
+impl<S: PageSource> Producer for Poll<S> {
+    async fn start(&mut self, _stop: &Shutdown) -> Result<(), Stopped> {
+        let m = &self.org.metrics;
+        m.poll_interval.set(self.opts.interval.as_secs_f64());
+        Ok(())
+    }
+
+    async fn round(&mut self, stop: &Shutdown) -> Result<Round, Stopped> {
         let started = Instant::now();
         let result = tokio::select! {
-            r = poll_once(&source, &opts, &state) => r,
-            _ = shutdown.wait() => return,
+            r = poll_once(&self.source, &self.opts, &self.org) => r,
+            _ = stop.wait() => return Err(Stopped),
         };
         let took = started.elapsed();
-        if result.is_ok() {
-            warn_if_slow(took, &opts);
+        let ok = result.is_ok();
+        if ok {
+            warn_if_slow(took, &self.opts);
         }
         // Rendering a large organisation takes a while: keep it off the
         // runtime's worker threads so scrapes are never held up. In the
-        // poll's span, so "poll finished" and "poll failed" name the
-        // organisation (a blocking thread does not inherit it).
-        let (st, o, span) = (state.clone(), opts.clone(), tracing::Span::current());
-        let _ = tokio::task::spawn_blocking(move || span.in_scope(|| st.publish(result, took, &o)))
-            .await;
-        tokio::select! {
-            _ = sleep_until(started + opts.interval) => {}
-            _ = shutdown.wait() => return,
+        // poll's span, so the lines it logs name the organisation (a
+        // blocking thread does not inherit it). Never raced against stop.
+        let (org, opts, span) = (
+            self.org.clone(),
+            self.opts.clone(),
+            tracing::Span::current(),
+        );
+        self.published =
+            tokio::task::spawn_blocking(move || span.in_scope(|| org.publish(result, took, &opts)))
+                .await
+                .ok();
+        Ok(Round {
+            ok,
+            took: Some(took),
+        })
+    }
+
+    fn next_round(&mut self, started: Instant, _round: Round) -> Instant {
+        started + self.opts.interval
+    }
+
+    fn recorded(&mut self, _round: Round) {
+        if let Some(published) = self.published.take() {
+            published.log();
         }
     }
+}
+
+/// Polls now, then every `interval` (start to start), until shutdown.
+pub async fn run<S: PageSource>(source: S, opts: PollOptions, org: Arc<Org>, shutdown: Shutdown) {
+    let health = health(&org.metrics);
+    drive(Poll::new(source, opts, org.clone()), health, org, shutdown).await;
 }
 
 fn warn_if_slow(took: Duration, opts: &PollOptions) {

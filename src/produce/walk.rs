@@ -26,10 +26,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::config::PollOptions;
+use crate::expose::metrics::OrgMetrics;
 use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, Root, unix_seconds};
+use crate::produce::{Health, Producer, Round, Stopped, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
 use crate::source::paging::{self, Listing, Pace};
@@ -406,72 +408,138 @@ fn retry_after(failures: u32, interval: Duration) -> Duration {
         .min(interval)
 }
 
-/// Refreshes now, then every `interval` (sooner after a failure), until
-/// shutdown.
-pub async fn run<S: NameSource>(
+/// The organisation walk as a producer: at start it serves the saved walk;
+/// a round is one refresh; rounds start `aws.organizations_interval` apart
+/// after a success, sooner after a failure ([`retry_after`]).
+pub struct Walk<S> {
     source: S,
-    walk_opts: WalkOptions,
+    walk: WalkOptions,
     opts: PollOptions,
-    state: Arc<Org>,
-    shutdown: Shutdown,
-) {
-    let pace = Pace::new(walk_opts.requests_per_second);
-    if walk_opts.restore {
-        let restored = restore(&state, &walk_opts, &shutdown).await;
-        state.set_restored();
-        if restored.is_err() {
-            return;
+    org: Arc<Org>,
+    pace: Pace,
+    /// Failed rounds in a row.
+    failures: u32,
+    /// The latest round's outcome, logged once it is recorded.
+    outcome: Option<(Result<(), PollError>, Duration)>,
+}
+
+impl<S: NameSource> Walk<S> {
+    pub fn new(source: S, walk: WalkOptions, opts: PollOptions, org: Arc<Org>) -> Walk<S> {
+        Walk {
+            pace: Pace::new(walk.requests_per_second),
+            source,
+            walk,
+            opts,
+            org,
+            failures: 0,
+            outcome: None,
         }
     }
-    let mut failures = 0u32;
-    loop {
+}
+
+/// The walk's health series: `aws_compute_optimizer_organizations_up` and
+/// its last success, absent until the first walk ends.
+pub fn health(m: &OrgMetrics) -> Health {
+    Health {
+        up: m.organizations_up.clone(),
+        last_success: m.organizations_last_success.clone(),
+        duration: None,
+        rounds: None,
+    }
+}
+
+impl<S: NameSource> Producer for Walk<S> {
+    async fn start(&mut self, stop: &Shutdown) -> Result<(), Stopped> {
+        if !self.walk.restore {
+            return Ok(());
+        }
+        let restored = restore(&self.org, &self.walk, stop).await;
+        self.org.set_restored();
+        restored.map_err(|_| Stopped)
+    }
+
+    async fn round(&mut self, stop: &Shutdown) -> Result<Round, Stopped> {
         let started = Instant::now();
-        let result = match refresh(&source, &state, &opts, &walk_opts, &pace, &shutdown).await {
-            Err(Halt::Stopped) => return,
+        let result = match refresh(
+            &self.source,
+            &self.org,
+            &self.opts,
+            &self.walk,
+            &self.pace,
+            stop,
+        )
+        .await
+        {
+            Err(Halt::Stopped) => return Err(Stopped),
             Err(Halt::Failed(e)) => Err(e),
             Ok(()) => Ok(()),
         };
-        let accounts = state.names().len();
-        state.set_organizations_up(result.is_ok());
-        let next = match result {
+        if result.is_err() && !fresh(self.org.learned().structure, self.walk.max_age) {
+            // Kept, but no longer complete once too old.
+            self.org.mark_incomplete();
+        }
+        let ok = result.is_ok();
+        self.outcome = Some((result, started.elapsed()));
+        Ok(Round::ok(ok))
+    }
+
+    fn next_round(&mut self, started: Instant, round: Round) -> Instant {
+        if round.ok {
+            self.failures = 0;
+            started + self.walk.interval
+        } else {
+            self.failures += 1;
+            Instant::now() + retry_after(self.failures, self.walk.interval)
+        }
+    }
+
+    fn recorded(&mut self, _round: Round) {
+        let Some((result, took)) = self.outcome.take() else {
+            return;
+        };
+        let accounts = self.org.names().len();
+        match result {
             Ok(()) => {
-                failures = 0;
-                let took = started.elapsed();
                 tracing::info!(
                     accounts,
                     duration_ms = took.as_millis() as u64,
                     "organisation structure and tags refreshed"
                 );
-                if took > walk_opts.interval {
+                if took > self.walk.interval {
                     tracing::warn!(
                         accounts,
                         "refreshing the organisation took longer than aws.organizations_interval; raise it or aws.organizations_requests_per_second"
                     );
                 }
-                started + walk_opts.interval
             }
-            Err(e) => {
-                failures += 1;
-                let retry = retry_after(failures, walk_opts.interval);
-                // Kept, but no longer complete once too old.
-                if !fresh(state.learned().structure, walk_opts.max_age) {
-                    state.mark_incomplete();
-                }
-                tracing::warn!(
-                    code = e.code(),
-                    error = %e,
-                    retry_in = %crate::config::format_duration(retry),
-                    advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
-                    "refreshing the organisation failed; keeping the last known names, OUs and tags"
-                );
-                Instant::now() + retry
-            }
-        };
-        tokio::select! {
-            _ = sleep_until(next) => {}
-            _ = shutdown.wait() => return,
+            Err(e) => tracing::warn!(
+                code = e.code(),
+                error = %e,
+                retry_in = %crate::config::format_duration(retry_after(self.failures + 1, self.walk.interval)),
+                advice = "grant organizations:ListRoots, ListOrganizationalUnitsForParent, ListAccountsForParent and ListTagsForResource (management or delegated administrator account); on TooManyRequestsException lower aws.organizations_requests_per_second; check aws.organizations_endpoint_url. Enrollment data is unaffected",
+                "refreshing the organisation failed; keeping the last known names, OUs and tags"
+            ),
         }
     }
+}
+
+/// Serves the saved walk (when `walk_opts.restore`), then refreshes now and
+/// again every `interval` (sooner after a failure), until shutdown.
+pub async fn run<S: NameSource>(
+    source: S,
+    walk_opts: WalkOptions,
+    opts: PollOptions,
+    org: Arc<Org>,
+    shutdown: Shutdown,
+) {
+    let health = health(&org.metrics);
+    drive(
+        Walk::new(source, walk_opts, opts, org.clone()),
+        health,
+        org,
+        shutdown,
+    )
+    .await;
 }
 
 #[cfg(test)]
