@@ -1,13 +1,14 @@
-//! What the producers publish and the HTTP server reads.
+//! The store: what the producers publish and the HTTP server reads.
 //!
 //! [`State`] is the exporter: its own metrics, the organisations it watches
 //! (one [`Org`] each) and the exposition a scrape serves. Each organisation
-//! owns its data and its producers' segments of `/metrics` (the enrollment
-//! poll its statuses, the organisation walk `account_info`). A producer
-//! renders and compresses on its own, off every lock, and publishes by
-//! swapping its segment and splicing a new [`Exposition`] from every
-//! organisation's segments (`Arc` swaps under a lock held for
-//! microseconds). A scrape sees either the whole previous segment or the
+//! holds its producers' segments of `/metrics`, one slot each (the walk's
+//! `account_info`, the poll's statuses, then any other producer's), and
+//! the data its pages show. A producer renders and compresses on its own,
+//! off every lock, and publishes by swapping its slot and splicing a new
+//! [`Exposition`] from every organisation's slots: the swap clones
+//! references to compressed pieces, under a lock that is never held while
+//! anything renders. A scrape sees either the whole previous segment or the
 //! whole new one, never waits for a producer, and one producer's news never
 //! re-renders another's segment, in its organisation or any other.
 

@@ -280,9 +280,8 @@ async fn demo_serves_and_sigterm_exits_zero_quickly() {
             .contains("aws_compute_optimizer_enrollment_accounts{status=\"Pending\"}")
     );
     run.signal("TERM");
-    let started = Instant::now();
+    // Exits 0 within 5 s, or wait_exit fails the test.
     assert_eq!(run.wait_exit(Duration::from_secs(5)), 0);
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -371,7 +371,11 @@ async fn names_switched_off_stay_off() {
     .unwrap();
     let r = request(e.addr, "POST", "/-/reload", &[("Content-Length", "0")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // Past the next tag batch the old pass would have published.
+    // Past the next tag batch the old pass would have published. (The
+    // ordering itself, a stopped walk publishing nothing after it ended, is
+    // proven without timing by produce::walk's
+    // a_stopped_walk_publishes_nothing_after_it_ended; this is the end to
+    // end view of it.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let text = e.metrics().await;
     assert!(info_lines(&text).is_empty(), "names came back");

@@ -322,9 +322,15 @@ async fn shutdown_lets_an_in_flight_scrape_finish() {
     // Shut down while most of the body is still to be sent.
     let stopping = tokio::spawn(e.stop());
     let mut buf = vec![0u8; 256 * 1024];
+    // Slowly, so shutdown comes mid-body; bounded, so a server that never
+    // closes fails the test instead of hanging it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let n = s.read(&mut buf).await.unwrap();
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .expect("the response ends within 60 s")
+            .unwrap();
         if n == 0 {
             break;
         }

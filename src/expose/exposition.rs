@@ -3,8 +3,9 @@
 //!
 //! Each producer (the enrollment poll, the organisation walk) renders its
 //! series into a [`Rendered`], compresses it into a [`Segment`] off every
-//! lock, and swaps it in; a scrape splices the segments behind the live part
-//! (the exporter's own metrics, encoded per scrape).
+//! lock, and swaps it in; the swap splices every segment into one
+//! [`Exposition`], and a scrape only puts the live part (the exporter's own
+//! metrics, encoded at most every [`LIVE_MAX_AGE`]) in front of it.
 //!
 //! A segment is a list of parts. Most parts are the same in both formats
 //! and kept once; a family's metadata lines, where the text format 0.0.4
