@@ -551,6 +551,18 @@ mod tests {
     use crate::source::demo::DemoSource;
     use crate::state::State;
 
+    /// Hourly, at a fast pace, without tags, max age three hours.
+    fn options(storage: Option<Arc<Storage>>, restore: bool) -> WalkOptions {
+        WalkOptions {
+            interval: Duration::from_secs(3600),
+            requests_per_second: 1000.0,
+            tag_labels: Vec::new(),
+            storage,
+            restore,
+            max_age: Duration::from_secs(3 * 3600),
+        }
+    }
+
     /// The demo organisation, whose first `ListRoots` is refused.
     struct RefusedOnce {
         demo: DemoSource,
@@ -608,14 +620,7 @@ mod tests {
     async fn a_refused_walk_succeeds_a_minute_later() {
         let state = Arc::new(State::new("test", "test"));
         let org = state.set_orgs(&[None]).remove(0);
-        let walk = WalkOptions {
-            interval: Duration::from_secs(3600),
-            requests_per_second: 1000.0,
-            tag_labels: Vec::new(),
-            storage: None,
-            restore: false,
-            max_age: Duration::from_secs(3 * 3600),
-        };
+        let walk = options(None, false);
         let (stop, stopped) = shutdown::channel();
         let source = RefusedOnce {
             demo: DemoSource::new(5, 1),
@@ -658,14 +663,7 @@ mod tests {
             storage.save(&saved, learned).unwrap();
             let state = Arc::new(State::new("test", "test"));
             let org = state.set_orgs(&[None]).remove(0);
-            let walk = WalkOptions {
-                interval: Duration::from_secs(3600),
-                requests_per_second: 1.0,
-                tag_labels: Vec::new(),
-                storage: Some(storage.clone()),
-                restore: true,
-                max_age: Duration::from_secs(3 * 3600),
-            };
+            let walk = options(Some(storage.clone()), true);
             let (_stop, stopped) = shutdown::channel();
             restore(&org, &walk, &stopped).await.unwrap();
             assert_eq!(org.names().len(), 1, "served at any age");
@@ -686,14 +684,7 @@ mod tests {
     async fn a_stopped_walk_publishes_nothing_after_it_ended() {
         let state = Arc::new(State::new("test", "test"));
         let org = state.set_orgs(&[None]).remove(0);
-        let walk = WalkOptions {
-            interval: Duration::from_secs(3600),
-            requests_per_second: 1000.0,
-            tag_labels: Vec::new(),
-            storage: None,
-            restore: false,
-            max_age: Duration::from_secs(3 * 3600),
-        };
+        let walk = options(None, false);
         let opts = PollOptions::from_config(&Config::default());
         let held = state.hold_publishing();
         let (stop, stopped) = shutdown::channel();
