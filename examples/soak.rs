@@ -66,7 +66,7 @@ async fn main() {
         s.set_accounts(org.clone());
         let result = poll_once(&source, &opts, &only).await;
         assert!(result.is_ok(), "poll {poll}: {result:?}");
-        only.publish(result, Duration::ZERO, &opts);
+        compute_optimizer_exporter::produce::poll::publish(&only, result, Duration::ZERO, &opts);
         // Read what a scrape reads, so the cached bytes are really used.
         let exp = state.exposition();
         assert!(

@@ -498,7 +498,7 @@ mod cache_tests {
             ..Snapshot::default()
         };
         let opts = PollOptions::from_config(&Config::default());
-        org.publish(Ok(snap), Duration::from_millis(1), &opts);
+        crate::produce::poll::publish(&org, Ok(snap), Duration::from_millis(1), &opts);
         let after_poll = cache.get(&state, "/metrics");
         assert!(!Arc::ptr_eq(&first, &after_poll));
         assert!(String::from_utf8_lossy(&after_poll.status_json).contains("\"ready\":true"));

@@ -16,12 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use crate::config::PollOptions;
-use crate::expose::exposition::{Exposition, Segment};
-use crate::expose::metrics::{OrgMetrics, SelfMetrics, render_poll, render_walk};
+use crate::expose::exposition::{Exposition, Segment, render_in_turn};
+use crate::expose::metrics::{OrgMetrics, SelfMetrics, render_walk};
 use crate::expose::openmetrics::Format;
-use crate::model::{Directory, Learned, Snapshot, Status};
-use crate::source::error::PollError;
+use crate::model::{Directory, Learned, Snapshot};
 use crate::sync::{lock, read, write};
 
 /// The built-in producers' slots, in the order a scrape serves them (the
@@ -29,53 +27,6 @@ use crate::sync::{lock, read, write};
 pub const WALK: &str = "walk";
 pub const POLL: &str = "poll";
 const SEGMENTS: [&str; 2] = [WALK, POLL];
-
-/// What a poll's publish has to say, logged once its health is recorded.
-#[derive(Debug, Clone)]
-pub enum Published {
-    Success {
-        accounts: usize,
-        pages: usize,
-        took: Duration,
-    },
-    Failure {
-        took: Duration,
-        code: String,
-        error: String,
-        advice: String,
-    },
-}
-
-impl Published {
-    pub fn log(&self) {
-        match self {
-            Published::Success {
-                accounts,
-                pages,
-                took,
-            } => tracing::info!(
-                accounts,
-                pages,
-                duration_ms = took.as_millis() as u64,
-                outcome = "success",
-                "poll finished"
-            ),
-            Published::Failure {
-                took,
-                code,
-                error,
-                advice,
-            } => tracing::error!(
-                duration_ms = took.as_millis() as u64,
-                outcome = "failure",
-                code,
-                error,
-                advice,
-                "poll failed; keeping the last good data"
-            ),
-        }
-    }
-}
 
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
@@ -262,6 +213,24 @@ impl Org {
         self.publishing(|| self.put_segment(name, segment), then);
     }
 
+    /// Publishes a poll's outcome: with a complete organisation, its
+    /// snapshot and segment swapped in one step; without (a failed poll),
+    /// the last good ones kept. Ready from the first outcome on, good or
+    /// bad: a failing exporter must still be scraped, or nothing alerts.
+    pub fn set_poll(&self, complete: Option<(Snapshot, Arc<Segment>)>, outcome: PollOutcome) {
+        if let Some((snap, segment)) = complete {
+            self.publishing(
+                || {
+                    self.put_segment(POLL, segment);
+                    *write(&self.snapshot) = Arc::new(snap);
+                },
+                || {},
+            );
+        }
+        *write(&self.last_poll) = Some(outcome);
+        self.ready.store(true, Ordering::Release);
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         read(&self.snapshot).clone()
     }
@@ -316,7 +285,7 @@ impl Org {
             self.forget_live();
             return;
         }
-        let segment = rendering(|| Segment::new(render_walk(&names, self.name.as_deref())));
+        let segment = render_in_turn(|| Segment::new(render_walk(&names, self.name.as_deref())));
         self.publishing(
             || {
                 *write(&self.names) = Arc::new(names);
@@ -404,158 +373,16 @@ impl Org {
             .with_label_values(&[operation, result])
             .inc();
     }
-
-    /// Records a finished poll: swaps in a complete organisation, or keeps the
-    /// last good one. Its health is the driver's to record, and the line to
-    /// log is returned, to be logged once that is done: the log never runs
-    /// ahead of `/metrics`.
-    pub fn publish(
-        &self,
-        result: Result<Snapshot, PollError>,
-        took: Duration,
-        opts: &PollOptions,
-    ) -> Published {
-        // Only the poll writes the snapshot, so this reads the previous one.
-        let result = result.map(|mut snap| {
-            if snap.org.is_none() {
-                // GetEnrollmentStatus failed this time: keep its last answer.
-                snap.org = self.snapshot().org.clone();
-            }
-            snap
-        });
-        // Rendered and compressed before the lock: the walk publishes meanwhile.
-        let segment = result
-            .as_ref()
-            .ok()
-            .map(|snap| rendering(|| Segment::new(render_poll(snap, self.name.as_deref()))));
-        let (outcome, published) = match result {
-            Ok(snap) => {
-                let previous = self.snapshot();
-                log_changes(&previous, &snap);
-                self.count_transitions(&previous, &snap);
-                let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
-                let (accounts, pages) = (snap.accounts.len(), snap.pages);
-                self.publishing(
-                    || {
-                        if let Some(segment) = segment {
-                            self.put_segment(POLL, segment);
-                        }
-                        *write(&self.snapshot) = Arc::new(snap);
-                    },
-                    || {},
-                );
-                let outcome = PollOutcome {
-                    finished_at: finished,
-                    duration: took,
-                    error: None,
-                };
-                (
-                    outcome,
-                    Published::Success {
-                        accounts,
-                        pages,
-                        took,
-                    },
-                )
-            }
-            Err(err) => {
-                let published = Published::Failure {
-                    took,
-                    code: err.code().to_owned(),
-                    error: err.to_string(),
-                    advice: err.advice(opts).unwrap_or_default(),
-                };
-                let outcome = PollOutcome {
-                    finished_at: SystemTime::now(),
-                    duration: took,
-                    error: Some(err.to_string()),
-                };
-                (outcome, published)
-            }
-        };
-        *write(&self.last_poll) = Some(outcome);
-        // Ready once there is an outcome to report, good or bad: a failing
-        // exporter must still be scraped, or nothing alerts on it.
-        self.ready.store(true, Ordering::Release);
-        published
-    }
-}
-
-impl Org {
-    fn count_transitions(&self, previous: &Snapshot, next: &Snapshot) {
-        if previous.finished_at.is_none() {
-            return;
-        }
-        let label = |s: &Status| {
-            if s.is_known() {
-                s.as_str().to_owned()
-            } else {
-                "other".into()
-            }
-        };
-        for account in &next.accounts {
-            if let Some(old) = previous.accounts.get(&account.account_id)
-                && old.status != account.status
-            {
-                self.metrics
-                    .transitions
-                    .with_label_values(&[label(&old.status), label(&account.status)])
-                    .inc();
-            }
-        }
-    }
-}
-
-/// One log line per account whose status changed, appeared or vanished.
-/// The first poll establishes the baseline and logs nothing per account.
-fn log_changes(previous: &Snapshot, next: &Snapshot) {
-    if previous.finished_at.is_none() {
-        return;
-    }
-    for account in &next.accounts {
-        let id = &account.account_id;
-        match previous.accounts.get(id) {
-            Some(old) if old.status == account.status => {}
-            Some(old) => tracing::info!(
-                account_id = %id,
-                from = %old.status,
-                to = %account.status,
-                reason = account.status_reason.as_deref().unwrap_or(""),
-                "enrollment status changed"
-            ),
-            None => tracing::info!(
-                account_id = %id,
-                to = %account.status,
-                reason = account.status_reason.as_deref().unwrap_or(""),
-                "account appeared"
-            ),
-        }
-    }
-    for id in previous.accounts.values().map(|a| &a.account_id) {
-        if !next.accounts.contains_key(id) {
-            tracing::info!(account_id = %id, "account no longer listed");
-        }
-    }
-}
-
-/// Renders and compresses one segment at a time, process-wide. Each render
-/// holds a run of plain text and a compressor at libdeflate's strongest
-/// level (a few MB); ten organisations whose first polls end together would
-/// otherwise hold ten at once, the largest part of the exporter's peak
-/// memory. Rendering is CPU-bound and the machine has few cores, so taking
-/// turns costs no throughput; it never blocks a scrape (renders run on
-/// blocking threads, outside every lock a scrape takes).
-fn rendering(render: impl FnOnce() -> Segment) -> Arc<Segment> {
-    static RENDERING: Mutex<()> = Mutex::new(());
-    let _turn = lock(&RENDERING);
-    Arc::new(render())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, PollOptions};
+    use crate::model::Status;
     use crate::model::{Account, AccountInfo};
+    use crate::produce::poll::publish;
+    use crate::source::error::PollError;
 
     fn body(state: &State) -> String {
         let format = Format::Text;
@@ -586,7 +413,7 @@ mod tests {
     fn poll_round(org: &Org, result: Result<Snapshot, PollError>) {
         let ok = result.is_ok();
         let opts = PollOptions::from_config(&Config::default());
-        org.publish(result, Duration::from_millis(5), &opts);
+        publish(org, result, Duration::from_millis(5), &opts);
         crate::produce::poll::health(&org.metrics).record(
             crate::produce::Round::ok(ok),
             SystemTime::now(),
@@ -673,7 +500,7 @@ mod tests {
         let state = Arc::new(State::new("test", "test"));
         let org = state.set_orgs(&[None]).remove(0);
         let opts = PollOptions::from_config(&Config::default());
-        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
+        publish(&org, Ok(polled(&[])), Duration::from_millis(5), &opts);
         let poll = org.segment(POLL).unwrap();
         org.set_names(named("111111111111"));
         // The walk's news spliced in; the poll's segment not rendered again.
@@ -683,7 +510,7 @@ mod tests {
         assert!(text.contains("aws_compute_optimizer_enrollment_accounts{status=\"Active\"} 0"));
         // And the poll's news leaves the walk's segment alone.
         let walk = org.segment(WALK).unwrap();
-        org.publish(Ok(polled(&[])), Duration::from_millis(5), &opts);
+        publish(&org, Ok(polled(&[])), Duration::from_millis(5), &opts);
         assert!(Arc::ptr_eq(&walk, &org.segment(WALK).unwrap()));
         assert!(!Arc::ptr_eq(&poll, &org.segment(POLL).unwrap()));
     }

@@ -550,6 +550,19 @@ impl Iterator for Inflating {
     }
 }
 
+/// Renders and compresses one segment at a time, process-wide. Each render
+/// holds a run of plain text and a compressor at libdeflate's strongest
+/// level (a few MB); ten organisations whose first polls end together would
+/// otherwise hold ten at once, the largest part of the exporter's peak
+/// memory. Rendering is CPU-bound and the machine has few cores, so taking
+/// turns costs no throughput; it never blocks a scrape (renders run on
+/// blocking threads, outside every lock a scrape takes).
+pub fn render_in_turn(render: impl FnOnce() -> Segment) -> Arc<Segment> {
+    static RENDERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = crate::sync::lock(&RENDERING);
+    Arc::new(render())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,14 +11,17 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, timeout_at};
 
 use crate::config::{PollOptions, format_duration};
+use crate::expose::exposition::{Segment, render_in_turn};
 use crate::expose::metrics::OrgMetrics;
+use crate::expose::metrics::render_poll;
+use crate::model::Status;
 use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
 use crate::produce::{Health, Producer, Round, Stopped, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
 use crate::source::paging::{self, Listing};
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
-use crate::state::{Org, Published};
+use crate::state::{Org, PollOutcome};
 
 /// A successful poll that used more than this share of `poll.timeout` is
 /// close to failing: it is logged as a warning.
@@ -83,10 +86,11 @@ impl<S: PageSource> Producer for Poll<S> {
             self.opts.clone(),
             tracing::Span::current(),
         );
-        self.published =
-            tokio::task::spawn_blocking(move || span.in_scope(|| org.publish(result, took, &opts)))
-                .await
-                .ok();
+        self.published = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| publish(&org, result, took, &opts))
+        })
+        .await
+        .ok();
         Ok(Round {
             ok,
             took: Some(took),
@@ -108,6 +112,166 @@ impl<S: PageSource> Producer for Poll<S> {
 pub async fn run<S: PageSource>(source: S, opts: PollOptions, org: Arc<Org>, shutdown: Shutdown) {
     let health = health(&org.metrics);
     drive(Poll::new(source, opts, org.clone()), health, org, shutdown).await;
+}
+
+/// What a poll's publish has to say, logged once its health is recorded.
+#[derive(Debug, Clone)]
+pub enum Published {
+    Success {
+        accounts: usize,
+        pages: usize,
+        took: Duration,
+    },
+    Failure {
+        took: Duration,
+        code: String,
+        error: String,
+        advice: String,
+    },
+}
+
+impl Published {
+    pub fn log(&self) {
+        match self {
+            Published::Success {
+                accounts,
+                pages,
+                took,
+            } => tracing::info!(
+                accounts,
+                pages,
+                duration_ms = took.as_millis() as u64,
+                outcome = "success",
+                "poll finished"
+            ),
+            Published::Failure {
+                took,
+                code,
+                error,
+                advice,
+            } => tracing::error!(
+                duration_ms = took.as_millis() as u64,
+                outcome = "failure",
+                code,
+                error,
+                advice,
+                "poll failed; keeping the last good data"
+            ),
+        }
+    }
+}
+
+/// Publishes a finished poll: a complete organisation rendered and swapped
+/// in, or the last good one kept. Its health is the driver's to record, and
+/// the line to log is returned, to be logged once that is done: the log
+/// never runs ahead of `/metrics`.
+pub fn publish(
+    org: &Org,
+    result: Result<Snapshot, PollError>,
+    took: Duration,
+    opts: &PollOptions,
+) -> Published {
+    // Only the poll writes the snapshot, so this reads the previous one.
+    let result = result.map(|mut snap| {
+        if snap.org.is_none() {
+            // GetEnrollmentStatus failed this time: keep its last answer.
+            snap.org = org.snapshot().org.clone();
+        }
+        snap
+    });
+    match result {
+        Ok(snap) => {
+            // Rendered and compressed before the lock: the walk publishes meanwhile.
+            let segment = render_in_turn(|| Segment::new(render_poll(&snap, org.name.as_deref())));
+            let previous = org.snapshot();
+            log_changes(&previous, &snap);
+            count_transitions(org, &previous, &snap);
+            let finished = snap.finished_at.unwrap_or_else(SystemTime::now);
+            let (accounts, pages) = (snap.accounts.len(), snap.pages);
+            let outcome = PollOutcome {
+                finished_at: finished,
+                duration: took,
+                error: None,
+            };
+            org.set_poll(Some((snap, segment)), outcome);
+            Published::Success {
+                accounts,
+                pages,
+                took,
+            }
+        }
+        Err(err) => {
+            let published = Published::Failure {
+                took,
+                code: err.code().to_owned(),
+                error: err.to_string(),
+                advice: err.advice(opts).unwrap_or_default(),
+            };
+            let outcome = PollOutcome {
+                finished_at: SystemTime::now(),
+                duration: took,
+                error: Some(err.to_string()),
+            };
+            org.set_poll(None, outcome);
+            published
+        }
+    }
+}
+
+/// Counts each account whose status changed since the previous poll.
+fn count_transitions(org: &Org, previous: &Snapshot, next: &Snapshot) {
+    if previous.finished_at.is_none() {
+        return;
+    }
+    let label = |s: &Status| {
+        if s.is_known() {
+            s.as_str().to_owned()
+        } else {
+            "other".into()
+        }
+    };
+    for account in &next.accounts {
+        if let Some(old) = previous.accounts.get(&account.account_id)
+            && old.status != account.status
+        {
+            org.metrics
+                .transitions
+                .with_label_values(&[label(&old.status), label(&account.status)])
+                .inc();
+        }
+    }
+}
+
+/// One log line per account whose status changed, appeared or vanished.
+/// The first poll establishes the baseline and logs nothing per account.
+fn log_changes(previous: &Snapshot, next: &Snapshot) {
+    if previous.finished_at.is_none() {
+        return;
+    }
+    for account in &next.accounts {
+        let id = &account.account_id;
+        match previous.accounts.get(id) {
+            Some(old) if old.status == account.status => {}
+            Some(old) => tracing::info!(
+                account_id = %id,
+                from = %old.status,
+                to = %account.status,
+                reason = account.status_reason.as_deref().unwrap_or(""),
+                "enrollment status changed"
+            ),
+            None => tracing::info!(
+                account_id = %id,
+                to = %account.status,
+                reason = account.status_reason.as_deref().unwrap_or(""),
+                "account appeared"
+            ),
+        }
+    }
+    for id in previous.accounts.values().map(|a| &a.account_id) {
+        if !next.accounts.contains_key(id) {
+            tracing::info!(account_id = %id, "account no longer listed");
+        }
+    }
 }
 
 fn warn_if_slow(took: Duration, opts: &PollOptions) {
