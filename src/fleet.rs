@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tracing::Instrument as _;
 
-use crate::config::{Config, PollOptions};
+use crate::config::{Config, OrgSettings};
 use crate::produce::{poll, walk};
 use crate::shutdown::{self, Shutdown};
 use crate::source::aws::{AwsSource, StaticCredentials};
@@ -50,7 +50,7 @@ fn of_organization(name: Option<&str>, e: String) -> String {
 
 async fn make_source(
     credentials: &Option<StaticCredentials>,
-    config: &Config,
+    config: &OrgSettings,
     demo: &Option<Arc<DemoSource>>,
 ) -> Result<Source, String> {
     match demo {
@@ -112,7 +112,7 @@ impl Task {
 /// What a producer is started with.
 struct Start<'a> {
     source: &'a Source,
-    config: &'a Config,
+    config: &'a OrgSettings,
     org: &'a Arc<Org>,
     storage: &'a Option<Arc<Storage>>,
     /// The organisation is new: the walk serves its saved data first.
@@ -123,10 +123,10 @@ struct Start<'a> {
 struct Registration {
     name: &'static str,
     /// Whether this configuration runs it.
-    wanted: fn(&Config) -> bool,
+    wanted: fn(&OrgSettings) -> bool,
     /// Whether a change from the first configuration to the second
     /// restarts it (new clients always do).
-    changed: fn(&Config, &Config) -> bool,
+    changed: fn(&OrgSettings, &OrgSettings) -> bool,
     start: fn(&Start) -> Task,
     /// What switching it off leaves to clear (the walk's names go).
     switched_off: fn(&Org),
@@ -152,11 +152,7 @@ const PRODUCERS: &[Registration] = &[
 ];
 
 fn start_poll(s: &Start) -> Task {
-    let (source, opts, org) = (
-        s.source.clone(),
-        PollOptions::from_config(s.config),
-        s.org.clone(),
-    );
+    let (source, opts, org) = (s.source.clone(), s.config.poll_options(), s.org.clone());
     Task::spawn(s.org, move |stopped| poll::run(source, opts, org, stopped))
 }
 
@@ -175,11 +171,7 @@ fn start_walk(s: &Start) -> Task {
         restore,
         max_age: a.organizations_max_age(),
     };
-    let (source, opts, org) = (
-        s.source.clone(),
-        PollOptions::from_config(s.config),
-        s.org.clone(),
-    );
+    let (source, opts, org) = (s.source.clone(), s.config.poll_options(), s.org.clone());
     Task::spawn(s.org, move |stopped| {
         walk::run(source, options, opts, org, stopped)
     })
@@ -196,7 +188,7 @@ struct Producers {
 impl Producers {
     fn start(
         source: Source,
-        config: &Config,
+        config: &OrgSettings,
         org: &Arc<Org>,
         storage: Option<Arc<Storage>>,
     ) -> Producers {
@@ -223,7 +215,13 @@ impl Producers {
     /// otherwise a producer restarts only when its own settings changed.
     /// A producer stops before anything of it is cleared or it starts
     /// again, so a stopped one can publish nothing afterwards.
-    async fn reload(&mut self, old: &Config, new: &Config, source: Option<Source>, org: &Arc<Org>) {
+    async fn reload(
+        &mut self,
+        old: &OrgSettings,
+        new: &OrgSettings,
+        source: Option<Source>,
+        org: &Arc<Org>,
+    ) {
         let clients = source.is_some();
         if let Some(source) = source {
             self.source = source;
@@ -271,8 +269,8 @@ pub struct Fleet {
 /// One organisation and what runs for it.
 struct Watched {
     org: Arc<Org>,
-    /// Its configuration as its producers see it.
-    config: Config,
+    /// Its settings as its producers see them.
+    config: OrgSettings,
     demo: Option<Arc<DemoSource>>,
     producers: Producers,
 }

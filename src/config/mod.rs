@@ -36,7 +36,7 @@ pub use duration::{format_duration, parse_duration};
 pub use listen::{ListenAddress, parse_listen_address};
 use location::{key_prefix, line_col, line_of_key, location, one_line};
 pub use options::PollOptions;
-pub use organizations::Organization;
+pub use organizations::{OrgSettings, Organization};
 pub use secret::without_values;
 use secret::{SECRET_KEYS, read_external_id_file, redacted};
 pub use tags::{tag_label, tag_labels};

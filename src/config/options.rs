@@ -1,7 +1,7 @@
 //! What the producers and the paging loop take from a configuration.
 use std::time::Duration;
 
-use super::Config;
+use super::{AwsConfig, Config, PollConfig};
 use crate::model::Status;
 
 /// What one poll needs to know, taken from the configuration.
@@ -20,18 +20,24 @@ pub struct PollOptions {
 }
 
 impl PollOptions {
+    /// From a file with only `[aws]` (tests, tools); an organisation's
+    /// come from [`super::OrgSettings::poll_options`].
     pub fn from_config(c: &Config) -> PollOptions {
+        PollOptions::new(&c.aws, &c.poll)
+    }
+
+    pub fn new(aws: &AwsConfig, poll: &PollConfig) -> PollOptions {
         PollOptions {
-            interval: c.poll.interval,
-            timeout: c.poll.timeout,
+            interval: poll.interval,
+            timeout: poll.timeout,
             // Validated to 1..=100 at load time.
-            page_size: c.poll.page_size.clamp(1, 100) as u8,
-            statuses: c.poll.status_filter(),
-            max_attempts: c.aws.max_attempts.max(1),
-            retry_backoff: c.aws.retry_backoff,
-            request_timeout: c.aws.request_timeout,
-            role_arn: c.aws.role_arn.clone(),
-            endpoint_url: c.aws.endpoint_url.clone(),
+            page_size: poll.page_size.clamp(1, 100) as u8,
+            statuses: poll.status_filter(),
+            max_attempts: aws.max_attempts.max(1),
+            retry_backoff: aws.retry_backoff,
+            request_timeout: aws.request_timeout,
+            role_arn: aws.role_arn.clone(),
+            endpoint_url: aws.endpoint_url.clone(),
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::location::{line_of_key, one_line};
 use super::secret::without_values;
 use super::validate::ORGANIZATION_NAME_RULE;
-use super::{AwsConfig, Config, ConfigError};
+use super::{AwsConfig, Config, ConfigError, PollConfig, PollOptions};
 
 /// One `[[organization]]` table: a name (the `organization` label's value)
 /// and every `aws.*` key, each defaulting to `[aws]`'s.
@@ -107,14 +107,11 @@ impl Config {
     }
 
     /// Each organisation's name (`None`: the only one, unlabelled) and its
-    /// configuration as the producers see it: `[web]` and `[poll]`, and its
-    /// own AWS settings as `[aws]`.
-    pub fn organizations(&self) -> Vec<(Option<String>, Config)> {
-        let one = |aws: &AwsConfig| Config {
-            web: self.web.clone(),
+    /// settings: its own AWS settings and `[poll]`, and nothing of `[web]`.
+    pub fn organizations(&self) -> Vec<(Option<String>, OrgSettings)> {
+        let one = |aws: &AwsConfig| OrgSettings {
             aws: aws.clone(),
             poll: self.poll.clone(),
-            organization: Vec::new(),
         };
         if self.organization.is_empty() {
             return vec![(None, one(&self.aws))];
@@ -123,5 +120,20 @@ impl Config {
             .iter()
             .map(|o| (Some(o.name.clone()), one(&o.aws)))
             .collect()
+    }
+}
+
+/// One organisation's settings, all its producers and clients see: its AWS
+/// settings (a table's over `[aws]`'s) and `[poll]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgSettings {
+    pub aws: AwsConfig,
+    pub poll: PollConfig,
+}
+
+impl OrgSettings {
+    /// What one poll, and every listing, takes from them.
+    pub fn poll_options(&self) -> PollOptions {
+        PollOptions::new(&self.aws, &self.poll)
     }
 }
