@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, WebConfig};
 use crate::fleet::Fleet;
 use crate::model::unix_seconds;
+use crate::routes::Endpoints;
 use crate::shutdown::Shutdown;
 use crate::source::aws::StaticCredentials;
 use crate::state::State;
@@ -134,7 +135,11 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::channel::<oneshot::Sender<Result<(), String>>>(4);
     let mut server_opts = ServerOptions::from_config(&config.web);
     fit_to_open_files(&mut server_opts.limits, conns::connection_budget());
-    server_opts.reload = opts.enable_lifecycle.then(|| reload_tx.clone());
+    let routes = Arc::new(Endpoints::new(
+        state.clone(),
+        &config.web,
+        opts.enable_lifecycle.then(|| reload_tx.clone()),
+    ));
     // The web layer counts its own series; they are served with the rest.
     state.metrics.register(server_opts.metrics.collectors());
     server_opts.security.send_replace(Arc::new(security));
@@ -146,14 +151,9 @@ pub async fn run(
         .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
         .flatten();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(address = %addr, telemetry_path = %server_opts.telemetry_path, tls, version = VERSION, "listening");
+        tracing::info!(address = %addr, telemetry_path = %config.web.telemetry_path, tls, version = VERSION, "listening");
     }
-    let server = tokio::spawn(server::run(
-        listener,
-        state.clone(),
-        server_opts,
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(server::run(listener, routes, server_opts, shutdown.clone()));
     #[cfg(unix)]
     if let Some(hup) = hangup {
         tokio::spawn(sighup_reloads(hup, reload_tx, shutdown.clone()));

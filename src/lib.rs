@@ -10,7 +10,8 @@
 //!   configuration (plan, then act), start and stop each one's producers.
 //! * [`config`]: the TOML file, defaults then validation, one-line errors.
 //! * [`web`]: the web layer (listening, connections, TLS, basic auth);
-//!   [`pages`]: the pages for people it serves.
+//!   [`routes`]: the exporter's endpoints it serves; [`pages`]: the pages
+//!   for people.
 //! * [`produce`]: the producers (the enrollment poll, the organisation walk).
 //! * [`state`]: the store a scrape reads: each organisation's data and its
 //!   producers' segments; [`storage`]: `--storage.path`.
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod model;
 pub mod pages;
 pub mod produce;
+pub mod routes;
 pub mod shutdown;
 pub mod source;
 pub mod state;

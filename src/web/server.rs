@@ -26,11 +26,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use crate::config::ListenAddress;
 use crate::expose::exposition::{self, Inflating};
@@ -39,16 +39,11 @@ use crate::web::conns::{
     self, Activity, InFlight, Limits, REQUEST_REFUSALS, Table, Tracked, WebMetrics,
 };
 
-use crate::pages;
 use crate::shutdown::Shutdown;
-use crate::state::State;
 use crate::web::websec::{Access, WebSecurity};
 
 /// How long in-flight responses may take to finish after shutdown starts.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Asks the owner of the configuration to reload it; answers with the outcome.
-pub type ReloadHandle = mpsc::Sender<oneshot::Sender<Result<(), String>>>;
 
 /// TLS, basic auth, headers and rate limit in force: replaced as a whole on
 /// reload (`send_replace`), and watched by every connection.
@@ -59,16 +54,23 @@ pub fn shared_security(security: WebSecurity) -> SharedSecurity {
     Arc::new(watch::Sender::new(Arc::new(security)))
 }
 
+/// What the web layer serves. Every request that passed its checks (the
+/// transport, the rate limit, the credentials) goes to `route`, with a way
+/// to count a refusal of the routes' own (a `Host` not allowed); the web
+/// layer knows nothing of what the routes do.
+pub trait Routes: Send + Sync + 'static {
+    fn route<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        refused: &'a (dyn Fn(&str) + Sync),
+    ) -> Pin<Box<dyn Future<Output = Response<Chunks>> + Send + 'a>>;
+}
+
 #[derive(Clone)]
 pub struct ServerOptions {
-    pub telemetry_path: String,
     /// Caps and timeouts, the header read timeout among them.
     pub limits: Limits,
-    pub reload: Option<ReloadHandle>,
     pub security: SharedSecurity,
-    /// Host names `/-/reload` and the pages for people answer to, besides
-    /// IP addresses and `localhost` (`web.allowed_hosts`).
-    pub allowed_hosts: Vec<String>,
     /// The web layer's counters, registered by whoever wires the server.
     pub metrics: WebMetrics,
 }
@@ -76,7 +78,6 @@ pub struct ServerOptions {
 impl ServerOptions {
     pub fn from_config(c: &crate::config::WebConfig) -> ServerOptions {
         ServerOptions {
-            telemetry_path: c.telemetry_path.clone(),
             limits: Limits {
                 max_connections: c.max_connections,
                 max_per_source: c.max_connections_per_source,
@@ -84,9 +85,7 @@ impl ServerOptions {
                 idle_timeout: c.idle_timeout,
                 write_stall_timeout: c.write_stall_timeout,
             },
-            reload: None,
             security: shared_security(WebSecurity::none()),
-            allowed_hosts: c.allowed_hosts.clone(),
             metrics: WebMetrics::new(),
         }
     }
@@ -94,10 +93,9 @@ impl ServerOptions {
 
 /// What every request on one connection shares.
 struct Conn {
-    state: Arc<State>,
+    routes: Arc<dyn Routes>,
     opts: Arc<ServerOptions>,
     gate: Arc<AuthGate>,
-    pages: Arc<pages::PageCache>,
     peer: IpAddr,
     /// Whether the connection speaks TLS.
     tls: bool,
@@ -195,14 +193,13 @@ pub fn systemd_listener() -> Result<std::net::TcpListener, String> {
 /// queue behind a hostile client.
 pub async fn run(
     listener: TcpListener,
-    state: Arc<State>,
+    routes: Arc<dyn Routes>,
     opts: ServerOptions,
     shutdown: Shutdown,
 ) {
     let graceful = GracefulShutdown::new();
     let table = Table::counting(opts.limits, opts.metrics.connections.clone());
     let gate = AuthGate::new();
-    let pages = Arc::new(pages::PageCache::default());
     let opts = Arc::new(opts);
     let reaper = tokio::spawn(reap(table.clone(), opts.metrics.clone(), shutdown.clone()));
     loop {
@@ -230,10 +227,9 @@ pub async fn run(
         let io = Tracked::new(stream, ticket.activity.clone());
         let acceptor = opts.security.borrow().tls.clone();
         let conn = Arc::new(Conn {
-            state: state.clone(),
+            routes: routes.clone(),
             opts: opts.clone(),
             gate: gate.clone(),
-            pages: pages.clone(),
             peer: peer.ip(),
             tls: acceptor.is_some(),
         });
@@ -411,7 +407,7 @@ impl Chunks {
     }
 
     /// A scrape's body, as the exposition made it.
-    fn exposition(body: exposition::Body) -> Chunks {
+    pub fn exposition(body: exposition::Body) -> Chunks {
         match body {
             exposition::Body::Whole(chunks) => Chunks::new(chunks),
             exposition::Body::Inflating(inflating) => Chunks {
@@ -428,7 +424,7 @@ impl Chunks {
         self
     }
 
-    fn text(s: impl Into<String>) -> Chunks {
+    pub fn text(s: impl Into<String>) -> Chunks {
         Chunks::new([Bytes::from(s.into())])
     }
 
@@ -465,7 +461,7 @@ impl Body for Chunks {
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Response<Chunks> {
+pub fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Response<Chunks> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
@@ -473,9 +469,9 @@ fn respond(status: StatusCode, content_type: &'static str, body: Chunks) -> Resp
     r
 }
 
-const TEXT: &str = "text/plain; charset=utf-8";
-const HTML: &str = "text/html; charset=utf-8";
-const JSON: &str = "application/json";
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const HTML: &str = "text/html; charset=utf-8";
+pub const JSON: &str = "application/json";
 
 /// Answers one request under the security settings in force now, with the
 /// configured extra headers.
@@ -566,173 +562,8 @@ async fn admitted(
         }
     }
     let in_flight = activity.request();
-    let r = route(req, conn, &refused).await;
+    let r = conn.routes.route(req, &refused).await;
     r.map(|body| body.held_by(in_flight))
-}
-
-async fn route(
-    req: Request<Incoming>,
-    conn: &Conn,
-    refused: &(dyn Fn(&str) + Sync),
-) -> Response<Chunks> {
-    let (state, opts) = (&*conn.state, &*conn.opts);
-    let path = req.uri().path();
-    let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    let known = path == opts.telemetry_path || crate::config::ENDPOINTS.contains(&path);
-    if !known {
-        return respond(
-            StatusCode::NOT_FOUND,
-            TEXT,
-            Chunks::text("404 page not found\n"),
-        );
-    }
-    // DNS rebinding: a page on evil.example whose name now resolves to this
-    // host sends `Host: evil.example`. Everything but the scrape and health
-    // endpoints answers only to the names it is known by.
-    if path != opts.telemetry_path
-        && !matches!(path, "/-/healthy" | "/-/ready")
-        && !host_allowed(req.headers().get(header::HOST), &opts.allowed_hosts)
-    {
-        refused("host");
-        return respond(
-            StatusCode::FORBIDDEN,
-            TEXT,
-            Chunks::text(
-                "Host not allowed: add this host name to web.allowed_hosts, or use an IP address\n",
-            ),
-        );
-    }
-    if path == "/-/reload" {
-        if *req.method() != Method::POST && *req.method() != Method::PUT {
-            return not_allowed("POST, PUT");
-        }
-        let Some(handle) = &opts.reload else {
-            // As Prometheus answers without --web.enable-lifecycle.
-            return respond(
-                StatusCode::FORBIDDEN,
-                TEXT,
-                Chunks::text("Lifecycle API is not enabled.\n"),
-            );
-        };
-        if !same_origin(&req) {
-            return respond(
-                StatusCode::FORBIDDEN,
-                TEXT,
-                Chunks::text("cross-origin request refused\n"),
-            );
-        }
-        return reload(handle).await;
-    }
-    if !get {
-        return not_allowed("GET, HEAD");
-    }
-    if path == opts.telemetry_path {
-        return metrics(&req, state);
-    }
-    match path {
-        "/-/healthy" => respond(StatusCode::OK, TEXT, Chunks::text("Healthy\n")),
-        "/-/ready" if state.is_ready() => respond(StatusCode::OK, TEXT, Chunks::text("Ready\n")),
-        "/-/ready" => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            Chunks::text("Not ready: no poll has completed yet\n"),
-        ),
-        _ => {
-            let pages = conn.pages.get(state, &opts.telemetry_path);
-            match path {
-                "/status" => respond(
-                    StatusCode::OK,
-                    HTML,
-                    Chunks::new([pages.status_html.clone()]),
-                ),
-                "/status.json" => respond(
-                    StatusCode::OK,
-                    JSON,
-                    Chunks::new([pages.status_json.clone()]),
-                ),
-                _ => respond(StatusCode::OK, HTML, Chunks::new([pages.landing.clone()])),
-            }
-        }
-    }
-}
-
-fn not_allowed(allow: &'static str) -> Response<Chunks> {
-    let mut r = respond(
-        StatusCode::METHOD_NOT_ALLOWED,
-        TEXT,
-        Chunks::text("405 method not allowed\n"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn metrics(req: &Request<Incoming>, state: &State) -> Response<Chunks> {
-    let exposition = state.exposition();
-    let gzip = accepts_gzip(req.headers().get(header::ACCEPT_ENCODING));
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let (format, content_type) = crate::expose::openmetrics::negotiate(accept);
-    let body = Chunks::exposition(exposition.body(format, gzip, || state.encode_live(format)));
-    let mut r = respond(StatusCode::OK, content_type, body);
-    let h = r.headers_mut();
-    h.insert(
-        header::VARY,
-        HeaderValue::from_static("Accept, Accept-Encoding"),
-    );
-    if gzip {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    r
-}
-
-async fn reload(handle: &ReloadHandle) -> Response<Chunks> {
-    let (tx, rx) = oneshot::channel();
-    if handle.send(tx).await.is_err() {
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            Chunks::text("shutting down\n"),
-        );
-    }
-    match rx.await {
-        Ok(Ok(())) => respond(
-            StatusCode::OK,
-            TEXT,
-            Chunks::text("configuration reloaded\n"),
-        ),
-        Ok(Err(e)) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            TEXT,
-            Chunks::text(format!("failed to reload config: {e}\n")),
-        ),
-        Err(_) => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            Chunks::text("shutting down\n"),
-        ),
-    }
-}
-
-/// False when a browser says the request comes from another site: an
-/// `Origin` header whose host is not the `Host` the request was sent to. A
-/// page open in an operator's browser cannot make it reload the exporter.
-/// Tools such as curl and Prometheus send no `Origin` and pass.
-fn same_origin(req: &Request<Incoming>) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return true;
-    };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let origin_host = origin.to_str().ok().and_then(|o| {
-        o.strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-    });
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// True when a request's `Host` is one this exporter is known by: an IP
