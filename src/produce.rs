@@ -237,15 +237,15 @@ mod tests {
             at(&text, "test_heartbeat_duration_seconds_count"),
             Some(1.0)
         );
-        // After the second round: a scrape caches the live part (for 100 ms
-        // of real time, which the paused clock does not move).
-        tokio::time::sleep(Duration::from_secs(14)).await;
+        // 30 ms before the third round: a scrape caches the live part, which
+        // is reused for 100 ms.
+        tokio::time::sleep(Duration::from_millis(18_970)).await;
         let text = scrape(&state);
         assert_eq!(at(&text, "test_heartbeat_beats"), Some(2.0), "{text}");
         assert_eq!(at(&text, "test_heartbeat_up"), Some(1.0), "{text}");
-        // After the third round (the first to fail): the last good segment
-        // stays, and the very next scrape says the round failed.
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        // 20 ms after the third round (the first to fail): the last good
+        // segment stays, and the scrape already says the round failed.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let text = scrape(&state);
         assert_eq!(at(&text, "test_heartbeat_beats"), Some(2.0), "{text}");
         assert_eq!(at(&text, "test_heartbeat_up"), Some(0.0), "{text}");

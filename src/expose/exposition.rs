@@ -17,7 +17,10 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock: the system's, except in a test on a paused clock.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use flate2::Compression;
@@ -712,8 +715,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_live_part_is_reused_briefly_per_format_and_forgotten_on_demand() {
+    /// On tokio's paused clock, so "briefly" is exact on any machine.
+    #[tokio::test(start_paused = true)]
+    async fn the_live_part_is_reused_briefly_per_format_and_forgotten_on_demand() {
         let exp = Exposition::new("a 1\n".into());
         let calls = std::cell::Cell::new(0);
         let live = || {
@@ -735,7 +739,9 @@ mod tests {
             gunzip_body(exp.body(Format::Text, true, live)),
             b"x 3\na 1\n"
         );
-        std::thread::sleep(LIVE_MAX_AGE);
+        tokio::time::advance(LIVE_MAX_AGE - Duration::from_millis(1)).await;
+        assert_eq!(exp.body(Format::Text, false, live).concat(), b"x 3\na 1\n");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(exp.body(Format::Text, false, live).concat(), b"x 4\na 1\n");
     }
 }
