@@ -408,7 +408,20 @@ async fn a_restart_and_a_fresh_replica_change_no_notification() {
     let shipped = std::fs::read_to_string(root().join("deploy/prometheus/rules.yml")).unwrap();
     std::fs::write(&rules, shipped.replace("for: 15m", "for: 1s")).unwrap();
     // The fresh replica's address is a target from the start (down until it joins).
-    let _prom = start_prometheus(&[a_addr, b_addr, c_addr], &rules, Some(am_addr));
+    let prom = start_prometheus(&[a_addr, b_addr, c_addr], &rules, Some(am_addr));
+    // The label sets of the firing account alerts, as Prometheus sends them.
+    let firing = || async {
+        let mut sets: Vec<String> = support::prom::query(
+            &prom,
+            "ALERTS{alertstate=\"firing\",alertname=~\"ComputeOptimizerAccount.*\"}",
+        )
+        .await
+        .iter()
+        .map(|s| s["metric"].to_string())
+        .collect();
+        sets.sort();
+        sets
+    };
     let notified = |path: &str, account: &str| {
         hooks.received.lock().unwrap().iter().any(|(p, body)| {
             p == path
@@ -430,6 +443,8 @@ async fn a_restart_and_a_fresh_replica_change_no_notification() {
     // Settled: three group intervals with nothing new.
     tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let before = hooks.received.lock().unwrap().len();
+    let alerts_before = firing().await;
+    assert_eq!(alerts_before.len(), 2, "{alerts_before:?}");
 
     // Organizations now refuses tags to everyone.
     standin.fail_tags_after(Some(0));
@@ -452,8 +467,27 @@ async fn a_restart_and_a_fresh_replica_change_no_notification() {
         fresh.contains("tag_team=\"\""),
         "the fresh replica knows no tag"
     );
-    // Scrapes, rule evaluations and group intervals (1 s, 1 s, 2 s) go by.
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    // Positive evidence first: Prometheus has scraped the fresh replica,
+    // and rules evaluated since (1 s apart) send exactly the alerts they
+    // sent before the restart and the join.
+    let c_seen =
+        format!("aws_compute_optimizer_organizations_complete{{instance=\"{c_addr}\"}} == 0");
+    eventually(30, || async {
+        if support::prom::query(&prom, &c_seen).await.is_empty() {
+            Err("the fresh replica not scraped yet".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        firing().await,
+        alerts_before,
+        "the alerts Prometheus sends changed"
+    );
+    // Then two group intervals (2 s): a change would have been notified.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let received = hooks.received.lock().unwrap().clone();
     let after: Vec<_> = received[before..].to_vec();
     assert!(
