@@ -44,6 +44,8 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Which of `seen` a `wait_line` has returned: each line once.
+    claimed: Vec<bool>,
 }
 
 impl Running {
@@ -64,16 +66,28 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
+            claimed: Vec::new(),
         }
     }
 
-    /// Waits for a log line containing `needle`.
+    /// Waits for a log line containing `needle` that no earlier wait
+    /// returned: lines read while waiting for another (a producer can log
+    /// before "listening" does) count, so the order of two waits never
+    /// hides a line.
     fn wait_line(&mut self, needle: &str) -> String {
+        let unclaimed =
+            (0..self.seen.len()).find(|&i| !self.claimed[i] && self.seen[i].contains(needle));
+        if let Some(i) = unclaimed {
+            self.claimed[i] = true;
+            return self.seen[i].clone();
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
                 self.seen.push(line.clone());
-                if line.contains(needle) {
+                self.claimed.push(found);
+                if found {
                     return line;
                 }
             }
@@ -94,6 +108,7 @@ impl Running {
     fn drain(&mut self) -> String {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
+            self.claimed.push(false);
         }
         self.seen.join("\n")
     }
