@@ -436,11 +436,7 @@ async fn a_slow_pace_is_not_a_timeout() {
         standin.endpoint_keys()
     );
     let e = Exporter::start_toml(&toml).await;
-    let text = e
-        .wait_for(15, |t| {
-            sample(t, "aws_compute_optimizer_organizations_up").is_some()
-        })
-        .await;
+    let text = e.wait_walked(15).await;
     assert_eq!(
         sample(&text, "aws_compute_optimizer_organizations_up"),
         Some(1.0),

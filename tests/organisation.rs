@@ -262,6 +262,15 @@ const TREE: &str = "organizations = true\norganizations_interval = \"1s\"\n\
     organizations_requests_per_second = 1000\naccount_tags = [\"team\", \"cost-center\"]\n\
     [poll]\ninterval = \"1h\"\n";
 
+/// [`TREE`], walked once in a test's time (the next walk an hour away), so
+/// counts cannot race a second walk.
+fn tree_once() -> String {
+    TREE.replace(
+        "organizations_interval = \"1s\"",
+        "organizations_interval = \"1h\"",
+    )
+}
+
 /// The tree walk and the tags, through the real SDK: each account's OU and
 /// path from the root, one label per tag key (sanitised), empty where an
 /// account lacks the tag, and an account that moves shows its new place.
@@ -275,14 +284,7 @@ async fn accounts_carry_their_place_in_the_tree_and_their_tags() {
     standin.set_tag("100000000001", "cost-center", "cc-7");
     standin.set_tag("100000000002", "owner", "not asked for");
     // One walk only: the counts below are of exactly one.
-    let e = Exporter::start(
-        &standin,
-        &TREE.replace(
-            "organizations_interval = \"1s\"",
-            "organizations_interval = \"1h\"",
-        ),
-    )
-    .await;
+    let e = Exporter::start(&standin, &tree_once()).await;
     let text = e
         .wait_for(10, |t| t.contains("tag_team=\"payments\""))
         .await;
@@ -446,11 +448,7 @@ async fn organizations_is_signed_for_the_partitions_home_region() {
             standin.endpoint_keys()
         );
         let e = Exporter::start_toml(&toml).await;
-        let text = e
-            .wait_for(10, |t| {
-                sample(t, "aws_compute_optimizer_organizations_up").is_some()
-            })
-            .await;
+        let text = e.wait_walked(10).await;
         assert_eq!(
             sample(&text, "aws_compute_optimizer_organizations_up"),
             Some(1.0),
@@ -498,16 +496,8 @@ async fn an_account_that_leaves_during_the_tag_pass_is_dropped_and_the_pass_goes
         standin.set_tag(&format!("{}", 100_000_000_000u64 + i), "team", "t");
     }
     standin.leave_on_tags(&["100000000003", "100000000007"]);
-    let tree = TREE.replace(
-        "organizations_interval = \"1s\"",
-        "organizations_interval = \"1h\"",
-    );
-    let e = Exporter::start(&standin, &tree).await;
-    let text = e
-        .wait_for(10, |t| {
-            sample(t, "aws_compute_optimizer_organizations_up").is_some()
-        })
-        .await;
+    let e = Exporter::start(&standin, &tree_once()).await;
+    let text = e.wait_walked(10).await;
     assert_eq!(
         sample(&text, "aws_compute_optimizer_organizations_up"),
         Some(1.0),

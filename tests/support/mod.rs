@@ -357,6 +357,15 @@ impl Exporter {
         }
     }
 
+    /// Waits, up to `secs`, for the first walk's outcome (its `up` series
+    /// appears when it ends, success or failure); the scrape that shows it.
+    pub async fn wait_walked(&self, secs: u64) -> String {
+        self.wait_for(secs, |t| {
+            sample(t, "aws_compute_optimizer_organizations_up").is_some()
+        })
+        .await
+    }
+
     /// Waits, up to 20 s, for `/-/ready`: its first poll done and its saved
     /// walk served. The first scrape Kubernetes routes to a pod comes after.
     pub async fn wait_ready(&self) {
