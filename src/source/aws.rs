@@ -88,10 +88,9 @@ fn credentials_error(detail: String) -> ApiError {
     let lower = detail.to_ascii_lowercase();
     // "None found anywhere" first: the chain's report of every provider it
     // tried includes instance metadata's own connection failure.
-    let none_found = crate::source::error::NO_CREDENTIALS
-        .iter()
-        .any(|m| lower.contains(&m.to_ascii_lowercase()));
-    if !none_found && NETWORK_MARKERS.iter().any(|m| lower.contains(m)) {
+    if !crate::source::error::no_credentials(&detail)
+        && NETWORK_MARKERS.iter().any(|m| lower.contains(m))
+    {
         return ApiError::new("network", detail, true);
     }
     let named = STS_CODES.iter().find(|(code, _)| {
@@ -327,23 +326,32 @@ impl PageSource for AwsSource {
     }
 }
 
-/// Only IDs, names and tag pairs leave this impl: e-mail addresses, ARNs
-/// and the rest stay out. An item without an ID or name is counted skipped.
-fn pairs<'a>(
-    next_token: Option<&str>,
-    items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
-) -> Page<(String, String)> {
+/// Only what the exporter keeps leaves this impl (IDs, names, states, tag
+/// pairs, the organisation's ID): e-mail addresses, ARNs and the rest stay
+/// out. An item missing a field it needs is `None`, counted skipped.
+fn page_of<T>(next_token: Option<&str>, items: impl Iterator<Item = Option<T>>) -> Page<T> {
     let mut page = Page {
         next_token: next_token.map(str::to_owned),
         ..Page::default()
     };
     for item in items {
         match item {
-            (Some(a), Some(b)) => page.items.push((a.to_owned(), b.to_owned())),
-            _ => page.skipped += 1,
+            Some(item) => page.items.push(item),
+            None => page.skipped += 1,
         }
     }
     page
+}
+
+/// `(id, name)` or `(key, value)` pairs, each part required.
+fn pairs<'a>(
+    next_token: Option<&str>,
+    items: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Page<(String, String)> {
+    page_of(
+        next_token,
+        items.map(|(a, b)| Some((a?.to_owned(), b?.to_owned()))),
+    )
 }
 
 impl AwsSource {
@@ -366,21 +374,16 @@ impl NameSource for AwsSource {
             .send()
             .await
             .map_err(classify)?;
-        let mut page = Page {
-            next_token: out.next_token().map(str::to_owned),
-            ..Page::default()
-        };
-        for r in out.roots() {
-            match (r.id(), r.name()) {
-                (Some(id), Some(name)) => page.items.push(Root {
-                    id: id.to_owned(),
-                    name: name.to_owned(),
+        Ok(page_of(
+            out.next_token(),
+            out.roots().iter().map(|r| {
+                Some(Root {
+                    id: r.id()?.to_owned(),
+                    name: r.name()?.to_owned(),
                     organization: r.arn().and_then(Root::organization_of),
-                }),
-                _ => page.skipped += 1,
-            }
-        }
-        Ok(page)
+                })
+            }),
+        ))
     }
 
     async fn list_ous(
@@ -421,21 +424,16 @@ impl NameSource for AwsSource {
             .map_err(classify)?;
         // `Name` is optional in the model: an account without one is kept
         // (its OU and tags still route alerts); one without an ID is not.
-        let mut page = Page {
-            next_token: out.next_token().map(str::to_owned),
-            ..Page::default()
-        };
-        for a in out.accounts() {
-            match a.id() {
-                Some(id) => page.items.push(OrgAccount {
-                    id: id.to_owned(),
+        Ok(page_of(
+            out.next_token(),
+            out.accounts().iter().map(|a| {
+                Some(OrgAccount {
+                    id: a.id()?.to_owned(),
                     name: a.name().unwrap_or_default().to_owned(),
                     state: a.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                }),
-                None => page.skipped += 1,
-            }
-        }
-        Ok(page)
+                })
+            }),
+        ))
     }
 
     async fn list_tags(

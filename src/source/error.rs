@@ -161,7 +161,7 @@ impl PollError {
 }
 
 /// How aws-config says that no provider of the chain had credentials.
-pub const NO_CREDENTIALS: &[&str] = &[
+const NO_CREDENTIALS: &[&str] = &[
     "no providers in chain provided credentials",
     "no credentials found in chain",
     "the credential provider was not enabled",
@@ -169,6 +169,6 @@ pub const NO_CREDENTIALS: &[&str] = &[
 
 /// True when a credentials failure is "none found anywhere", not a
 /// provider's error (as aws-config words it).
-fn no_credentials(message: &str) -> bool {
+pub fn no_credentials(message: &str) -> bool {
     NO_CREDENTIALS.iter().any(|m| message.contains(m))
 }
