@@ -31,6 +31,16 @@ use crate::model::unix_seconds;
 use crate::shutdown::Shutdown;
 use crate::state::Org;
 
+/// Runs `work` on a blocking thread (a render, a file), in the caller's
+/// span: a blocking thread does not inherit it, and the lines the work
+/// logs must name their organisation. `None` only if the work panicked.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .ok()
+}
+
 /// The producer was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;

@@ -957,3 +957,23 @@ fn a_profile_that_does_not_exist_is_named() {
         "{line}"
     );
 }
+
+/// Lines logged from a blocking thread (the walk's save, here made to fail
+/// by removing the storage folder) name their organisation too: the work
+/// runs in the producer's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_from_a_blocking_thread_names_its_organisation() {
+    let standin = Standin::start(org(3)).await;
+    let storage = tempdir().join("state");
+    let mut run = against(
+        &standin,
+        "organizations = true\norganizations_interval = \"1s\"\n\
+         [[organization]]\nname = \"alpha\"\n[poll]\ninterval = \"1h\"\n",
+        &["--storage.path", storage.to_str().unwrap()],
+    );
+    run.addr();
+    run.wait_line("organisation structure and tags refreshed");
+    std::fs::remove_dir_all(&storage).unwrap();
+    let line = run.wait_line("cannot save the organisation");
+    assert!(line.contains("organization=alpha"), "{line}");
+}

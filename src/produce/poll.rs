@@ -16,7 +16,7 @@ use crate::expose::metrics::OrgMetrics;
 use crate::expose::metrics::render_poll;
 use crate::model::Status;
 use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
-use crate::produce::{Health, Producer, Round, Stopped, drive};
+use crate::produce::{Health, Producer, Round, Stopped, blocking, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
 use crate::source::paging::{self, Listing};
@@ -81,16 +81,8 @@ impl<S: PageSource> Producer for Poll<S> {
         // runtime's worker threads so scrapes are never held up. In the
         // poll's span, so the lines it logs name the organisation (a
         // blocking thread does not inherit it). Never raced against stop.
-        let (org, opts, span) = (
-            self.org.clone(),
-            self.opts.clone(),
-            tracing::Span::current(),
-        );
-        self.published = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| publish(&org, result, took, &opts))
-        })
-        .await
-        .ok();
+        let (org, opts) = (self.org.clone(), self.opts.clone());
+        self.published = blocking(move || publish(&org, result, took, &opts)).await;
         Ok(Round {
             ok,
             took: Some(took),

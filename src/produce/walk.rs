@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::config::PollOptions;
 use crate::expose::metrics::OrgMetrics;
 use crate::model::{AccountInfo, Directory, Learned, OrgAccount, Page, Root, unix_seconds};
-use crate::produce::{Health, Producer, Round, Stopped, drive};
+use crate::produce::{Health, Producer, Round, Stopped, blocking, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
 use crate::source::paging::{self, Listing, Pace};
@@ -227,9 +227,7 @@ async fn publish(
     learned: Learned,
 ) {
     let (st, dir, storage) = (state.clone(), dir.clone(), storage.clone());
-    let span = tracing::Span::current();
-    let _ = tokio::task::spawn_blocking(move || {
-        let _in = span.enter();
+    blocking(move || {
         if let Some(s) = &storage
             && let Err(e) = s.save(&dir, learned)
         {
@@ -255,21 +253,19 @@ fn fresh(learned: f64, max_age: Duration) -> bool {
 /// `/-/ready` only once it is served). It counts as complete only if it is
 /// younger than `aws.organizations_max_age`; its last successful walk is
 /// exported from the first scrape on.
-async fn restore(state: &Arc<Org>, walk: &WalkOptions, stop: &Shutdown) -> Result<(), Halt> {
+async fn restore(state: &Arc<Org>, walk: &WalkOptions, stop: &Shutdown) -> Result<(), Stopped> {
     let Some(storage) = walk.storage.clone() else {
         return Ok(());
     };
     let labels = walk.tag_labels.clone();
-    let span = tracing::Span::current();
-    let load = tokio::task::spawn_blocking(move || {
-        let _in = span.enter();
+    let load = blocking(move || {
         storage
             .load()
             .map(|r| (storage::fit_to_labels(r.directory, &labels), r.learned))
     });
     let loaded = tokio::select! {
-        loaded = load => loaded.ok().flatten(),
-        _ = stop.wait() => return Err(Halt::Stopped),
+        loaded = load => loaded.flatten(),
+        _ = stop.wait() => return Err(Stopped),
     };
     if let Some((dir, learned)) = loaded {
         let young = fresh(learned.structure, walk.max_age);
@@ -287,9 +283,8 @@ async fn restore(state: &Arc<Org>, walk: &WalkOptions, stop: &Shutdown) -> Resul
                 "the saved organisation is older than aws.organizations_max_age: served, but not as complete, until a walk succeeds"
             );
         }
-        let (st, span) = (state.clone(), tracing::Span::current());
-        let _ = tokio::task::spawn_blocking(move || {
-            let _in = span.enter();
+        let st = state.clone();
+        blocking(move || {
             st.publish_walk(dir, learned, complete);
             st.set_organizations_last_success(learned.walked);
         })
@@ -455,7 +450,7 @@ impl<S: NameSource> Producer for Walk<S> {
         }
         let restored = restore(&self.org, &self.walk, stop).await;
         self.org.set_restored();
-        restored.map_err(|_| Stopped)
+        restored
     }
 
     async fn round(&mut self, stop: &Shutdown) -> Result<Round, Stopped> {
