@@ -17,7 +17,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::source::aws::{AwsSource, StaticCredentials};
 use crate::source::demo::{DEMO_ACCOUNTS, DemoSource};
 use crate::source::dispatch::Source;
-use crate::state::{Org, State};
+use crate::state::{Org, POLL, State, WALK};
 use crate::storage::Storage;
 
 /// What `--config.check` adds to the file's own rules: each organisation's
@@ -30,12 +30,10 @@ pub async fn check(config: &Config, demo: bool) -> Result<Vec<String>, String> {
         return Ok(warnings);
     }
     for (name, org) in config.organizations() {
-        if let Some(w) = crate::source::aws::missing_profile(&org.aws).await {
-            warnings.push(of_organization(name.as_deref(), w));
-        }
-        make_source(&None, &org, &None)
+        let (_, warning) = make_source(&None, &org, &None)
             .await
             .map_err(|e| of_organization(name.as_deref(), e))?;
+        warnings.extend(warning.map(|w| of_organization(name.as_deref(), w)));
     }
     Ok(warnings)
 }
@@ -48,17 +46,17 @@ fn of_organization(name: Option<&str>, e: String) -> String {
     }
 }
 
+/// An organisation's clients, and a warning a start logs and a check
+/// prints (a profile the shared files do not define).
 async fn make_source(
     credentials: &Option<StaticCredentials>,
     config: &OrgSettings,
     demo: &Option<Arc<DemoSource>>,
-) -> Result<Source, String> {
+) -> Result<(Source, Option<String>), String> {
     match demo {
-        Some(d) => Ok(Source::Demo(d.clone())),
+        Some(d) => Ok((Source::Demo(d.clone()), None)),
         None => {
-            if let Some(warning) = crate::source::aws::missing_profile(&config.aws).await {
-                tracing::warn!(warning, "AWS profile not found");
-            }
+            let warning = crate::source::aws::missing_profile(&config.aws).await;
             let s = AwsSource::connect(&config.aws, credentials.clone()).await?;
             let a = &config.aws;
             tracing::info!(
@@ -69,7 +67,7 @@ async fn make_source(
                 role_arn = a.role_arn.as_deref().unwrap_or(""),
                 "AWS client ready"
             );
-            Ok(Source::Aws(s))
+            Ok((Source::Aws(s), warning))
         }
     }
 }
@@ -136,14 +134,14 @@ struct Registration {
 /// `produce/`, and a line here.
 const PRODUCERS: &[Registration] = &[
     Registration {
-        name: "poll",
+        name: POLL,
         wanted: |_| true,
         changed: |old, new| new.poll != old.poll,
         start: start_poll,
         switched_off: |_| {},
     },
     Registration {
-        name: "walk",
+        name: WALK,
         wanted: |c| c.aws.organizations,
         changed: |old, new| new.aws.walk_differs(&old.aws),
         start: start_walk,
@@ -305,7 +303,14 @@ impl Fleet {
         for (name, new) in &wanted {
             let current = self.watched.iter().find(|w| w.org.name == *name);
             let build = |demo: Option<Arc<DemoSource>>| async {
-                make_source(&self.credentials, new, &demo)
+                let built = async {
+                    let (source, warning) = make_source(&self.credentials, new, &demo).await?;
+                    if let Some(warning) = warning {
+                        tracing::warn!(warning, "AWS profile not found");
+                    }
+                    Ok::<_, String>(source)
+                };
+                built
                     .instrument(span_of(name.as_deref()))
                     .await
                     .map_err(|e| of_organization(name.as_deref(), e))

@@ -22,7 +22,8 @@ use crate::expose::openmetrics::Format;
 use crate::model::{Directory, Learned, Snapshot};
 use crate::sync::{lock, read, write};
 
-/// The built-in producers' slots, in the order a scrape serves them (the
+/// The built-in producers' names (their slots, and their entries in
+/// `fleet::PRODUCERS`), in the order a scrape serves their segments (the
 /// walk's families sort before the poll's).
 pub const WALK: &str = "walk";
 pub const POLL: &str = "poll";
