@@ -101,10 +101,13 @@ impl OrgMetrics {
                 None => opts,
             }
         };
-        // Label-less vectors, created at 0: served from the start, as plain
-        // gauges would be, and recorded by the driver like any producer's.
+        // Label-less vectors: a producer's health (recorded by the driver)
+        // can be absent until its first round ends, or switched off.
+        let label_less =
+            |name: &str, help: String| GaugeVec::new(opts(name, help), &[]).expect("valid metric");
+        // The poll's are served from the start, at 0, as plain gauges were.
         let present = |name: &str, help: String| {
-            let g = GaugeVec::new(opts(name, help), &[]).expect("valid metric");
+            let g = label_less(name, help);
             g.with_label_values(&[] as &[&str]).set(0.0);
             g
         };
@@ -172,9 +175,7 @@ impl OrgMetrics {
             &["from", "to"],
         )
         .expect("valid metric");
-        let walk_gauge = |name: &str, help: &str| {
-            GaugeVec::new(opts(name, help.into()), &[]).expect("valid metric")
-        };
+        let walk_gauge = |name: &str, help: &str| label_less(name, help.into());
         let organizations_up = walk_gauge(
             "aws_compute_optimizer_organizations_up",
             "1 if the latest walk of the organisation (aws.organizations), tags included, succeeded, 0 if it failed. Absent while the walk is off or before its first end.",
