@@ -78,8 +78,9 @@ impl Storage {
             format!("--storage.path {}: {what}: {e}", dir.display())
         };
         create_private_dir(dir).map_err(|e| fail("cannot create the folder", e))?;
-        let probe = dir.join(".write-test");
-        std::fs::write(&probe, b"").map_err(|e| fail("cannot write in the folder", e))?;
+        // Created as every file here is: a name of its own, exclusively.
+        let probe = dir.join(temporary_name("write-test"));
+        create_private_file(&probe).map_err(|e| fail("cannot write in the folder", e))?;
         let _ = std::fs::remove_file(&probe);
         Ok(Storage {
             dir: dir.to_owned(),
@@ -344,6 +345,11 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
         assert!(create_private_file(&planted).is_err());
         s.save(&directory(), Learned::default()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // Nor by the writability probe of a start: the old fixed name,
+        // planted, is neither followed nor in the way.
+        std::os::unix::fs::symlink(&victim, s.dir.join(".write-test")).unwrap();
+        Storage::open(&s.dir).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     }
 
