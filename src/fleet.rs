@@ -12,11 +12,12 @@ use std::sync::Arc;
 use tracing::Instrument as _;
 
 use crate::config::{Config, OrgSettings};
-use crate::produce::{poll, walk};
+use crate::produce::{access, automation, poll, walk};
 use crate::shutdown::{self, Shutdown};
 use crate::source::aws::{AwsSource, StaticCredentials};
 use crate::source::demo::{DEMO_ACCOUNTS, DemoSource};
 use crate::source::dispatch::Source;
+use crate::source::paging::Pace;
 use crate::state::{Org, POLL, State, WALK};
 use crate::storage::Storage;
 
@@ -113,6 +114,8 @@ struct Start<'a> {
     config: &'a OrgSettings,
     org: &'a Arc<Org>,
     storage: &'a Option<Arc<Storage>>,
+    /// The pace every Organizations request of the organisation keeps.
+    pace: &'a Arc<Pace>,
     /// The organisation is new: the walk serves its saved data first.
     at_start: bool,
 }
@@ -147,7 +150,33 @@ const PRODUCERS: &[Registration] = &[
         start: start_walk,
         switched_off: Org::forget_organizations,
     },
+    Registration {
+        name: access::NAME,
+        wanted: |c| c.aws.organizations,
+        changed: |old, new| new.aws.walk_differs(&old.aws),
+        start: start_access,
+        switched_off: access::switched_off,
+    },
+    Registration {
+        name: automation::NAME,
+        wanted: |c| c.aws.automation,
+        changed: |old, new| {
+            new.aws.automation_differs(&old.aws) || automation_options_differ(old, new)
+        },
+        start: start_automation,
+        switched_off: automation::switched_off,
+    },
 ];
+
+/// The Automation producer's interval follows `poll.interval` unless set,
+/// and its listings take their retry settings from `[poll]`'s options.
+fn automation_options_differ(old: &OrgSettings, new: &OrgSettings) -> bool {
+    automation_interval(old) != automation_interval(new)
+}
+
+fn automation_interval(c: &OrgSettings) -> std::time::Duration {
+    c.aws.automation_interval.unwrap_or(c.poll.interval)
+}
 
 fn start_poll(s: &Start) -> Task {
     let (source, opts, org) = (s.source.clone(), s.config.poll_options(), s.org.clone());
@@ -163,7 +192,7 @@ fn start_walk(s: &Start) -> Task {
     let a = &s.config.aws;
     let options = walk::WalkOptions {
         interval: a.organizations_interval,
-        requests_per_second: a.organizations_requests_per_second,
+        pace: s.pace.clone(),
         tag_labels: crate::config::tag_labels(&a.account_tags),
         storage: s.storage.clone(),
         restore,
@@ -175,11 +204,46 @@ fn start_walk(s: &Start) -> Task {
     })
 }
 
+fn start_access(s: &Start) -> Task {
+    let interval = s.config.aws.organizations_interval;
+    let (source, opts, org, pace) = (
+        s.source.clone(),
+        s.config.poll_options(),
+        s.org.clone(),
+        s.pace.clone(),
+    );
+    Task::spawn(s.org, move |stopped| {
+        access::run(source, interval, pace, opts, org, stopped)
+    })
+}
+
+fn start_automation(s: &Start) -> Task {
+    let a = &s.config.aws;
+    let options = automation::AutomationOptions {
+        interval: automation_interval(s.config),
+        region: match s.source {
+            Source::Aws(aws) => aws.automation_region.clone(),
+            Source::Demo(_) => "demo".into(),
+        },
+        endpoint_url: a.automation_endpoint_url.clone(),
+    };
+    let (source, opts, org) = (s.source.clone(), s.config.poll_options(), s.org.clone());
+    Task::spawn(s.org, move |stopped| {
+        automation::run(source, options, opts, org, stopped)
+    })
+}
+
+/// The pace of an organisation's Organizations requests.
+fn pace_of(config: &OrgSettings) -> Arc<Pace> {
+    Arc::new(Pace::new(config.aws.organizations_requests_per_second))
+}
+
 /// One organisation's running producers, each restarted on its own when
 /// its settings change.
 struct Producers {
     source: Source,
     storage: Option<Arc<Storage>>,
+    pace: Arc<Pace>,
     running: Vec<(&'static str, Task)>,
 }
 
@@ -190,11 +254,13 @@ impl Producers {
         org: &Arc<Org>,
         storage: Option<Arc<Storage>>,
     ) -> Producers {
+        let pace = pace_of(config);
         let start = Start {
             source: &source,
             config,
             org,
             storage: &storage,
+            pace: &pace,
             at_start: true,
         };
         let running = PRODUCERS
@@ -205,6 +271,7 @@ impl Producers {
         Producers {
             source,
             storage,
+            pace,
             running,
         }
     }
@@ -224,6 +291,10 @@ impl Producers {
         if let Some(source) = source {
             self.source = source;
         }
+        // Every producer that shares the pace restarts with a new one.
+        if clients || new.aws.walk_differs(&old.aws) {
+            self.pace = pace_of(new);
+        }
         for p in PRODUCERS {
             if !clients && !(p.changed)(old, new) {
                 continue;
@@ -237,6 +308,7 @@ impl Producers {
                     config: new,
                     org,
                     storage: &self.storage,
+                    pace: &self.pace,
                     at_start: false,
                 };
                 self.running.push((p.name, (p.start)(&start)));

@@ -120,6 +120,65 @@ pub struct OrgStatus {
     pub last_updated: Option<f64>,
 }
 
+/// One account's enrollment in Compute Optimizer Automation, as one item
+/// of `ListAccounts`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutomationAccount {
+    pub account_id: String,
+    /// The same four documented statuses as Compute Optimizer's own.
+    pub status: Status,
+    /// `organizationRuleMode`: whether the management account's rules may
+    /// act on the account (`AnyAllowed`, `NoneAllowed`); kept verbatim.
+    pub rule_mode: Option<String>,
+    pub status_reason: Option<String>,
+    /// `lastUpdatedTimestamp` as Unix seconds.
+    pub last_updated: Option<f64>,
+}
+
+/// The calling account's own Automation enrollment
+/// (`GetEnrollmentConfiguration`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutomationEnrollment {
+    pub status: Status,
+    pub status_reason: Option<String>,
+    pub rule_mode: Option<String>,
+    pub last_updated: Option<f64>,
+}
+
+/// What one round of the Automation producer learned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutomationSnapshot {
+    /// By account ID.
+    pub accounts: BTreeMap<String, AutomationAccount>,
+    /// `None` when `GetEnrollmentConfiguration` failed this round.
+    pub management: Option<AutomationEnrollment>,
+    pub pages: usize,
+}
+
+impl AutomationSnapshot {
+    /// Accounts per status: the four documented ones always, others as seen.
+    pub fn counts(&self) -> BTreeMap<Status, u64> {
+        let mut counts: BTreeMap<Status, u64> =
+            Status::KNOWN.iter().map(|s| (s.clone(), 0)).collect();
+        for a in self.accounts.values() {
+            *counts.entry(a.status.clone()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Whether Compute Optimizer has trusted access in AWS Organizations, and
+/// its delegated administrators: what `ListAWSServiceAccessForOrganization`
+/// and `ListDelegatedAdministrators` say.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrustedAccess {
+    /// `Some(since)` when trusted access is on (`DateEnabled`, Unix
+    /// seconds, if given).
+    pub enabled: Option<Option<f64>>,
+    /// `(account ID, account name)`, sorted.
+    pub delegated_administrators: Vec<(String, String)>,
+}
+
 /// What AWS Organizations says of each account: name, place in the
 /// organisation tree and the tags asked for (`aws.account_tags`).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]

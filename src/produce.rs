@@ -11,12 +11,18 @@
 //! * [`poll`]: the enrollment poll (`GetEnrollmentStatusesForOrganization`,
 //!   every page, and `GetEnrollmentStatus`);
 //! * [`walk`]: the organisation walk (names, OUs, states, tags), kept in
-//!   `--storage.path` across restarts.
+//!   `--storage.path` across restarts;
+//! * [`automation`]: Compute Optimizer Automation's enrollment of every
+//!   account (`aws.automation`);
+//! * [`access`]: Compute Optimizer's trusted access in Organizations and
+//!   its delegated administrators (with `aws.organizations`).
 //!
 //! Adding a producer: a file here implementing [`Producer`], a slot name
 //! for its segment, its [`Health`] series, and a line in
 //! [`crate::fleet`]'s list of producers.
 
+pub mod access;
+pub mod automation;
 pub mod poll;
 pub mod walk;
 

@@ -20,7 +20,10 @@ pub mod paging;
 
 use std::future::Future;
 
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
+use crate::model::{
+    Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
+    Root,
+};
 use crate::source::error::ApiError;
 
 /// Operation names, as the `operation` label and IAM know them.
@@ -30,6 +33,17 @@ pub const LIST_ROOTS: &str = "ListRoots";
 pub const LIST_OUS: &str = "ListOrganizationalUnitsForParent";
 pub const LIST_ACCOUNTS_FOR_PARENT: &str = "ListAccountsForParent";
 pub const LIST_TAGS: &str = "ListTagsForResource";
+pub const LIST_SERVICE_ACCESS: &str = "ListAWSServiceAccessForOrganization";
+pub const LIST_DELEGATED_ADMINISTRATORS: &str = "ListDelegatedAdministrators";
+/// Compute Optimizer Automation's (`aco-automation:`).
+pub const AUTOMATION_ACCOUNTS: &str = "ListAccounts";
+pub const AUTOMATION_ENROLLMENT: &str = "GetEnrollmentConfiguration";
+
+/// Compute Optimizer's service principal, as Organizations knows it.
+pub const COMPUTE_OPTIMIZER_PRINCIPAL: &str = "compute-optimizer.amazonaws.com";
+
+/// Automation's `ListAccounts` allows at most 1,000 per page.
+pub const AUTOMATION_PAGE_SIZE: u16 = 1000;
 
 /// Organizations list operations allow at most 20 per page.
 pub const ORGANIZATIONS_PAGE_SIZE: u8 = 20;
@@ -74,4 +88,30 @@ pub trait NameSource: Send + Sync + 'static {
         account: &str,
         token: Option<String>,
     ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+
+    /// Services with trusted access: `(service principal, enabled since)`.
+    fn list_service_access(
+        &self,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, Option<f64>)>, ApiError>> + Send;
+
+    /// `(account ID, name)` of Compute Optimizer's delegated administrators.
+    fn list_delegated_administrators(
+        &self,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, ApiError>> + Send;
+}
+
+/// Compute Optimizer Automation: pages of every account's enrollment
+/// (`ListAccounts`), and the calling account's own.
+pub trait AutomationSource: Send + Sync + 'static {
+    fn list_automation_accounts(
+        &self,
+        max_results: u16,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<AutomationAccount>, ApiError>> + Send;
+
+    fn automation_enrollment(
+        &self,
+    ) -> impl Future<Output = Result<AutomationEnrollment, ApiError>> + Send;
 }

@@ -29,6 +29,9 @@ pub const WALK: &str = "walk";
 pub const POLL: &str = "poll";
 const SEGMENTS: [&str; 2] = [WALK, POLL];
 
+/// A producer's data for the pages, of its own type.
+type Details = Arc<dyn std::any::Any + Send + Sync>;
+
 /// Outcome of the latest poll, for the landing and status pages.
 #[derive(Debug, Clone)]
 pub struct PollOutcome {
@@ -63,6 +66,9 @@ pub struct Org {
     /// Its producers' segments, one slot each, in the order a scrape
     /// serves them: [`SEGMENTS`], then any a producer added at run time.
     segments: RwLock<Vec<(&'static str, Arc<Segment>)>>,
+    /// What other producers publish for the pages besides their segment
+    /// (Automation's accounts), by producer; each reads back its own type.
+    details: RwLock<Vec<(&'static str, Details)>>,
     last_poll: RwLock<Option<PollOutcome>>,
     /// When the walk's data was learned (saved with it to storage).
     learned: Mutex<Learned>,
@@ -173,6 +179,7 @@ impl Org {
                     .map(|name| (*name, Arc::new(Segment::empty())))
                     .collect(),
             ),
+            details: RwLock::new(Vec::new()),
             last_poll: RwLock::new(None),
             learned: Mutex::new(Learned::default()),
             ready: AtomicBool::new(false),
@@ -209,9 +216,37 @@ impl Org {
     /// into the exposition in one step, then `then` (its live gauges) under
     /// the same lock. What the built-in producers do through their own
     /// publish, any producer does through this.
-    pub fn publish_segment(&self, name: &'static str, segment: Segment, then: impl FnOnce()) {
-        let segment = Arc::new(segment);
+    pub fn publish_segment(
+        &self,
+        name: &'static str,
+        segment: impl Into<Arc<Segment>>,
+        then: impl FnOnce(),
+    ) {
+        let segment = segment.into();
         self.publishing(|| self.put_segment(name, segment), then);
+    }
+
+    /// Keeps `details` as what producer `name` last published for the
+    /// pages (call it in [`Org::publish_segment`]'s `then`, so the pages
+    /// and `/metrics` change together).
+    pub fn set_details<T: std::any::Any + Send + Sync>(&self, name: &'static str, details: Arc<T>) {
+        let mut all = write(&self.details);
+        all.retain(|(n, _)| *n != name);
+        all.push((name, details));
+    }
+
+    /// What producer `name` last published for the pages, if it is a `T`.
+    pub fn details<T: std::any::Any + Send + Sync>(&self, name: &str) -> Option<Arc<T>> {
+        let found = read(&self.details)
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, d)| d.clone())?;
+        found.downcast::<T>().ok()
+    }
+
+    /// Producer `name` is switched off: its details go.
+    pub fn clear_details(&self, name: &str) {
+        write(&self.details).retain(|(n, _)| *n != name);
     }
 
     /// Publishes a poll's outcome: with a complete organisation, its

@@ -196,6 +196,21 @@ pub struct AwsConfig {
         with = "optional_duration_str"
     )]
     pub organizations_max_age: Option<Duration>,
+    /// Also watch Compute Optimizer Automation's per-account enrollment.
+    pub automation: bool,
+    /// How often to list Automation's accounts. Unset: `poll.interval`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "optional_duration_str"
+    )]
+    pub automation_interval: Option<Duration>,
+    /// Compute Optimizer Automation only (a VPC endpoint, a stand-in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automation_endpoint_url: Option<String>,
+    /// Where Automation is asked; unset: `region`. Automation is regional,
+    /// and not in every region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automation_region: Option<String>,
 }
 
 impl AwsConfig {
@@ -214,7 +229,7 @@ impl AwsConfig {
     }
 
     /// Whether `other` needs new AWS clients or retry settings: every key
-    /// but the organisation walk's own.
+    /// but the organisation walk's and the Automation producer's own.
     pub fn clients_differ(&self, other: &AwsConfig) -> bool {
         let without_walk = |c: &AwsConfig| AwsConfig {
             organizations: false,
@@ -222,9 +237,16 @@ impl AwsConfig {
             organizations_requests_per_second: 0.0,
             account_tags: Vec::new(),
             organizations_max_age: None,
+            automation: false,
+            automation_interval: None,
             ..c.clone()
         };
         without_walk(self) != without_walk(other)
+    }
+
+    /// Whether the Automation producer's own keys differ.
+    pub fn automation_differs(&self, other: &AwsConfig) -> bool {
+        self.automation != other.automation || self.automation_interval != other.automation_interval
     }
 
     /// Whether the organisation walk's own keys differ.
@@ -258,6 +280,10 @@ impl Default for AwsConfig {
             organizations_requests_per_second: 5.0,
             account_tags: Vec::new(),
             organizations_max_age: None,
+            automation: false,
+            automation_interval: None,
+            automation_endpoint_url: None,
+            automation_region: None,
         }
     }
 }
@@ -309,6 +335,7 @@ impl Config {
         c.aws.organizations_interval = Duration::from_secs(60);
         c.aws.organizations_requests_per_second = 200.0;
         c.aws.account_tags = vec!["team".into(), "cost-center".into()];
+        c.aws.automation = true;
         c
     }
 

@@ -179,6 +179,7 @@ pub(crate) fn validate_aws(a: &AwsConfig, table: &str) -> Result<(), (String, St
             &k("organizations_endpoint_url"),
             &a.organizations_endpoint_url,
         ),
+        (&k("automation_endpoint_url"), &a.automation_endpoint_url),
     ] {
         let Some(url) = url else { continue };
         let rest = url
@@ -188,16 +189,29 @@ pub(crate) fn validate_aws(a: &AwsConfig, table: &str) -> Result<(), (String, St
             return err(key, format!("{url:?} must be an http:// or https:// URL"));
         }
     }
-    if let Some(region) = &a.region
-        && (region.is_empty()
-            || !region
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-    {
-        return err(
-            &k("region"),
-            format!("{region:?} is not a region name such as \"us-east-1\""),
-        );
+    for (key, region) in [
+        (k("region"), &a.region),
+        (k("automation_region"), &a.automation_region),
+    ] {
+        if let Some(region) = region
+            && (region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return err(
+                &key,
+                format!("{region:?} is not a region name such as \"us-east-1\""),
+            );
+        }
+    }
+    if let Some(interval) = a.automation_interval {
+        check_range(
+            &k("automation_interval"),
+            interval,
+            MIN_INTERVAL,
+            Duration::from_secs(7 * 86_400),
+        )?;
     }
     if let Some(arn) = &a.role_arn
         && !(arn.starts_with("arn:") && arn.contains(":role/"))

@@ -18,7 +18,7 @@ use prometheus::{
 
 use crate::expose::exposition::Rendered;
 use crate::expose::openmetrics::{Format, Kind};
-use crate::model::{Directory, Snapshot, Status};
+use crate::model::{AutomationSnapshot, Directory, Snapshot, Status, TrustedAccess};
 
 pub const STATUS: &str = "aws_compute_optimizer_enrollment_status";
 pub const LAST_UPDATED: &str =
@@ -28,6 +28,25 @@ pub const ACCOUNT_INFO: &str = "aws_compute_optimizer_account_info";
 pub const MANAGEMENT_STATUS: &str = "aws_compute_optimizer_management_account_enrollment_status";
 pub const MEMBERS_ENROLLED: &str = "aws_compute_optimizer_organization_member_accounts_enrolled";
 pub const MEMBERS_OPTED_IN: &str = "aws_compute_optimizer_organization_member_accounts_opted_in";
+
+pub const AUTOMATION_STATUS: &str = "aws_compute_optimizer_automation_enrollment_status";
+pub const AUTOMATION_LAST_UPDATED: &str =
+    "aws_compute_optimizer_automation_enrollment_status_last_updated_timestamp_seconds";
+pub const AUTOMATION_ACCOUNTS: &str = "aws_compute_optimizer_automation_enrollment_accounts";
+pub const AUTOMATION_RULE_MODE: &str = "aws_compute_optimizer_automation_organization_rule_mode";
+pub const AUTOMATION_MANAGEMENT_STATUS: &str =
+    "aws_compute_optimizer_automation_management_account_enrollment_status";
+pub const TRUSTED_ACCESS: &str = "aws_compute_optimizer_organization_trusted_access_enabled";
+pub const TRUSTED_ACCESS_SINCE: &str =
+    "aws_compute_optimizer_organization_trusted_access_enabled_timestamp_seconds";
+pub const DELEGATED_ADMINISTRATOR: &str = "aws_compute_optimizer_delegated_administrator_info";
+
+/// `organizationRuleMode`'s documented values.
+pub const RULE_MODES: [&str; 2] = ["AnyAllowed", "NoneAllowed"];
+
+const FROM_AUTOMATION: &str = "Comes from the background poll of Compute Optimizer Automation's ListAccounts, not from the scrape.";
+const FROM_AUTOMATION_ENROLLMENT: &str = "Comes from the background poll of Compute Optimizer Automation's GetEnrollmentConfiguration, not from the scrape.";
+const FROM_ACCESS: &str = "Comes from the background check of AWS Organizations (ListAWSServiceAccessForOrganization, ListDelegatedAdministrators), not from the scrape.";
 
 const FROM_POLL: &str =
     "Comes from the background poll of GetEnrollmentStatusesForOrganization, not from the scrape.";
@@ -73,6 +92,11 @@ pub struct OrgMetrics {
     pub organizations_last_success: GaugeVec,
     pub organizations_complete: GaugeVec,
     pub storage_write_failures: prometheus::IntCounter,
+    /// Other producers' label-less gauges (their health), made and
+    /// registered on first use, by name: a producer that restarts gets the
+    /// same series back.
+    gauges: std::sync::Mutex<Vec<(&'static str, GaugeVec)>>,
+    organization: Option<String>,
 }
 
 fn register(registry: &Registry, collectors: Vec<Box<dyn prometheus::core::Collector>>) {
@@ -82,6 +106,25 @@ fn register(registry: &Registry, collectors: Vec<Box<dyn prometheus::core::Colle
 }
 
 impl OrgMetrics {
+    /// The label-less gauge `name` of this organisation (its `organization`
+    /// label only), registered the first time it is asked for: absent from
+    /// scrapes until set, and gone again after `reset()`.
+    pub fn gauge(&self, name: &'static str, help: &str) -> GaugeVec {
+        let mut gauges = crate::sync::lock(&self.gauges);
+        if let Some((_, g)) = gauges.iter().find(|(n, _)| *n == name) {
+            return g.clone();
+        }
+        let opts = Opts::new(name, help);
+        let opts = match &self.organization {
+            Some(org) => opts.const_label(ORGANIZATION_LABEL, org),
+            None => opts,
+        };
+        let g = GaugeVec::new(opts, &[]).expect("valid metric");
+        let _ = self.registry.register(Box::new(g.clone()));
+        gauges.push((name, g.clone()));
+        g
+    }
+
     /// Adds a producer's own series (its health, its counters) to the
     /// organisation's registry: they carry its `organization` label only if
     /// their options say so. Registering one twice is a no-op.
@@ -237,6 +280,8 @@ impl OrgMetrics {
             organizations_last_success,
             organizations_complete,
             storage_write_failures,
+            gauges: std::sync::Mutex::new(Vec::new()),
+            organization: organization.map(str::to_owned),
         }
     }
 }
@@ -510,6 +555,177 @@ pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
             );
             let _ = writeln!(out, "{MEMBERS_OPTED_IN}{braced} {n}");
         }
+    }
+    out
+}
+
+/// Compute Optimizer Automation's series (`aws.automation`): per account,
+/// its enrollment status (one-hot), when that last changed and its rule
+/// mode (one-hot); the count per status; the calling account's own status.
+pub fn render_automation(snap: &AutomationSnapshot, org: Option<&str>) -> Rendered {
+    let org = organization_pair(org);
+    let (lead, between) = if org.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{org},"), format!(",{org}"))
+    };
+    let mut out = Rendered::new();
+    header(
+        &mut out,
+        AUTOMATION_ACCOUNTS,
+        &format!(
+            "Number of organisation accounts in each Compute Optimizer Automation enrollment status. {FROM_AUTOMATION}"
+        ),
+    );
+    let counts = snap.counts();
+    let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    by_label.sort_unstable();
+    for (status, n) in by_label {
+        out.push_str(AUTOMATION_ACCOUNTS);
+        out.push('{');
+        out.push_str(&lead);
+        out.push_str("status=\"");
+        escape_label(&mut out, status);
+        let _ = writeln!(out, "\"}} {n}");
+    }
+
+    header(
+        &mut out,
+        AUTOMATION_STATUS,
+        &format!(
+            "Enrollment status of each account in Compute Optimizer Automation: 1 for its current status, 0 for the other documented statuses. {FROM_AUTOMATION}"
+        ),
+    );
+    let mut prefix = String::new();
+    for account in snap.accounts.values() {
+        prefix.clear();
+        prefix.push_str(AUTOMATION_STATUS);
+        prefix.push_str("{account_id=\"");
+        escape_label(&mut prefix, &account.account_id);
+        prefix.push('"');
+        prefix.push_str(&between);
+        prefix.push(',');
+        one_hot(&mut out, &prefix, &account.status);
+        out.end_of_series();
+    }
+
+    if snap.accounts.values().any(|a| a.last_updated.is_some()) {
+        header(
+            &mut out,
+            AUTOMATION_LAST_UPDATED,
+            &format!(
+                "When the account's Compute Optimizer Automation enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_AUTOMATION}"
+            ),
+        );
+        for account in snap.accounts.values() {
+            if let Some(ts) = account.last_updated {
+                out.push_str(AUTOMATION_LAST_UPDATED);
+                out.push_str("{account_id=\"");
+                escape_label(&mut out, &account.account_id);
+                let _ = writeln!(out, "\"{between}}} {ts}");
+                out.end_of_series();
+            }
+        }
+    }
+
+    if let Some(management) = &snap.management {
+        header(
+            &mut out,
+            AUTOMATION_MANAGEMENT_STATUS,
+            &format!(
+                "Compute Optimizer Automation enrollment status of the calling (management or delegated administrator) account: 1 for its current status, 0 for the others. {FROM_AUTOMATION_ENROLLMENT}"
+            ),
+        );
+        one_hot(
+            &mut out,
+            &format!("{AUTOMATION_MANAGEMENT_STATUS}{{{lead}"),
+            &management.status,
+        );
+    }
+
+    if snap.accounts.values().any(|a| a.rule_mode.is_some()) {
+        header(
+            &mut out,
+            AUTOMATION_RULE_MODE,
+            &format!(
+                "Whether the management account's Automation rules may act on the account (organizationRuleMode): 1 for its current mode, 0 for the other documented mode. {FROM_AUTOMATION}"
+            ),
+        );
+        for account in snap.accounts.values() {
+            let Some(mode) = &account.rule_mode else {
+                continue;
+            };
+            let mut modes: Vec<&str> = RULE_MODES.to_vec();
+            if !modes.contains(&mode.as_str()) {
+                modes.push(mode);
+                modes.sort_unstable();
+            }
+            for m in modes {
+                out.push_str(AUTOMATION_RULE_MODE);
+                out.push_str("{account_id=\"");
+                escape_label(&mut out, &account.account_id);
+                out.push_str("\",mode=\"");
+                escape_label(&mut out, m);
+                let _ = writeln!(out, "\"{between}}} {}", u8::from(m == mode));
+            }
+            out.end_of_series();
+        }
+    }
+    out
+}
+
+/// Organizations' view of Compute Optimizer: trusted access (and since
+/// when) and its delegated administrators. Nothing while it is not known
+/// (refused to a delegated administrator, not asked yet).
+pub fn render_access(access: Option<&TrustedAccess>, org: Option<&str>) -> Rendered {
+    let mut out = Rendered::new();
+    let Some(access) = access else {
+        return out;
+    };
+    let org = organization_pair(org);
+    let (braced, between) = if org.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{{{org}}}"), format!(",{org}"))
+    };
+    if !access.delegated_administrators.is_empty() {
+        header(
+            &mut out,
+            DELEGATED_ADMINISTRATOR,
+            &format!(
+                "Constant 1 per delegated administrator account of Compute Optimizer (compute-optimizer.amazonaws.com), labelled with its name. {FROM_ACCESS}"
+            ),
+        );
+        for (id, name) in &access.delegated_administrators {
+            out.push_str(DELEGATED_ADMINISTRATOR);
+            out.push_str("{account_id=\"");
+            escape_label(&mut out, id);
+            out.push_str("\",account_name=\"");
+            escape_label(&mut out, name);
+            let _ = writeln!(out, "\"{between}}} 1");
+        }
+    }
+    header(
+        &mut out,
+        TRUSTED_ACCESS,
+        &format!(
+            "1 if Compute Optimizer (compute-optimizer.amazonaws.com) has trusted access in AWS Organizations, else 0: without it, member accounts cannot be enrolled. {FROM_ACCESS}"
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "{TRUSTED_ACCESS}{braced} {}",
+        u8::from(access.enabled.is_some())
+    );
+    if let Some(Some(since)) = access.enabled {
+        header(
+            &mut out,
+            TRUSTED_ACCESS_SINCE,
+            &format!(
+                "When Compute Optimizer's trusted access in AWS Organizations was enabled (DateEnabled), as Unix seconds. {FROM_ACCESS}"
+            ),
+        );
+        let _ = writeln!(out, "{TRUSTED_ACCESS_SINCE}{braced} {since}");
     }
     out
 }

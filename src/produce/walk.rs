@@ -74,7 +74,9 @@ const GONE: &str = "TargetNotFoundException";
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
     pub interval: Duration,
-    pub requests_per_second: f64,
+    /// `aws.organizations_requests_per_second`, shared with every other
+    /// Organizations request of the organisation (the trusted-access check).
+    pub pace: Arc<Pace>,
     /// `(label, tag key)`, sorted by label.
     pub tag_labels: Vec<(String, String)>,
     /// `--storage.path`: where each published walk is saved.
@@ -89,7 +91,7 @@ pub struct WalkOptions {
 /// Every item of one Organizations listing, paced, by the paging loop's
 /// rules; items without a field we need are counted in
 /// `aws_compute_optimizer_skipped_items_total`.
-async fn listing<T, F, Fut>(
+pub(crate) async fn listing<T, F, Fut>(
     operation: &'static str,
     state: &Org,
     opts: &PollOptions,
@@ -397,7 +399,7 @@ const WALK_RETRY: Duration = Duration::from_secs(60);
 /// doubling with each, never later than the interval. A throttled or
 /// briefly refused walk is retried long before the next hour, and a
 /// lasting failure costs no more than one walk an interval.
-fn retry_after(failures: u32, interval: Duration) -> Duration {
+pub(crate) fn retry_after(failures: u32, interval: Duration) -> Duration {
     WALK_RETRY
         .saturating_mul(1 << failures.saturating_sub(1).min(16))
         .min(interval)
@@ -411,7 +413,6 @@ pub struct Walk<S> {
     walk: WalkOptions,
     opts: PollOptions,
     org: Arc<Org>,
-    pace: Pace,
     /// Failed rounds in a row.
     failures: u32,
     /// The latest round's outcome, logged once it is recorded.
@@ -421,7 +422,6 @@ pub struct Walk<S> {
 impl<S: NameSource> Walk<S> {
     pub fn new(source: S, walk: WalkOptions, opts: PollOptions, org: Arc<Org>) -> Walk<S> {
         Walk {
-            pace: Pace::new(walk.requests_per_second),
             source,
             walk,
             opts,
@@ -460,7 +460,7 @@ impl<S: NameSource> Producer for Walk<S> {
             &self.org,
             &self.opts,
             &self.walk,
-            &self.pace,
+            &self.walk.pace,
             stop,
         )
         .await
@@ -550,7 +550,7 @@ mod tests {
     fn options(storage: Option<Arc<Storage>>, restore: bool) -> WalkOptions {
         WalkOptions {
             interval: Duration::from_secs(3600),
-            requests_per_second: 1000.0,
+            pace: Arc::new(Pace::new(1000.0)),
             tag_labels: Vec::new(),
             storage,
             restore,

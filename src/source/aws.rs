@@ -19,9 +19,14 @@ use aws_sdk_computeoptimizer::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 
 use crate::config::AwsConfig;
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status};
+use crate::model::{
+    Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
+    Root, Status,
+};
 use crate::source::error::ApiError;
-use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
+use crate::source::{
+    AutomationSource, COMPUTE_OPTIMIZER_PRINCIPAL, NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource,
+};
 
 /// Error codes kept as they are in the `result` label; anything else the
 /// upstream sends is counted as `other` so a misbehaving endpoint cannot
@@ -50,6 +55,10 @@ const KNOWN_CODES: &[&str] = &[
     "ServiceException",
     // Organizations: a malformed request (MaxResults, an ID's format).
     "InvalidInputException",
+    // Compute Optimizer Automation: the caller may not use it, or is not
+    // the management account (ListAccounts).
+    "ForbiddenException",
+    "NotManagementAccountException",
 ];
 
 /// STS's own error codes, as they surface inside a credentials failure (the
@@ -125,8 +134,13 @@ pub struct AwsSource {
     client: Client,
     /// AWS Organizations, when account names are wanted (`aws.organizations`).
     organizations: Option<aws_sdk_organizations::Client>,
+    /// Compute Optimizer Automation (regional: `aws.automation_region`, else
+    /// the organisation's region). Building it sends nothing.
+    automation: aws_sdk_computeoptimizerautomation::Client,
     /// Region actually in use, for logs.
     pub region: String,
+    /// The region Automation is asked in.
+    pub automation_region: String,
 }
 
 impl AwsSource {
@@ -201,10 +215,18 @@ impl AwsSource {
             }
             aws_sdk_organizations::Client::from_conf(conf.build())
         });
+        let automation_region = cfg.automation_region.clone().unwrap_or(region.clone());
+        let mut automation = aws_sdk_computeoptimizerautomation::config::Builder::from(&shared)
+            .region(Region::new(automation_region.clone()));
+        if let Some(url) = &cfg.automation_endpoint_url {
+            automation = automation.endpoint_url(url);
+        }
         Ok(AwsSource {
             client: Client::from_conf(co.build()),
             organizations,
+            automation: aws_sdk_computeoptimizerautomation::Client::from_conf(automation.build()),
             region,
+            automation_region,
         })
     }
 }
@@ -453,6 +475,98 @@ impl NameSource for AwsSource {
             out.next_token(),
             out.tags().iter().map(|t| (Some(t.key()), Some(t.value()))),
         ))
+    }
+
+    async fn list_service_access(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, Option<f64>)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_aws_service_access_for_organization()
+            .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(page_of(
+            out.next_token(),
+            out.enabled_service_principals().iter().map(|p| {
+                Some((
+                    p.service_principal()?.to_owned(),
+                    p.date_enabled().map(|t| t.as_secs_f64()),
+                ))
+            }),
+        ))
+    }
+
+    async fn list_delegated_administrators(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let out = self
+            .organizations()?
+            .list_delegated_administrators()
+            .service_principal(COMPUTE_OPTIMIZER_PRINCIPAL)
+            .max_results(i32::from(ORGANIZATIONS_PAGE_SIZE))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        // `Name` is optional: an administrator without one is still listed.
+        Ok(page_of(
+            out.next_token(),
+            out.delegated_administrators()
+                .iter()
+                .map(|a| Some((a.id()?.to_owned(), a.name().unwrap_or_default().to_owned()))),
+        ))
+    }
+}
+
+impl AutomationSource for AwsSource {
+    async fn list_automation_accounts(
+        &self,
+        max_results: u16,
+        token: Option<String>,
+    ) -> Result<Page<AutomationAccount>, ApiError> {
+        let out = self
+            .automation
+            .list_accounts()
+            .max_results(i32::from(max_results))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        // Every field but the reason is required in the model: an item the
+        // SDK could read has them all.
+        Ok(page_of(
+            out.next_token(),
+            out.accounts().iter().map(|a| {
+                Some(AutomationAccount {
+                    account_id: a.account_id().to_owned(),
+                    status: Status::from_api(a.status().as_str()),
+                    rule_mode: Some(a.organization_rule_mode().as_str().to_owned()),
+                    status_reason: a.status_reason().map(str::to_owned),
+                    last_updated: Some(a.last_updated_timestamp().as_secs_f64()),
+                })
+                .filter(|a| !a.account_id.is_empty())
+            }),
+        ))
+    }
+
+    async fn automation_enrollment(&self) -> Result<AutomationEnrollment, ApiError> {
+        let out = self
+            .automation
+            .get_enrollment_configuration()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(AutomationEnrollment {
+            status: Status::from_api(out.status().as_str()),
+            status_reason: out.status_reason().map(str::to_owned),
+            rule_mode: out.organization_rule_mode().map(|m| m.as_str().to_owned()),
+            last_updated: out.last_updated_timestamp().map(|t| t.as_secs_f64()),
+        })
     }
 }
 

@@ -5,9 +5,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root, Status, unix_seconds};
+use crate::model::{
+    Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
+    Root, Status, unix_seconds,
+};
 use crate::source::error::ApiError;
-use crate::source::{NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource};
+use crate::source::{
+    AutomationSource, COMPUTE_OPTIMIZER_PRINCIPAL, NameSource, ORGANIZATIONS_PAGE_SIZE, PageSource,
+};
 
 pub const DEMO_ACCOUNTS: usize = 300;
 const DAY: f64 = 86_400.0;
@@ -22,6 +27,10 @@ struct DemoOrg {
     rng: u64,
     generation: u64,
     accounts: Vec<DemoAccount>,
+    /// Compute Optimizer Automation's enrollment of each account, rolled
+    /// out more slowly than Compute Optimizer's: its own listing moves it.
+    automation: Vec<AutomationAccount>,
+    automation_generation: u64,
 }
 
 struct DemoAccount {
@@ -37,6 +46,8 @@ impl DemoSource {
             rng: seed | 1,
             generation: 0,
             accounts: Vec::with_capacity(accounts),
+            automation: Vec::with_capacity(accounts),
+            automation_generation: 0,
         };
         let mut ids = std::collections::BTreeSet::new();
         while ids.len() < accounts {
@@ -89,6 +100,32 @@ impl DemoSource {
                 stuck: stuck || i == 7,
             });
         }
+        for i in 0..org.accounts.len() {
+            let roll = org.next() % 100;
+            let (status, reason) = match roll {
+                0..=39 => (Status::Active, None),
+                40..=74 => (Status::Inactive, None),
+                75..=89 => (Status::Pending, Some("Enrollment is in progress")),
+                _ => (
+                    Status::Failed,
+                    Some("The account is not enrolled in Compute Optimizer"),
+                ),
+            };
+            let mode = if roll % 3 == 0 {
+                "NoneAllowed"
+            } else {
+                "AnyAllowed"
+            };
+            let age_days = 1.0 + (org.next() % 30) as f64;
+            let account_id = org.accounts[i].account.account_id.clone();
+            org.automation.push(AutomationAccount {
+                account_id,
+                status,
+                rule_mode: Some(mode.to_owned()),
+                status_reason: reason.map(str::to_owned),
+                last_updated: Some((now - age_days * DAY).floor()),
+            });
+        }
         DemoSource {
             org: Mutex::new(org),
             organization: format!("o-demo{:08x}", seed & 0xffff_ffff),
@@ -114,6 +151,38 @@ impl DemoOrg {
         x ^= x << 17;
         self.rng = x;
         x
+    }
+
+    /// One tick of Automation's rollout: Pending accounts finish or fail,
+    /// Inactive ones are asked to join. Failed accounts whose Compute
+    /// Optimizer enrollment is not Active stay Failed (what the alert is for).
+    fn step_automation(&mut self) {
+        self.automation_generation += 1;
+        let now = unix_seconds(SystemTime::now()).floor();
+        for i in 0..self.automation.len() {
+            let roll = self.next() % 1000;
+            let enrolled = self.accounts[i].account.status == Status::Active;
+            let next = match (&self.automation[i].status, roll) {
+                (Status::Pending, 0..=149) if enrolled => Some((Status::Active, None)),
+                (Status::Pending, 150..=159) => Some((
+                    Status::Failed,
+                    Some("The account is not enrolled in Compute Optimizer"),
+                )),
+                (Status::Inactive, 0..=29) => {
+                    Some((Status::Pending, Some("Enrollment is in progress")))
+                }
+                (Status::Failed, 0..=19) if enrolled => {
+                    Some((Status::Pending, Some("Enrollment is in progress")))
+                }
+                _ => None,
+            };
+            if let Some((status, reason)) = next {
+                let a = &mut self.automation[i];
+                a.status = status;
+                a.status_reason = reason.map(str::to_owned);
+                a.last_updated = Some(now);
+            }
+        }
     }
 
     /// One tick of the simulation: a few accounts move along the enrollment path.
@@ -204,6 +273,49 @@ impl PageSource for DemoSource {
             items: accounts,
             next_token,
             skipped: 0,
+        })
+    }
+}
+
+impl AutomationSource for DemoSource {
+    async fn list_automation_accounts(
+        &self,
+        max_results: u16,
+        token: Option<String>,
+    ) -> Result<Page<AutomationAccount>, ApiError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut org = crate::sync::lock(&self.org);
+        let offset = match &token {
+            None => {
+                org.step_automation();
+                0
+            }
+            Some(t) => t
+                .rsplit(':')
+                .next()
+                .and_then(|o| o.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::new("InvalidParameterValueException", "bad nextToken", false)
+                })?,
+        };
+        let end = (offset + usize::from(max_results.max(1))).min(org.automation.len());
+        let items = org.automation.get(offset..end).unwrap_or_default().to_vec();
+        let next_token = (end < org.automation.len())
+            .then(|| format!("demo-automation-{}:{end}", org.automation_generation));
+        Ok(Page {
+            items,
+            next_token,
+            skipped: 0,
+        })
+    }
+
+    async fn automation_enrollment(&self) -> Result<AutomationEnrollment, ApiError> {
+        let now = unix_seconds(SystemTime::now()).floor();
+        Ok(AutomationEnrollment {
+            status: Status::Active,
+            status_reason: None,
+            rule_mode: Some("AnyAllowed".into()),
+            last_updated: Some(now - 40.0 * DAY),
         })
     }
 }
@@ -335,6 +447,41 @@ impl NameSource for DemoSource {
             None => Vec::new(),
         };
         Ok(page_of(tags, token))
+    }
+
+    /// Compute Optimizer has had trusted access for 200 days, among the
+    /// organisation's other services.
+    async fn list_service_access(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, Option<f64>)>, ApiError> {
+        let now = unix_seconds(SystemTime::now()).floor();
+        let services = vec![
+            (
+                "cloudtrail.amazonaws.com".to_owned(),
+                Some(now - 400.0 * DAY),
+            ),
+            (
+                COMPUTE_OPTIMIZER_PRINCIPAL.to_owned(),
+                Some(now - 200.0 * DAY),
+            ),
+            ("sso.amazonaws.com".to_owned(), Some(now - 380.0 * DAY)),
+        ];
+        Ok(page_of(services, token))
+    }
+
+    /// The first account is the delegated administrator.
+    async fn list_delegated_administrators(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        let admins = self
+            .ids()
+            .into_iter()
+            .take(1)
+            .map(|id| (id, "platform-finops".to_owned()))
+            .collect();
+        Ok(page_of(admins, token))
     }
 }
 

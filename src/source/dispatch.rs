@@ -2,11 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::model::{Account, OrgAccount, OrgStatus, Page, PageRequest, Root};
+use crate::model::{
+    Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
+    Root,
+};
 use crate::source::aws::AwsSource;
 use crate::source::demo::DemoSource;
 use crate::source::error::ApiError;
-use crate::source::{NameSource, PageSource};
+use crate::source::{AutomationSource, NameSource, PageSource};
 
 #[derive(Clone)]
 pub enum Source {
@@ -68,6 +71,46 @@ impl NameSource for Source {
         match self {
             Source::Aws(s) => s.list_tags(account, token).await,
             Source::Demo(s) => s.list_tags(account, token).await,
+        }
+    }
+
+    async fn list_service_access(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, Option<f64>)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_service_access(token).await,
+            Source::Demo(s) => s.list_service_access(token).await,
+        }
+    }
+
+    async fn list_delegated_administrators(
+        &self,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_delegated_administrators(token).await,
+            Source::Demo(s) => s.list_delegated_administrators(token).await,
+        }
+    }
+}
+
+impl AutomationSource for Source {
+    async fn list_automation_accounts(
+        &self,
+        max_results: u16,
+        token: Option<String>,
+    ) -> Result<Page<AutomationAccount>, ApiError> {
+        match self {
+            Source::Aws(s) => s.list_automation_accounts(max_results, token).await,
+            Source::Demo(s) => s.list_automation_accounts(max_results, token).await,
+        }
+    }
+
+    async fn automation_enrollment(&self) -> Result<AutomationEnrollment, ApiError> {
+        match self {
+            Source::Aws(s) => s.automation_enrollment().await,
+            Source::Demo(s) => s.automation_enrollment().await,
         }
     }
 }

@@ -96,11 +96,13 @@ impl<'a> Listing<'a> {
 /// success takes an eighth of the extra off again. A ceiling of our own is
 /// not the upstream's: Organizations' quota is shared with every other
 /// tool in the account, so a throttle means the room is smaller today.
+#[derive(Debug)]
 pub struct Pace {
     state: Mutex<PaceState>,
     base: Duration,
 }
 
+#[derive(Debug)]
 struct PaceState {
     next: Instant,
     gap: Duration,

@@ -1,0 +1,206 @@
+//! Compute Optimizer as AWS Organizations sees it (with `aws.organizations`):
+//! whether it has trusted access, since when
+//! (`ListAWSServiceAccessForOrganization`), and which accounts are its
+//! delegated administrators (`ListDelegatedAdministrators`). When member
+//! accounts fail to enroll, that is the first thing to look at.
+//!
+//! A producer of its own, on `aws.organizations_interval`, whose requests
+//! wait their turn at the same pace as the walk's: both share the
+//! organisation's Organizations quota. Both calls are the management
+//! account's: a delegated administrator is refused, and then the series
+//! are absent and the refusal is logged once, not every round.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::PollOptions;
+use crate::expose::exposition::{Segment, render_in_turn};
+use crate::expose::metrics::{OrgMetrics, render_access};
+use crate::model::TrustedAccess;
+use crate::produce::walk::{Halt, listing, retry_after};
+use crate::produce::{Health, Producer, Round, Stopped, drive};
+use crate::shutdown::Shutdown;
+use crate::source::error::PollError;
+use crate::source::paging::Pace;
+use crate::source::{
+    COMPUTE_OPTIMIZER_PRINCIPAL, LIST_DELEGATED_ADMINISTRATORS, LIST_SERVICE_ACCESS, NameSource,
+};
+use crate::state::Org;
+
+/// Its slot in the organisation's segments, and its name in the fleet.
+pub const NAME: &str = "access";
+
+pub const UP: &str = "aws_compute_optimizer_trusted_access_up";
+pub const LAST_SUCCESS: &str =
+    "aws_compute_optimizer_trusted_access_last_success_timestamp_seconds";
+
+/// Codes with which Organizations refuses the caller these calls: they are
+/// not for it (a delegated administrator, a member account).
+const REFUSED: &[&str] = &["AccessDeniedException", "AWSOrganizationsNotInUseException"];
+
+/// Its health series, the same for every start of the producer.
+pub fn health(m: &OrgMetrics) -> Health {
+    Health {
+        up: m.gauge(
+            UP,
+            "1 if the latest check of Compute Optimizer's trusted access and delegated administrators in AWS Organizations succeeded, 0 if it failed or was refused. Absent while aws.organizations is off or before its first end.",
+        ),
+        last_success: m.gauge(
+            LAST_SUCCESS,
+            "Unix time at which the latest successful check of Compute Optimizer's trusted access ended.",
+        ),
+        duration: None,
+        rounds: None,
+    }
+}
+
+/// The trusted-access check as a producer.
+pub struct Access<S> {
+    source: S,
+    interval: Duration,
+    pace: Arc<Pace>,
+    opts: PollOptions,
+    org: Arc<Org>,
+    failures: u32,
+    /// The refusal was logged (once per start of the producer).
+    refusal_logged: bool,
+    outcome: Option<Result<(), PollError>>,
+}
+
+impl<S: NameSource> Access<S> {
+    pub fn new(
+        source: S,
+        interval: Duration,
+        pace: Arc<Pace>,
+        opts: PollOptions,
+        org: Arc<Org>,
+    ) -> Access<S> {
+        Access {
+            source,
+            interval,
+            pace,
+            opts,
+            org,
+            failures: 0,
+            refusal_logged: false,
+            outcome: None,
+        }
+    }
+
+    async fn check(&self, stop: &Shutdown) -> Result<TrustedAccess, Halt> {
+        let (source, org, opts, pace) = (&self.source, &self.org, &self.opts, &*self.pace);
+        let services = listing(LIST_SERVICE_ACCESS, org, opts, pace, stop, |t| {
+            source.list_service_access(t)
+        })
+        .await?;
+        let mut administrators =
+            listing(LIST_DELEGATED_ADMINISTRATORS, org, opts, pace, stop, |t| {
+                source.list_delegated_administrators(t)
+            })
+            .await?;
+        administrators.sort();
+        administrators.dedup();
+        Ok(TrustedAccess {
+            enabled: services
+                .into_iter()
+                .find(|(principal, _)| principal == COMPUTE_OPTIMIZER_PRINCIPAL)
+                .map(|(_, since)| since),
+            delegated_administrators: administrators,
+        })
+    }
+
+    fn publish(&self, access: Option<TrustedAccess>) {
+        let segment = render_in_turn(|| {
+            Segment::new(render_access(access.as_ref(), self.org.name.as_deref()))
+        });
+        let org = &self.org;
+        org.publish_segment(NAME, segment, || match access {
+            Some(access) => org.set_details(NAME, Arc::new(access)),
+            None => org.clear_details(NAME),
+        });
+    }
+}
+
+impl<S: NameSource> Producer for Access<S> {
+    async fn round(&mut self, stop: &Shutdown) -> Result<Round, Stopped> {
+        let result = match self.check(stop).await {
+            Ok(access) => {
+                self.publish(Some(access));
+                Ok(())
+            }
+            Err(Halt::Stopped) => return Err(Stopped),
+            Err(Halt::Failed(e)) => {
+                if REFUSED.contains(&e.code()) {
+                    // Not this caller's to know: the series go.
+                    self.publish(None);
+                }
+                Err(e)
+            }
+        };
+        let ok = result.is_ok();
+        self.outcome = Some(result);
+        Ok(Round::ok(ok))
+    }
+
+    fn next_round(&mut self, started: Instant, round: Round) -> Instant {
+        if round.ok {
+            self.failures = 0;
+            started + self.interval
+        } else {
+            self.failures += 1;
+            Instant::now() + retry_after(self.failures, self.interval)
+        }
+    }
+
+    fn recorded(&mut self, _round: Round) {
+        match self.outcome.take() {
+            Some(Ok(())) => {
+                self.refusal_logged = false;
+            }
+            Some(Err(e)) if REFUSED.contains(&e.code()) => {
+                if !std::mem::replace(&mut self.refusal_logged, true) {
+                    tracing::warn!(
+                        code = e.code(),
+                        error = %e,
+                        advice = "Organizations answers ListAWSServiceAccessForOrganization and ListDelegatedAdministrators to the management account (and grants them with organizations:ListAWSServiceAccessForOrganization and organizations:ListDelegatedAdministrators); run as a delegated administrator, the exporter goes without them. Logged once; every other series is unaffected",
+                        "trusted access for Compute Optimizer cannot be read; its series are absent"
+                    );
+                }
+            }
+            Some(Err(e)) => tracing::warn!(
+                code = e.code(),
+                error = %e,
+                retry_in = %crate::config::format_duration(retry_after(self.failures + 1, self.interval)),
+                "reading Compute Optimizer's trusted access failed; keeping the last answer"
+            ),
+            None => {}
+        }
+    }
+}
+
+/// Checks now, then every `interval` (sooner after a failure), until `stop`.
+pub async fn run<S: NameSource>(
+    source: S,
+    interval: Duration,
+    pace: Arc<Pace>,
+    opts: PollOptions,
+    org: Arc<Org>,
+    stop: Shutdown,
+) {
+    let health = health(&org.metrics);
+    drive(
+        Access::new(source, interval, pace, opts, org.clone()),
+        health,
+        org,
+        stop,
+    )
+    .await;
+}
+
+/// Switched off with the walk: its segment, details and health go.
+pub fn switched_off(org: &Org) {
+    org.publish_segment(NAME, Segment::empty(), || org.clear_details(NAME));
+    health(&org.metrics).forget();
+}
