@@ -135,6 +135,7 @@ fn actions(path: &str) -> BTreeSet<String> {
 /// Every feature that calls AWS.
 const ALL_FEATURES: &str = "organizations = true\norganizations_interval = \"1h\"\n\
     account_tags = [\"team\"]\norganizations_requests_per_second = 1000\n\
+    automation = true\n\
     [poll]\ninterval = \"1h\"\n";
 
 /// Every feature that calls AWS, through the role hop of the shipped IAM.
@@ -147,6 +148,10 @@ fn all_fetched(t: &str) -> bool {
     t.contains("aws_compute_optimizer_account_info{")
         && t.contains("aws_compute_optimizer_organization_member_accounts_enrolled ")
         && support::api_requests(t, "ListTagsForResource", "success") >= 30.0
+        && t.contains("aws_compute_optimizer_automation_enrollment_status{")
+        && t.contains("aws_compute_optimizer_automation_management_account_enrollment_status{")
+        && t.contains("aws_compute_optimizer_organization_trusted_access_enabled 1")
+        && support::api_requests(t, "ListDelegatedAdministrators", "success") >= 1.0
 }
 
 /// The shipped policies are sufficient: with the stand-ins enforcing them
@@ -188,7 +193,7 @@ async fn the_shipped_iam_policies_grant_exactly_what_the_exporter_calls() {
 async fn every_action_the_shipped_policies_allow_is_needed() {
     let shipped = Policies::shipped();
     let actions = shipped.allowed_actions();
-    assert_eq!(actions.len(), 7, "{actions:?}");
+    assert_eq!(actions.len(), 11, "{actions:?}");
     for action in actions {
         let standin = Standin::start(org(30)).await;
         standin.set_policies(shipped.clone().without_action(&action));

@@ -9,6 +9,10 @@
 //!   carry a token, as AWS list APIs do.
 //! * STS: awsQuery (form-encoded `Action=AssumeRole…`, XML answers).
 //! * Organizations: awsJson1_1 (`X-Amz-Target: AWSOrganizationsV20161128.<Op>`).
+//! * Compute Optimizer Automation: Smithy RPCv2 CBOR (`POST
+//!   /service/ComputeOptimizerAutomationService/operation/<Op>`), signed for
+//!   `aco-automation`: `ListAccounts` (1 to 1,000 a page, the management
+//!   account only) and `GetEnrollmentConfiguration`.
 //!
 //! A request that reaches the wrong service is answered with that service's
 //! own "unknown operation" error and recorded in [`Standin::misrouted`].
@@ -49,6 +53,37 @@ pub struct OrgAccount {
     pub last_updated: f64,
 }
 
+/// One account's enrollment in Compute Optimizer Automation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutomationAccount {
+    pub id: String,
+    pub status: String,
+    pub mode: String,
+    pub reason: Option<String>,
+    pub last_updated: f64,
+}
+
+/// Automation's view of `accounts`: the same IDs and statuses, rule mode
+/// `AnyAllowed` but for every third account.
+pub fn automation_of(accounts: &[OrgAccount]) -> Vec<AutomationAccount> {
+    accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AutomationAccount {
+            id: a.id.clone(),
+            status: a.status.clone(),
+            mode: if i % 3 == 2 {
+                "NoneAllowed"
+            } else {
+                "AnyAllowed"
+            }
+            .into(),
+            reason: a.reason.clone(),
+            last_updated: a.last_updated + 0.5,
+        })
+        .collect()
+}
+
 /// What a scripted page does instead of answering normally. Faults for a
 /// page are consumed one per request, so a queue such as `[Pass, Error]`
 /// scripts "the first poll succeeds, the second fails" with no race against
@@ -79,6 +114,7 @@ pub enum Service {
     ComputeOptimizer,
     Sts,
     Organizations,
+    Automation,
 }
 
 impl Service {
@@ -88,6 +124,7 @@ impl Service {
             Service::ComputeOptimizer => "compute-optimizer",
             Service::Sts => "sts",
             Service::Organizations => "organizations",
+            Service::Automation => "aco-automation",
         }
     }
 }
@@ -163,6 +200,17 @@ struct Inner {
     policies: iam::Policies,
     sessions: HashMap<String, iam::Principal>,
     denied: Vec<String>,
+    /// Compute Optimizer Automation: every account's enrollment, whether
+    /// the organisation is enrolled at all, faults by page, and the
+    /// requests answered by operation.
+    automation: Vec<AutomationAccount>,
+    automation_off: bool,
+    automation_faults: HashMap<usize, VecDeque<Fault>>,
+    automation_calls: HashMap<String, usize>,
+    /// Organizations: services with trusted access `(principal, since)`,
+    /// and delegated administrators `(id, name, service principal)`.
+    service_access: Vec<(String, f64)>,
+    delegated: Vec<(String, String, String)>,
 }
 
 impl Inner {
@@ -181,6 +229,7 @@ pub struct Standin {
     pub addr: SocketAddr,
     pub sts_addr: SocketAddr,
     pub organizations_addr: SocketAddr,
+    pub automation_addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -194,15 +243,22 @@ impl Standin {
     /// Compute Optimizer on `listener`; STS and Organizations on ports of their own.
     pub async fn serve(listener: TcpListener, accounts: Vec<OrgAccount>) -> Standin {
         let inner = Arc::new(Mutex::new(Inner {
+            automation: automation_of(&accounts),
             accounts,
+            service_access: vec![
+                ("compute-optimizer.amazonaws.com".into(), 1_650_000_000.0),
+                ("sso.amazonaws.com".into(), 1_600_000_000.0),
+            ],
             ..Default::default()
         }));
         let sts = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let organizations = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let automation = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Standin {
             addr: listen(listener, Service::ComputeOptimizer, inner.clone()),
             sts_addr: listen(sts, Service::Sts, inner.clone()),
             organizations_addr: listen(organizations, Service::Organizations, inner.clone()),
+            automation_addr: listen(automation, Service::Automation, inner.clone()),
             inner,
         }
     }
@@ -220,14 +276,62 @@ impl Standin {
         format!("http://{}", self.organizations_addr)
     }
 
+    pub fn automation_url(&self) -> String {
+        format!("http://{}", self.automation_addr)
+    }
+
     /// `[aws]` keys that send each service to its own stand-in.
     pub fn endpoint_keys(&self) -> String {
         format!(
-            "endpoint_url = \"{}\"\nsts_endpoint_url = \"{}\"\norganizations_endpoint_url = \"{}\"\n",
+            "endpoint_url = \"{}\"\nsts_endpoint_url = \"{}\"\norganizations_endpoint_url = \"{}\"\nautomation_endpoint_url = \"{}\"\n",
             self.url(),
             self.sts_url(),
-            self.organizations_url()
+            self.organizations_url(),
+            self.automation_url()
         )
+    }
+
+    /// Automation's accounts from now on.
+    pub fn set_automation(&self, accounts: Vec<AutomationAccount>) {
+        self.inner.lock().unwrap().automation = accounts;
+    }
+
+    /// The organisation is not enrolled in Automation: `ListAccounts` is
+    /// refused with OptInRequiredException, and the calling account's own
+    /// status is Inactive.
+    pub fn automation_off(&self, off: bool) {
+        self.inner.lock().unwrap().automation_off = off;
+    }
+
+    /// Scripts `times` faults on Automation's `ListAccounts` page `page`.
+    pub fn automation_fault(&self, page: usize, fault: Fault, times: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        let q = inner.automation_faults.entry(page).or_default();
+        for _ in 0..times {
+            q.push_back(fault.clone());
+        }
+    }
+
+    /// Automation requests answered (IAM allowed them), by operation.
+    pub fn automation_calls(&self, operation: &str) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner.automation_calls.get(operation).copied().unwrap_or(0)
+    }
+
+    /// Services with trusted access in Organizations, `(principal, since)`.
+    pub fn set_service_access(&self, services: Vec<(&str, f64)>) {
+        self.inner.lock().unwrap().service_access = services
+            .into_iter()
+            .map(|(p, t)| (p.to_owned(), t))
+            .collect();
+    }
+
+    /// Delegated administrators, `(id, name, service principal)`.
+    pub fn set_delegated_administrators(&self, admins: Vec<(&str, &str, &str)>) {
+        self.inner.lock().unwrap().delegated = admins
+            .into_iter()
+            .map(|(i, n, p)| (i.to_owned(), n.to_owned(), p.to_owned()))
+            .collect();
     }
 
     /// Where the exporter's role sits (see [`iam`]); `Direct` until set.
@@ -561,6 +665,12 @@ fn operation_of(service: Service, path: &str, target: Option<&str>, body: &[u8])
                 .contains(&op)
                 .then(|| op.to_owned())
         }
+        Service::Automation => {
+            let op = path.strip_prefix("/service/ComputeOptimizerAutomationService/operation/")?;
+            ["ListAccounts", "GetEnrollmentConfiguration"]
+                .contains(&op)
+                .then(|| op.to_owned())
+        }
     }
 }
 
@@ -570,6 +680,8 @@ const ORGANIZATIONS_OPERATIONS: &[&str] = &[
     "ListOrganizationalUnitsForParent",
     "ListAccountsForParent",
     "ListTagsForResource",
+    "ListAWSServiceAccessForOrganization",
+    "ListDelegatedAdministrators",
 ];
 
 /// The stand-in organisation's one root.
@@ -590,7 +702,20 @@ fn unknown_operation(service: Service) -> Response<Full<Bytes>> {
             400,
             serde_json::json!({"__type": "UnknownOperationException", "message": "unknown operation"}),
         ),
+        Service::Automation => automation_error(404, "UnknownOperationException", "unknown operation"),
     }
+}
+
+/// Automation's errors: RPCv2 CBOR, the code in `__type`.
+fn automation_error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = Value::Map(vec![
+        (
+            text("__type"),
+            text(&format!("com.amazonaws.computeoptimizerautomation#{code}")),
+        ),
+        (text("message"), text(message)),
+    ]);
+    reply(status, cbor(&body))
 }
 
 fn json_reply(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
@@ -720,10 +845,13 @@ async fn handle(
             drop(i);
             return Ok(assume_role(&inner, &body));
         }
-        op if ORGANIZATIONS_OPERATIONS.contains(&op) => {
+        op if service == Service::Organizations => {
             return Ok(organizations(&inner, op, &body));
         }
         "GetEnrollmentStatus" => return Ok(org_status(&inner)),
+        op if service == Service::Automation => {
+            return Ok(automation(&inner, op, &mut seen, &body).await);
+        }
         _ => {}
     }
     if seen.smithy_protocol.as_deref() != Some("rpc-v2-cbor") {
@@ -945,6 +1073,137 @@ fn org_status(inner: &Mutex<Inner>) -> Response<Full<Bytes>> {
     reply(200, cbor(&Value::Map(fields)))
 }
 
+/// Compute Optimizer Automation (RPCv2 CBOR): `ListAccounts`, 1 to 1,000 a
+/// page (more is InvalidParameterValueException), refused with
+/// OptInRequiredException to an organisation not enrolled; and the
+/// calling account's own `GetEnrollmentConfiguration`.
+async fn automation(
+    inner: &Mutex<Inner>,
+    op: &str,
+    seen: &mut Seen,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    if seen.smithy_protocol.as_deref() != Some("rpc-v2-cbor") {
+        return automation_error(
+            400,
+            "SerializationException",
+            "smithy-protocol must be rpc-v2-cbor",
+        );
+    }
+    let Ok(input) = ciborium::from_reader::<Value, _>(body) else {
+        return automation_error(400, "SerializationException", "body is not CBOR");
+    };
+    let map = input.as_map().cloned().unwrap_or_default();
+    seen.max_results = field(&map, "maxResults")
+        .and_then(|v| v.as_integer())
+        .map(i128::from);
+    seen.next_token = field(&map, "nextToken")
+        .and_then(|v| v.as_text())
+        .map(str::to_owned);
+    let (fault, items, total, offset, size) = {
+        let mut i = inner.lock().unwrap();
+        i.record(seen.clone());
+        *i.automation_calls.entry(op.to_owned()).or_default() += 1;
+        if op == "GetEnrollmentConfiguration" {
+            let mut fields = vec![(
+                text("status"),
+                text(if i.automation_off {
+                    "Inactive"
+                } else {
+                    "Active"
+                }),
+            )];
+            if !i.automation_off {
+                fields.push((text("organizationRuleMode"), text("AnyAllowed")));
+                fields.push((
+                    text("lastUpdatedTimestamp"),
+                    Value::Tag(1, Box::new(Value::Float(1_690_000_000.0))),
+                ));
+            }
+            return reply(200, cbor(&Value::Map(fields)));
+        }
+        let size = seen.max_results.unwrap_or(1000);
+        if !(1..=1000).contains(&size) {
+            return automation_error(
+                400,
+                "InvalidParameterValueException",
+                "maxResults must be between 1 and 1000",
+            );
+        }
+        let size = size as usize;
+        let offset = match &seen.next_token {
+            None => 0,
+            Some(t) => match t
+                .strip_prefix("auto-")
+                .and_then(|o| o.parse::<usize>().ok())
+            {
+                Some(o) => o,
+                None => {
+                    return automation_error(
+                        400,
+                        "InvalidParameterValueException",
+                        "invalid nextToken",
+                    );
+                }
+            },
+        };
+        if i.automation_off {
+            return automation_error(
+                403,
+                "OptInRequiredException",
+                "The organization is not enrolled in Compute Optimizer Automation.",
+            );
+        }
+        let fault = i
+            .automation_faults
+            .get_mut(&(offset / size))
+            .and_then(|q| q.pop_front());
+        let total = i.automation.len();
+        let items: Vec<AutomationAccount> = i
+            .automation
+            .iter()
+            .skip(offset)
+            .take(size)
+            .cloned()
+            .collect();
+        (fault, items, total, offset, size)
+    };
+    let end = (offset + size).min(total);
+    let mut next = (end < total).then(|| format!("auto-{end}"));
+    match fault {
+        Some(Fault::Error(status, code)) => {
+            return automation_error(status, code, "scripted fault");
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Garbage) => return reply(200, b"<html>not cbor</html>".to_vec()),
+        Some(Fault::RepeatToken) => next = seen.next_token.clone().or(next),
+        _ => {}
+    }
+    let list = items
+        .iter()
+        .map(|a| {
+            let mut m = vec![
+                (text("accountId"), text(&a.id)),
+                (text("status"), text(&a.status)),
+                (text("organizationRuleMode"), text(&a.mode)),
+                (
+                    text("lastUpdatedTimestamp"),
+                    Value::Tag(1, Box::new(Value::Float(a.last_updated))),
+                ),
+            ];
+            if let Some(r) = &a.reason {
+                m.push((text("statusReason"), text(r)));
+            }
+            Value::Map(m)
+        })
+        .collect();
+    let mut out = vec![(text("accounts"), Value::Array(list))];
+    if let Some(t) = next {
+        out.push((text("nextToken"), text(&t)));
+    }
+    reply(200, cbor(&Value::Map(out)))
+}
+
 /// AWS Organizations (awsJson1_1): the listings the exporter uses, 20 a
 /// page at most (more is InvalidInputException, as AWS answers), unknown
 /// parents and resources refused, throttled above its rate if one is set.
@@ -1029,6 +1288,37 @@ fn organizations(inner: &Mutex<Inner>, op: &str, body: &[u8]) -> Response<Full<B
                     "Arn": format!("arn:aws:organizations::111111111111:ou/o-example/{id}")}))
                 .collect(),
         ),
+        "ListAWSServiceAccessForOrganization" => (
+            "EnabledServicePrincipals",
+            inner
+                .service_access
+                .iter()
+                .map(|(p, t)| serde_json::json!({"ServicePrincipal": p, "DateEnabled": t}))
+                .collect(),
+        ),
+        "ListDelegatedAdministrators" => {
+            let principal = req["ServicePrincipal"].as_str();
+            if principal.is_some_and(|p| !p.ends_with(".amazonaws.com")) {
+                return json(
+                    400,
+                    serde_json::json!({"__type": "InvalidInputException", "Message": "invalid service principal"}),
+                );
+            }
+            (
+                "DelegatedAdministrators",
+                inner
+                    .delegated
+                    .iter()
+                    .filter(|(_, _, p)| principal.is_none_or(|want| want == p))
+                    .map(|(id, name, _)| serde_json::json!({
+                        "Id": id, "Name": name, "Email": format!("admin+{id}@example.com"),
+                        "Arn": format!("arn:aws:organizations::111111111111:account/o-example/{id}"),
+                        "Status": "ACTIVE", "State": "ACTIVE", "JoinedMethod": "INVITED",
+                        "JoinedTimestamp": 1_600_000_000.0, "DelegationEnabledDate": 1_650_000_000.0,
+                    }))
+                    .collect(),
+            )
+        }
         "ListAccountsForParent" | "ListAccounts" => (
             "Accounts",
             inner
@@ -1155,6 +1445,7 @@ fn authorise(
             serde_json::json!({"__type": "AccessDeniedException", "Message": message}),
         ),
         Service::Sts => sts_error(403, "AccessDenied", message),
+        Service::Automation => automation_error(403, "AccessDeniedException", message),
     };
     if operation == "AssumeRoleWithWebIdentity" {
         let arn = form_value(body, "RoleArn").unwrap_or_default();
@@ -1207,6 +1498,11 @@ fn authorise(
                         400,
                         serde_json::json!({"__type": "UnrecognizedClientException", "Message": "The security token included in the request is invalid."}),
                     ),
+                    Service::Automation => automation_error(
+                        403,
+                        "UnrecognizedClientException",
+                        "The security token included in the request is invalid.",
+                    ),
                 });
             }
         }
@@ -1246,8 +1542,9 @@ fn authorise(
             ),
         ));
     }
-    let organisation_wide =
-        service == Service::Organizations || operation == "GetEnrollmentStatusesForOrganization";
+    let organisation_wide = service == Service::Organizations
+        || operation == "GetEnrollmentStatusesForOrganization"
+        || (service == Service::Automation && operation == "ListAccounts");
     if organisation_wide && caller.account != iam::MANAGEMENT_ACCOUNT {
         inner.denied.push(format!(
             "{} {action} (not the management account)",
