@@ -204,3 +204,144 @@ pub fn switched_off(org: &Org) {
     org.publish_segment(NAME, Segment::empty(), || org.clear_details(NAME));
     health(&org.metrics).forget();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{OrgAccount, Page, Root};
+    use crate::source::error::ApiError;
+    use crate::state::State;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// Organizations that answers, or refuses as it refuses a delegated
+    /// administrator.
+    #[derive(Default)]
+    struct Organizations {
+        refuse: AtomicBool,
+        asked: AtomicUsize,
+    }
+
+    impl NameSource for Arc<Organizations> {
+        async fn list_roots(&self, _: Option<String>) -> Result<Page<Root>, ApiError> {
+            Ok(Page::default())
+        }
+        async fn list_ous(
+            &self,
+            _: &str,
+            _: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            Ok(Page::default())
+        }
+        async fn list_accounts_for_parent(
+            &self,
+            _: &str,
+            _: Option<String>,
+        ) -> Result<Page<OrgAccount>, ApiError> {
+            Ok(Page::default())
+        }
+        async fn list_tags(
+            &self,
+            _: &str,
+            _: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            Ok(Page::default())
+        }
+        async fn list_service_access(
+            &self,
+            _: Option<String>,
+        ) -> Result<Page<(String, Option<f64>)>, ApiError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(ApiError::new(
+                    "AccessDeniedException",
+                    "You don't have permissions to access this resource.",
+                    false,
+                ));
+            }
+            Ok(Page {
+                items: vec![(COMPUTE_OPTIMIZER_PRINCIPAL.into(), Some(1.6e9))],
+                ..Page::default()
+            })
+        }
+        async fn list_delegated_administrators(
+            &self,
+            _: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            Ok(Page {
+                items: vec![("222233334444".into(), "finops".into())],
+                ..Page::default()
+            })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            crate::sync::lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Refused (the exporter runs as a delegated administrator): the series
+    /// that were there go, and the reason is logged once however many
+    /// rounds are refused after it. On tokio's paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_logged_once_and_its_series_go() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let state = Arc::new(State::new("test", "test"));
+        let org = state.set_orgs(&[None]).remove(0);
+        let source = Arc::new(Organizations::default());
+        let (stop, stopped) = crate::shutdown::channel();
+        let hour = Duration::from_secs(3600);
+        let task = tokio::spawn(run(
+            source.clone(),
+            hour,
+            Arc::new(Pace::new(1000.0)),
+            PollOptions::from_config(&Config::default()),
+            org.clone(),
+            stopped,
+        ));
+        let served = |state: &State| {
+            let body =
+                state
+                    .exposition()
+                    .body(crate::expose::openmetrics::Format::Text, false, Vec::new);
+            String::from_utf8_lossy(&body.concat()).into_owned()
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let text = served(&state);
+        assert!(
+            text.contains("aws_compute_optimizer_organization_trusted_access_enabled 1"),
+            "{text}"
+        );
+        assert!(text.contains("account_id=\"222233334444\""), "{text}");
+        source.refuse.store(true, Ordering::SeqCst);
+        // The next round, then its retries (1, 2, 4, 8 minutes later).
+        tokio::time::sleep(hour + Duration::from_secs(16 * 60)).await;
+        assert!(source.asked.load(Ordering::SeqCst) >= 5);
+        let text = served(&state);
+        assert!(!text.contains("trusted_access"), "{text}");
+        assert!(!text.contains("delegated_administrator"), "{text}");
+        let logged = String::from_utf8_lossy(&crate::sync::lock(&lines.0)).into_owned();
+        let refusals = logged
+            .lines()
+            .filter(|l| l.contains("trusted access for Compute Optimizer cannot be read"))
+            .count();
+        assert_eq!(refusals, 1, "{logged}");
+        stop.trigger();
+        task.await.unwrap();
+    }
+}

@@ -592,6 +592,18 @@ mod tests {
         ) -> Result<Page<(String, String)>, ApiError> {
             self.demo.list_tags(a, t).await
         }
+        async fn list_service_access(
+            &self,
+            t: Option<String>,
+        ) -> Result<Page<(String, Option<f64>)>, ApiError> {
+            self.demo.list_service_access(t).await
+        }
+        async fn list_delegated_administrators(
+            &self,
+            t: Option<String>,
+        ) -> Result<Page<(String, String)>, ApiError> {
+            self.demo.list_delegated_administrators(t).await
+        }
     }
 
     #[test]
