@@ -377,9 +377,22 @@ fn info_ids(text: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
 }
 
 fn accounts_in(text: &str, status: &str) -> BTreeSet<String> {
+    in_status(text, "aws_compute_optimizer_enrollment_status", status)
+}
+
+/// The same for Compute Optimizer Automation's enrollment.
+fn automation_in(text: &str, status: &str) -> BTreeSet<String> {
+    in_status(
+        text,
+        "aws_compute_optimizer_automation_enrollment_status",
+        status,
+    )
+}
+
+fn in_status(text: &str, metric: &str, status: &str) -> BTreeSet<String> {
     text.lines()
         .filter(|l| {
-            l.starts_with("aws_compute_optimizer_enrollment_status{")
+            l.starts_with(&format!("{metric}{{"))
                 && l.ends_with(&format!("status=\"{status}\"}} 1"))
         })
         .map(|l| l.split('"').nth(1).unwrap().to_owned())
@@ -391,9 +404,14 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
     // The demo as users start it: names from (simulated) Organizations on.
     let mut config = compute_optimizer_exporter::config::Config::default();
     config.aws.organizations = true;
+    config.aws.automation = true;
     let e = Exporter::start_config(config, None, true).await;
-    e.wait_for(10, |t| t.contains("aws_compute_optimizer_account_info{"))
-        .await;
+    e.wait_for(10, |t| {
+        t.contains("aws_compute_optimizer_account_info{")
+            && t.contains("aws_compute_optimizer_automation_enrollment_status{")
+            && t.contains("aws_compute_optimizer_organization_trusted_access_enabled ")
+    })
+    .await;
     e.wait_polls(1).await;
     let prom = start_prometheus(&[e.addr], &root().join("deploy/prometheus/rules.yml"), None);
 
@@ -449,7 +467,7 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
         l.starts_with("- alert:") || l.starts_with("- record:")
     })
     .count();
-    assert_eq!(shipped, 12);
+    assert_eq!(shipped, 18);
     eventually(15, || async {
         let data = api(&prom, "/api/v1/rules").await;
         let mut rules = 0;
@@ -528,12 +546,69 @@ async fn a_real_prometheus_scrapes_evaluates_rules_and_dashboard_queries() {
             let (p, f) = (ids("ComputeOptimizerAccountPendingTooLong"), ids("ComputeOptimizerAccountFailed"));
             let others: Vec<_> = alerts
                 .iter()
-                .filter(|a| !a["labels"]["alertname"].as_str().unwrap().starts_with("ComputeOptimizerAccount"))
+                .filter(|a| {
+                    let name = a["labels"]["alertname"].as_str().unwrap();
+                    !name.starts_with("ComputeOptimizerAccount")
+                        && !name.starts_with("ComputeOptimizerAutomationAccount")
+                })
                 .collect();
             if p == stuck_pending && f == failed && others.is_empty() {
                 Ok(())
             } else {
                 Err(format!("pending {p:?} vs {stuck_pending:?}; failed {f:?} vs {failed:?}; others {others:?}"))
+            }
+        }
+    })
+    .await;
+
+    // The same for Compute Optimizer Automation: its alerts go pending for
+    // its stuck accounts, not for suspended or closing ones.
+    let automation_pending: BTreeSet<String> = automation_in(&scrape, "Pending")
+        .into_iter()
+        .filter(|id| {
+            let ts = sample(
+                &scrape,
+                &format!("aws_compute_optimizer_automation_enrollment_status_last_updated_timestamp_seconds{{account_id=\"{id}\"}}"),
+            )
+            .unwrap();
+            now - ts > 86_400.0
+        })
+        .filter(|id| !beyond_reach.contains(id))
+        .collect();
+    let automation_failed: BTreeSet<String> = automation_in(&scrape, "Failed")
+        .difference(&beyond_reach)
+        .cloned()
+        .collect();
+    assert!(!automation_pending.is_empty() && !automation_failed.is_empty());
+    assert!(
+        automation_in(&scrape, "Failed")
+            .iter()
+            .any(|id| beyond_reach.contains(id)),
+        "the demo has a suspended account Failed in Automation"
+    );
+    eventually(15, || {
+        let (want_p, want_f) = (automation_pending.clone(), automation_failed.clone());
+        let prom = &prom;
+        async move {
+            let data = api(prom, "/api/v1/alerts").await;
+            let alerts = data["alerts"].as_array().unwrap();
+            let ids = |name: &str| -> BTreeSet<String> {
+                alerts
+                    .iter()
+                    .filter(|a| a["labels"]["alertname"] == name && a["state"] == "pending")
+                    .map(|a| a["labels"]["account_id"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let (p, f) = (
+                ids("ComputeOptimizerAutomationAccountPendingTooLong"),
+                ids("ComputeOptimizerAutomationAccountFailed"),
+            );
+            if p == want_p && f == want_f {
+                Ok(())
+            } else {
+                Err(format!(
+                    "pending {p:?} vs {want_p:?}; failed {f:?} vs {want_f:?}"
+                ))
             }
         }
     })

@@ -111,6 +111,12 @@ impl DemoSource {
                     Some("The account is not enrolled in Compute Optimizer"),
                 ),
             };
+            // An account on its way out stays Failed: what the alerts leave out.
+            let (status, reason) = if i % 100 == 99 {
+                (Status::Failed, Some("The account is suspended"))
+            } else {
+                (status, reason)
+            };
             let mode = if roll % 3 == 0 {
                 "NoneAllowed"
             } else {
@@ -161,6 +167,9 @@ impl DemoOrg {
         let now = unix_seconds(SystemTime::now()).floor();
         for i in 0..self.automation.len() {
             let roll = self.next() % 1000;
+            if i % 100 == 99 {
+                continue;
+            }
             let enrolled = self.accounts[i].account.status == Status::Active;
             let next = match (&self.automation[i].status, roll) {
                 (Status::Pending, 0..=149) if enrolled => Some((Status::Active, None)),
