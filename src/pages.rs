@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::model::{Directory, Snapshot, Status, unix_seconds};
+use crate::model::{AutomationSnapshot, Directory, Snapshot, Status, TrustedAccess, unix_seconds};
+use crate::produce::{access, automation};
 use crate::state::{PollOutcome, State};
 
 /// How long one rendering serves while what it shows is unchanged: the
@@ -31,8 +32,21 @@ struct ShownOrg {
     /// The published snapshot and names: each publish swaps in a new `Arc`.
     snapshot: Arc<Snapshot>,
     names: Arc<Directory>,
+    /// Compute Optimizer Automation's accounts (`aws.automation`) and
+    /// trusted access (with `aws.organizations`), as last published.
+    automation: Option<Arc<AutomationSnapshot>>,
+    access: Option<Arc<TrustedAccess>>,
     last_poll: Option<PollOutcome>,
     ready: bool,
+}
+
+/// The same publish, or both absent.
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl PartialEq for ShownOrg {
@@ -40,6 +54,8 @@ impl PartialEq for ShownOrg {
     fn eq(&self, other: &ShownOrg) -> bool {
         Arc::ptr_eq(&self.snapshot, &other.snapshot)
             && Arc::ptr_eq(&self.names, &other.names)
+            && same(&self.automation, &other.automation)
+            && same(&self.access, &other.access)
             && self.name == other.name
             && self.ready == other.ready
             && self.last_poll.as_ref().map(|p| p.finished_at)
@@ -74,6 +90,8 @@ impl PageCache {
                     name: o.name.clone(),
                     snapshot: o.snapshot(),
                     names: o.names(),
+                    automation: o.details(automation::NAME),
+                    access: o.details(access::NAME),
                     last_poll: o.last_poll(),
                     ready: o.is_ready(),
                 })
@@ -94,6 +112,8 @@ impl PageCache {
             .iter()
             .map(|o| {
                 let mut r = report(&o.snapshot, &o.names, o.last_poll.as_ref(), now);
+                r.add_automation(o.automation.as_deref(), &o.names, now);
+                r.trusted_access = o.access.as_deref().map(TrustedAccessReport::of);
                 r.simulated = shown.simulated;
                 // The same answer as /-/ready: a first poll has finished,
                 // even a failed one.
@@ -154,6 +174,125 @@ pub struct StatusReport {
     /// The tag keys of `aws.account_tags`, in the order of each account's
     /// `tags` columns on the HTML page.
     pub tag_keys: Vec<String>,
+    /// Compute Optimizer Automation, when `aws.automation` is on and a
+    /// poll of it has succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automation: Option<AutomationReport>,
+    /// Compute Optimizer in AWS Organizations, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_access: Option<TrustedAccessReport>,
+}
+
+/// Compute Optimizer Automation's side of an organisation.
+#[derive(Debug, Serialize)]
+pub struct AutomationReport {
+    pub accounts_total: usize,
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// The calling account's own Automation status, when known.
+    pub management_account_status: Option<String>,
+    /// Accounts not Active in Automation, longest in their status first.
+    pub not_active: Vec<AutomationAccountReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AutomationAccountReport {
+    pub account_id: String,
+    pub account_name: Option<String>,
+    pub status: String,
+    pub organization_rule_mode: Option<String>,
+    pub status_reason: Option<String>,
+    pub last_updated_timestamp_seconds: Option<f64>,
+    pub seconds_in_status: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrustedAccessReport {
+    pub enabled: bool,
+    pub enabled_timestamp_seconds: Option<f64>,
+    pub delegated_administrators: Vec<DelegatedAdministrator>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DelegatedAdministrator {
+    pub account_id: String,
+    pub account_name: String,
+}
+
+impl TrustedAccessReport {
+    fn of(a: &TrustedAccess) -> TrustedAccessReport {
+        TrustedAccessReport {
+            enabled: a.enabled.is_some(),
+            enabled_timestamp_seconds: a.enabled.flatten(),
+            delegated_administrators: a
+                .delegated_administrators
+                .iter()
+                .map(|(id, name)| DelegatedAdministrator {
+                    account_id: id.clone(),
+                    account_name: name.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl StatusReport {
+    /// Automation's accounts: each not-Active enrollment row gains its
+    /// Automation status, and Automation's own not-Active accounts are
+    /// listed beside.
+    fn add_automation(
+        &mut self,
+        snap: Option<&AutomationSnapshot>,
+        names: &Directory,
+        now: SystemTime,
+    ) {
+        let Some(snap) = snap else {
+            return;
+        };
+        let now_s = unix_seconds(now);
+        for row in &mut self.not_active {
+            row.automation_status = snap
+                .accounts
+                .get(&row.account_id)
+                .map(|a| a.status.as_str().to_owned());
+        }
+        let mut not_active: Vec<AutomationAccountReport> = snap
+            .accounts
+            .values()
+            .filter(|a| a.status != Status::Active)
+            .map(|a| AutomationAccountReport {
+                account_id: a.account_id.clone(),
+                account_name: names.name(&a.account_id).map(str::to_owned),
+                status: a.status.as_str().to_owned(),
+                organization_rule_mode: a.rule_mode.clone(),
+                status_reason: a.status_reason.clone(),
+                last_updated_timestamp_seconds: a.last_updated,
+                seconds_in_status: a.last_updated.map(|t| (now_s - t).max(0.0)),
+            })
+            .collect();
+        not_active.sort_by(|a, b| {
+            let group = |r: &AutomationAccountReport| r.status == "Inactive";
+            let age = |r: &AutomationAccountReport| {
+                r.last_updated_timestamp_seconds.unwrap_or(f64::INFINITY)
+            };
+            group(a)
+                .cmp(&group(b))
+                .then_with(|| age(a).total_cmp(&age(b)))
+                .then_with(|| a.account_id.cmp(&b.account_id))
+        });
+        self.automation = Some(AutomationReport {
+            accounts_total: snap.accounts.len(),
+            counts: snap
+                .counts()
+                .into_iter()
+                .map(|(s, n)| (s.as_str().to_owned(), n))
+                .collect(),
+            management_account_status: snap
+                .management
+                .as_ref()
+                .map(|m| m.status.as_str().to_owned()),
+            not_active,
+        });
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -177,6 +316,9 @@ pub struct AccountReport {
     pub status_reason: Option<String>,
     pub last_updated_timestamp_seconds: Option<f64>,
     pub seconds_in_status: Option<f64>,
+    /// Its status in Compute Optimizer Automation, when that is watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automation_status: Option<String>,
 }
 
 pub fn report(
@@ -215,6 +357,7 @@ pub fn report(
             status_reason: a.status_reason.clone(),
             last_updated_timestamp_seconds: a.last_updated,
             seconds_in_status: a.last_updated.map(|t| (now_s - t).max(0.0)),
+            automation_status: None,
         })
         .collect();
     // Stuck (Pending, Failed, unknown) before opted-out (Inactive); within
@@ -247,6 +390,8 @@ pub fn report(
             .collect(),
         not_active,
         tag_keys: names.tag_labels.iter().map(|(_, k)| k.clone()).collect(),
+        automation: None,
+        trusted_access: None,
     }
 }
 
@@ -355,7 +500,16 @@ fn status_section(r: &StatusReport) -> String {
         .iter()
         .map(|k| format!("<th>{}</th>", escape(k)))
         .collect();
+    let with_automation = r.automation.is_some();
     for a in &r.not_active {
+        let automation = if with_automation {
+            format!(
+                "<td>{}</td>",
+                escape(a.automation_status.as_deref().unwrap_or(""))
+            )
+        } else {
+            String::new()
+        };
         let tags: String = r
             .tag_keys
             .iter()
@@ -367,7 +521,7 @@ fn status_section(r: &StatusReport) -> String {
             })
             .collect();
         rows.push_str(&format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>{tags}<td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>{tags}<td>{}</td><td>{}</td>{automation}<td>{}</td></tr>\n",
             escape(&a.status),
             escape(&a.account_id),
             escape(a.account_name.as_deref().unwrap_or("")),
@@ -383,10 +537,77 @@ fn status_section(r: &StatusReport) -> String {
         Some(name) => format!("<h2 id=\"{0}\">{0}</h2>\n", escape(name)),
         None => String::new(),
     };
+    let automation_head = if with_automation {
+        "<th>Automation</th>"
+    } else {
+        ""
+    };
     format!(
-        "{heading}<p>{}</p>\n<p>{}</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>OU</th>{tag_heads}<th>Status</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n",
+        "{heading}<p>{}</p>\n<p>{}</p>\n{}<table>\n<thead><tr><th>Account</th><th>Name</th><th>OU</th>{tag_heads}<th>Status</th><th>In status for</th>{automation_head}<th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n{}",
         poll_line(r),
         counts_line(r),
+        access_line(r),
+        automation_section(r),
+    )
+}
+
+/// Trusted access and delegated administrators, when known.
+fn access_line(r: &StatusReport) -> String {
+    let Some(t) = &r.trusted_access else {
+        return String::new();
+    };
+    let state = match (t.enabled, t.enabled_timestamp_seconds) {
+        (true, Some(since)) => format!(
+            "on for {}",
+            human_age(r.generated_timestamp_seconds - since)
+        ),
+        (true, None) => "on".into(),
+        (false, _) => "<strong class=\"Failed\">OFF</strong>: member accounts cannot enroll".into(),
+    };
+    let admins = if t.delegated_administrators.is_empty() {
+        "none".into()
+    } else {
+        t.delegated_administrators
+            .iter()
+            .map(|a| format!("{} ({})", escape(&a.account_id), escape(&a.account_name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "<p>Trusted access for Compute Optimizer in AWS Organizations: {state}. Delegated administrators: {admins}.</p>\n"
+    )
+}
+
+/// Compute Optimizer Automation's accounts not Active, when watched.
+fn automation_section(r: &StatusReport) -> String {
+    let Some(a) = &r.automation else {
+        return String::new();
+    };
+    let counts = a
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{}: {n}", escape(s)))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let mut rows = String::new();
+    for x in &a.not_active {
+        rows.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&x.status),
+            escape(&x.account_id),
+            escape(x.account_name.as_deref().unwrap_or("")),
+            escape(&x.status),
+            escape(x.organization_rule_mode.as_deref().unwrap_or("")),
+            x.seconds_in_status
+                .map(human_age)
+                .unwrap_or_else(|| "unknown".into()),
+            escape(x.status_reason.as_deref().unwrap_or("")),
+        ));
+    }
+    format!(
+        "<h3>Compute Optimizer Automation</h3>\n<p>{} accounts; {counts}; the calling account: {}.</p>\n<table>\n<thead><tr><th>Account</th><th>Name</th><th>Status</th><th>Rule mode</th><th>In status for</th><th>Reason</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n",
+        a.accounts_total,
+        escape(a.management_account_status.as_deref().unwrap_or("unknown")),
     )
 }
 

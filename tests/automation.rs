@@ -476,3 +476,69 @@ async fn refused_trusted_access_leaves_its_series_absent() {
     );
     assert!(text.contains("aws_compute_optimizer_account_info{"));
 }
+
+/// `/status.json` and `/status` show Automation beside enrollment: each
+/// account not Active carries its Automation status, Automation's own
+/// accounts not Active are listed with their rule mode, and trusted access
+/// with the delegated administrators is stated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_pages_show_automation_beside_enrollment() {
+    let accounts = org(8);
+    let standin = Standin::start(accounts.clone()).await;
+    let mut automation = automation_of(&accounts);
+    // 100000000002 is Pending in Compute Optimizer, Failed in Automation.
+    automation[2].status = "Failed".into();
+    automation[2].reason = Some("not <enrolled>".into());
+    standin.set_automation(automation);
+    standin.set_delegated_administrators(vec![(
+        "222233334444",
+        "finops",
+        "compute-optimizer.amazonaws.com",
+    )]);
+    let config =
+        format!("organizations = true\norganizations_requests_per_second = 1000\n{AUTOMATION}");
+    let exporter = Exporter::start(&standin, &config).await;
+    exporter
+        .wait_for(20, |t| {
+            both_ended(t) && sample(t, "aws_compute_optimizer_trusted_access_up").is_some()
+        })
+        .await;
+    let json: serde_json::Value =
+        serde_json::from_str(&support::get(exporter.addr, "/status.json").await.text()).unwrap();
+    let html = support::get(exporter.addr, "/status").await.text();
+    exporter.stop().await;
+    let row = json["not_active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account_id"] == "100000000002")
+        .unwrap();
+    assert_eq!(row["status"], "Pending");
+    assert_eq!(row["automation_status"], "Failed");
+    let a = &json["automation"];
+    assert_eq!(a["accounts_total"], 8);
+    assert_eq!(a["counts"]["Failed"], 3);
+    assert_eq!(a["management_account_status"], "Active");
+    let failed = a["not_active"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["account_id"] == "100000000002")
+        .unwrap();
+    assert_eq!(failed["organization_rule_mode"], "NoneAllowed");
+    assert_eq!(failed["account_name"], "account-100000000002");
+    let t = &json["trusted_access"];
+    assert_eq!(t["enabled"], true);
+    assert_eq!(t["enabled_timestamp_seconds"], 1_650_000_000.0);
+    assert_eq!(
+        t["delegated_administrators"][0]["account_id"],
+        "222233334444"
+    );
+    assert!(
+        html.contains("<h3>Compute Optimizer Automation</h3>"),
+        "{html}"
+    );
+    assert!(html.contains("<th>Automation</th>"));
+    assert!(html.contains("not &lt;enrolled&gt;"), "escaped: {html}");
+    assert!(html.contains("Delegated administrators: 222233334444 (finops)"));
+}

@@ -148,7 +148,16 @@ async fn status_page_and_json_list_the_accounts_not_active() {
     let body = html.text();
     let first = listed[0]["account_id"].as_str().unwrap();
     assert!(body.contains(first));
-    assert_eq!(body.matches("<tr class=").count() as u64, not_active);
+    // The enrollment table, before the demo's Automation table.
+    let enrollment = body.split("<h3>").next().unwrap();
+    assert_eq!(enrollment.matches("<tr class=").count() as u64, not_active);
+    let automation = &v["automation"];
+    let automation_not_active = automation["accounts_total"].as_u64().unwrap()
+        - automation["counts"]["Active"].as_u64().unwrap();
+    assert_eq!(
+        body.matches("<tr class=").count() as u64,
+        not_active + automation_not_active
+    );
     e.stop().await;
 }
 
