@@ -12,7 +12,8 @@
 //! * [`web`]: the web layer (listening, connections, TLS, basic auth);
 //!   [`routes`]: the exporter's endpoints it serves; [`pages`]: the pages
 //!   for people.
-//! * [`produce`]: the producers (the enrollment poll, the organisation walk).
+//! * [`produce`]: the producers (the enrollment poll, the organisation walk,
+//!   Compute Optimizer Automation, trusted access) and their one driver.
 //! * [`state`]: the store a scrape reads: each organisation's data and its
 //!   producers' segments; [`storage`]: `--storage.path`.
 //! * [`expose`]: renderers, the exposition, OpenMetrics, deflate.
