@@ -36,10 +36,11 @@ async fn main() {
     let s = standin::Standin::serve(listener, org).await;
     s.forget_requests();
     println!(
-        "standin listening with {accounts} accounts: compute optimizer {}, sts {}, organizations {}",
+        "standin listening with {accounts} accounts: compute optimizer {}, sts {}, organizations {}, automation {}",
         s.url(),
         s.sts_url(),
-        s.organizations_url()
+        s.organizations_url(),
+        s.automation_url()
     );
     let mut last = 0;
     loop {

@@ -11,6 +11,10 @@
 # With FORMAT=openmetrics, every request sends the Accept header Prometheus
 # 3 sends, and the OpenMetrics body is measured (default: the text format).
 #
+# With AUTOMATION=1, every organisation also has aws.automation on (the
+# stand-in's Automation lists the same accounts): both programmes polled,
+# both segments served.
+#
 # With STATUS_CONNECTIONS=N, N more connections ask for /status as fast as
 # they can while the scrapes are measured (the pages for people must not
 # take the scrapes' CPU).
@@ -51,6 +55,11 @@ for i in $(seq 1 "${ORGS:-1}"); do
   else
     printf 'endpoint_url = "http://127.0.0.1:%s"\n' "$SP" >> "$tmp/c.toml"
   fi
+  if [ -n "${AUTOMATION:-}" ]; then
+    for _ in $(seq 1 100); do grep -q 'automation http' "$tmp/standin-$i.log" && break; sleep 0.1; done
+    AU=$(grep -o 'automation http://[0-9.:]*' "$tmp/standin-$i.log" | cut -d' ' -f2)
+    printf 'automation = true\nautomation_endpoint_url = "%s"\n' "$AU" >> "$tmp/c.toml"
+  fi
 done
 printf '\n[poll]\ninterval = "5m"\n' >> "$tmp/c.toml"
 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
@@ -62,6 +71,14 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 curl -fs "http://127.0.0.1:$EP/-/ready" >/dev/null
+if [ -n "${AUTOMATION:-}" ]; then
+  # Every organisation's Automation poll has published too.
+  for _ in $(seq 1 600); do
+    curl -s "http://127.0.0.1:$EP/metrics" | awk -v want="${ORGS:-1}" '
+      /^aws_compute_optimizer_automation_up/ && $2 == 1 { n++ } END { exit n == want ? 0 : 1 }' && break
+    sleep 0.1
+  done
+fi
 sleep 1.2
 requests=$(for f in "$tmp"/standin-*.log; do tail -1 "$f"; done | awk '{s += $NF} END {print s}')
 scrape=$(curl -s "http://127.0.0.1:$EP/metrics")
@@ -96,11 +113,14 @@ fi
 # The peak while every organisation publishes again, its previous data
 # still served: a [poll] change makes each poll at once (SIGHUP), and the
 # peak is read once every second poll has published.
+# (Automation's interval follows poll.interval, so it publishes again too.)
+before=$(curl -s "http://127.0.0.1:$EP/metrics" | awk '/^aws_compute_optimizer_automation_last_success_timestamp_seconds/ {if (m == "" || $2 > m) m = $2} END {print m + 0}')
 sed -i 's/^interval = "5m"$/interval = "4m"/' "$tmp/c.toml"
 kill -HUP "$EXPORTER"
 for _ in $(seq 1 600); do
-  curl -s "http://127.0.0.1:$EP/metrics" | awk '
+  curl -s "http://127.0.0.1:$EP/metrics" | awk -v before="$before" -v auto="${AUTOMATION:-}" '
     /^aws_compute_optimizer_polls_total\{.*result="success"/ { n++; if ($2 < 2) low++ }
+    /^aws_compute_optimizer_automation_last_success_timestamp_seconds/ { if ($2 <= before) low++ }
     END { exit (n > 0 && low == 0) ? 0 : 1 }' && break
   sleep 0.1
 done

@@ -128,11 +128,75 @@ pub struct AutomationAccount {
     /// The same four documented statuses as Compute Optimizer's own.
     pub status: Status,
     /// `organizationRuleMode`: whether the management account's rules may
-    /// act on the account (`AnyAllowed`, `NoneAllowed`); kept verbatim.
-    pub rule_mode: Option<String>,
+    /// act on the account.
+    pub rule_mode: Option<RuleMode>,
     pub status_reason: Option<String>,
     /// `lastUpdatedTimestamp` as Unix seconds.
     pub last_updated: Option<f64>,
+}
+
+/// Automation's `organizationRuleMode`: the two documented values, and
+/// anything else verbatim (exported under its raw value, as a status is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleMode {
+    AnyAllowed,
+    NoneAllowed,
+    Other(String),
+}
+
+impl RuleMode {
+    pub fn from_api(raw: &str) -> RuleMode {
+        match raw {
+            "AnyAllowed" => RuleMode::AnyAllowed,
+            "NoneAllowed" => RuleMode::NoneAllowed,
+            other => RuleMode::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RuleMode::AnyAllowed => "AnyAllowed",
+            RuleMode::NoneAllowed => "NoneAllowed",
+            RuleMode::Other(raw) => raw,
+        }
+    }
+}
+
+/// Automation's accounts, sorted by ID, each once: one vector (at 100,000
+/// accounts a map would hold every ID twice, and the listing's vector and
+/// the map would both be alive while it is built).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutomationAccounts(Vec<AutomationAccount>);
+
+impl AutomationAccounts {
+    /// From a listing's items; an ID listed twice keeps its last listing.
+    pub fn from_listed(mut listed: Vec<AutomationAccount>) -> AutomationAccounts {
+        listed.reverse();
+        listed.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+        listed.dedup_by(|later, kept| later.account_id == kept.account_id);
+        listed.shrink_to_fit();
+        AutomationAccounts(listed)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&AutomationAccount> {
+        self.0
+            .binary_search_by(|a| a.account_id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// In account ID order.
+    pub fn values(&self) -> std::slice::Iter<'_, AutomationAccount> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The calling account's own Automation enrollment
@@ -141,15 +205,14 @@ pub struct AutomationAccount {
 pub struct AutomationEnrollment {
     pub status: Status,
     pub status_reason: Option<String>,
-    pub rule_mode: Option<String>,
+    pub rule_mode: Option<RuleMode>,
     pub last_updated: Option<f64>,
 }
 
 /// What one round of the Automation producer learned.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AutomationSnapshot {
-    /// By account ID.
-    pub accounts: BTreeMap<String, AutomationAccount>,
+    pub accounts: AutomationAccounts,
     /// `None` when `GetEnrollmentConfiguration` failed this round.
     pub management: Option<AutomationEnrollment>,
     pub pages: usize,

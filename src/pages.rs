@@ -263,7 +263,7 @@ impl StatusReport {
                 account_id: a.account_id.clone(),
                 account_name: names.name(&a.account_id).map(str::to_owned),
                 status: a.status.as_str().to_owned(),
-                organization_rule_mode: a.rule_mode.clone(),
+                organization_rule_mode: a.rule_mode.as_ref().map(|m| m.as_str().to_owned()),
                 status_reason: a.status_reason.clone(),
                 last_updated_timestamp_seconds: a.last_updated,
                 seconds_in_status: a.last_updated.map(|t| (now_s - t).max(0.0)),

@@ -73,34 +73,65 @@ pub fn deflate_once(text: &[u8]) -> Vec<u8> {
             out.shrink_to_fit();
             out
         }
-        // Cannot happen with the bound above; fall back to zlib.
+        // Cannot happen with the bound above; fall back to zlib, and to
+        // stored blocks should zlib fail too.
         Err(_) => {
             let mut out = Vec::new();
             let mut z = Compress::new(Compression::best(), false);
-            deflate_into(&mut z, text, &mut out, FlushCompress::Finish);
-            out
+            match deflate_into(&mut z, text, &mut out, FlushCompress::Finish) {
+                Ok(()) => out,
+                Err(_) => {
+                    let mut out = stored(text);
+                    out.extend_from_slice(&FINAL_EMPTY_BLOCK);
+                    out
+                }
+            }
         }
     }
 }
 
-/// `text` compressed by zlib and sync-flushed: a piece, made quickly (for
-/// the per-scrape part).
-pub fn sync_flushed(text: &[u8], level: Compression) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() / 4 + 64);
-    if !text.is_empty() {
-        let mut z = Compress::new(level, false);
-        deflate_into(&mut z, text, &mut out, FlushCompress::Sync);
+/// `text` as stored (uncompressed) blocks, none final, ending on a byte
+/// boundary: a piece that cannot fail, for when a compressor does.
+pub fn stored(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 65_535 * 5 + 5);
+    for chunk in text.chunks(65_535) {
+        // BFINAL 0, BTYPE 00, padded to the byte: one zero byte.
+        out.push(0);
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
     }
     out
 }
 
+/// `text` compressed by zlib and sync-flushed: a piece, made quickly (for
+/// the per-scrape part). Should zlib fail, the piece is `text` stored, not
+/// cut short: a failing compressor costs bytes, never series.
+pub fn sync_flushed(text: &[u8], level: Compression) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() / 4 + 64);
+    if !text.is_empty() {
+        let mut z = Compress::new(level, false);
+        if deflate_into(&mut z, text, &mut out, FlushCompress::Sync).is_err() {
+            return stored(text);
+        }
+    }
+    out
+}
+
+/// zlib failed part-way: what it wrote is not the whole input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeflateFailed;
+
 /// Feeds all of `input` to `deflate`, then flushes as asked, growing `out`.
+/// An error from zlib, or zlib making no progress with input left, is
+/// returned: the output is then short of the input, and must not be used.
 pub fn deflate_into(
     deflate: &mut Compress,
     mut input: &[u8],
     out: &mut Vec<u8>,
     flush: FlushCompress,
-) {
+) -> Result<(), DeflateFailed> {
     loop {
         if out.capacity() - out.len() < 4096 {
             out.reserve(out.capacity().max(4096));
@@ -110,16 +141,23 @@ pub fn deflate_into(
         input = &input[(deflate.total_in() - in_before) as usize..];
         let stalled = deflate.total_in() == in_before && deflate.total_out() == out_before;
         match status {
-            Ok(FlateStatus::StreamEnd) | Err(_) => return,
+            Ok(FlateStatus::StreamEnd) if input.is_empty() => return Ok(()),
+            Ok(FlateStatus::StreamEnd) | Err(_) => return Err(DeflateFailed),
             // zlib: a flush is complete once it returns with output space left.
             Ok(_)
                 if !matches!(flush, FlushCompress::Finish)
                     && input.is_empty()
                     && out.len() < out.capacity() =>
             {
-                return;
+                return Ok(());
             }
-            Ok(_) if stalled && out.len() < out.capacity() => return,
+            Ok(_) if stalled && out.len() < out.capacity() => {
+                return if input.is_empty() {
+                    Ok(())
+                } else {
+                    Err(DeflateFailed)
+                };
+            }
             Ok(_) => {}
         }
     }
@@ -129,7 +167,7 @@ pub fn deflate_into(
 /// its BFINAL bit) and where it ends (the bit index after its last code),
 /// bits counted from the least significant of the first byte. `None` if the
 /// stream is malformed or has no final block.
-fn final_block_header(data: &[u8]) -> Option<(usize, usize)> {
+pub fn final_block_header(data: &[u8]) -> Option<(usize, usize)> {
     let mut bits = Bits { data, at: 0 };
     loop {
         let header = bits.at;

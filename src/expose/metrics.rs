@@ -655,8 +655,9 @@ pub fn render_automation(snap: &AutomationSnapshot, org: Option<&str>) -> Render
             let Some(mode) = &account.rule_mode else {
                 continue;
             };
+            let mode = mode.as_str();
             let mut modes: Vec<&str> = RULE_MODES.to_vec();
-            if !modes.contains(&mode.as_str()) {
+            if !modes.contains(&mode) {
                 modes.push(mode);
                 modes.sort_unstable();
             }

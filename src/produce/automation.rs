@@ -18,7 +18,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::{PollOptions, format_duration};
 use crate::expose::exposition::{Segment, render_in_turn};
 use crate::expose::metrics::{OrgMetrics, render_automation};
-use crate::model::{AutomationEnrollment, AutomationSnapshot};
+use crate::model::{AutomationAccounts, AutomationEnrollment, AutomationSnapshot};
 use crate::produce::{Health, Producer, Round, Stopped, blocking, drive};
 use crate::shutdown::Shutdown;
 use crate::source::error::{ApiError, PollError};
@@ -129,11 +129,9 @@ impl<S: AutomationSource> Automation<S> {
         );
         let mut snap = AutomationSnapshot {
             pages: listed.pages,
-            ..AutomationSnapshot::default()
+            accounts: AutomationAccounts::from_listed(listed.items),
+            management: None,
         };
-        for account in listed.items {
-            snap.accounts.insert(account.account_id.clone(), account);
-        }
         if let Some(management) = self.enrollment(listing.deadline).await {
             self.management = Some(management);
         }

@@ -21,7 +21,7 @@ use aws_sdk_computeoptimizer::types::{EnrollmentFilter, EnrollmentFilterName};
 use crate::config::AwsConfig;
 use crate::model::{
     Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
-    Root, Status,
+    Root, RuleMode, Status,
 };
 use crate::source::error::ApiError;
 use crate::source::{
@@ -545,7 +545,7 @@ impl AutomationSource for AwsSource {
                 Some(AutomationAccount {
                     account_id: a.account_id().to_owned(),
                     status: Status::from_api(a.status().as_str()),
-                    rule_mode: Some(a.organization_rule_mode().as_str().to_owned()),
+                    rule_mode: Some(RuleMode::from_api(a.organization_rule_mode().as_str())),
                     status_reason: a.status_reason().map(str::to_owned),
                     last_updated: Some(a.last_updated_timestamp().as_secs_f64()),
                 })
@@ -564,7 +564,9 @@ impl AutomationSource for AwsSource {
         Ok(AutomationEnrollment {
             status: Status::from_api(out.status().as_str()),
             status_reason: out.status_reason().map(str::to_owned),
-            rule_mode: out.organization_rule_mode().map(|m| m.as_str().to_owned()),
+            rule_mode: out
+                .organization_rule_mode()
+                .map(|m| RuleMode::from_api(m.as_str())),
             last_updated: out.last_updated_timestamp().map(|t| t.as_secs_f64()),
         })
     }

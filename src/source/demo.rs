@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::{
     Account, AutomationAccount, AutomationEnrollment, OrgAccount, OrgStatus, Page, PageRequest,
-    Root, Status, unix_seconds,
+    Root, RuleMode, Status, unix_seconds,
 };
 use crate::source::error::ApiError;
 use crate::source::{
@@ -118,16 +118,16 @@ impl DemoSource {
                 (status, reason)
             };
             let mode = if roll % 3 == 0 {
-                "NoneAllowed"
+                RuleMode::NoneAllowed
             } else {
-                "AnyAllowed"
+                RuleMode::AnyAllowed
             };
             let age_days = 1.0 + (org.next() % 30) as f64;
             let account_id = org.accounts[i].account.account_id.clone();
             org.automation.push(AutomationAccount {
                 account_id,
                 status,
-                rule_mode: Some(mode.to_owned()),
+                rule_mode: Some(mode),
                 status_reason: reason.map(str::to_owned),
                 last_updated: Some((now - age_days * DAY).floor()),
             });
@@ -323,7 +323,7 @@ impl AutomationSource for DemoSource {
         Ok(AutomationEnrollment {
             status: Status::Active,
             status_reason: None,
-            rule_mode: Some("AnyAllowed".into()),
+            rule_mode: Some(RuleMode::AnyAllowed),
             last_updated: Some(now - 40.0 * DAY),
         })
     }
