@@ -4,7 +4,9 @@
 # and `chromium` packages),
 # the deployment files checked by the tools that apply them (kubectl
 # kustomize, systemd-analyze, hadolint), the OpenMetrics body read by the
-# Python prometheus_client parser, and the benchmarks compiled. What a
+# Python prometheus_client parser, the supply-chain policy (cargo-deny), the
+# fuzz targets' corpus and a short fuzzing pass (tests/fuzz.rs), and the
+# benchmarks compiled. What a
 # fresh machine lacks is installed here when we are root. Ends with one
 # summary line.
 set -euo pipefail
@@ -46,7 +48,24 @@ if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check prometheus-client==0.23.1
 fi
 
+# The supply-chain check (deny.toml) runs cargo-deny, built from crates.io
+# where it is missing (a few minutes, once per machine).
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "--- installing cargo-deny (crates.io)"
+  cargo install --quiet --locked cargo-deny --version 0.20.2
+fi
+
 started=$(date +%s)
+echo "--- cargo deny check licenses bans sources"
+cargo deny --log-level error check licenses bans sources
+# Advisories need the RustSec database, which these machines cannot fetch:
+# checked wherever it is present (cargo deny fetch puts it there).
+if [ -n "$(ls -A "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" 2>/dev/null)" ]; then
+  echo "--- cargo deny check advisories (offline database)"
+  cargo deny --log-level error check --disable-fetch advisories
+else
+  echo "--- cargo deny check advisories: skipped, no RustSec database here (README, \"Supply chain\")"
+fi
 echo "--- cargo fmt --check"
 cargo fmt --check
 echo "--- cargo clippy --all-targets -- -D warnings"
