@@ -20,6 +20,8 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The monitoring mixin (mixin/) renders the rules and the dashboard.
+{ command -v jsonnet && command -v jsonnetfmt; } >/dev/null || missing+=(jsonnet)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "--- installing Debian packages: ${missing[*]}"

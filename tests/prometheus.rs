@@ -66,8 +66,92 @@ fn the_prometheus_rule_resource_embeds_the_rules_file() {
     assert_eq!(
         groups_only(&unindented),
         groups_only(&rules),
-        "regenerate with scripts/gen-prometheusrule.sh"
+        "regenerate with scripts/gen-mixin.sh"
     );
+}
+
+/// The script, the mixin and the files it writes, copied to a folder of
+/// their own (the script renders into the tree it sits in).
+fn mixin_copy() -> std::path::PathBuf {
+    let copy = support::tempdir();
+    let files = [
+        "scripts/gen-mixin.sh",
+        "deploy/prometheus/rules.yml",
+        "deploy/prometheus/rules.test.yml",
+        "deploy/kubernetes/prometheusrule.yaml",
+        "deploy/grafana/compute-optimizer-exporter.json",
+    ];
+    let mixin: Vec<String> = walk(&root().join("mixin"))
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for file in files.iter().map(|f| f.to_string()).chain(mixin) {
+        let to = copy.join(&file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root().join(&file), to).unwrap();
+    }
+    copy
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The shipped rules, their PrometheusRule and the dashboard are exactly
+/// what the mixin renders, and the mixin is as jsonnetfmt writes it.
+#[test]
+fn the_shipped_monitoring_files_are_what_the_mixin_renders() {
+    let copy = mixin_copy();
+    let run = Command::new("bash")
+        .arg(copy.join("scripts/gen-mixin.sh"))
+        .env_remove("RUNBOOK_BASE")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for file in [
+        "deploy/prometheus/rules.yml",
+        "deploy/prometheus/rules.test.yml",
+        "deploy/kubernetes/prometheusrule.yaml",
+        "deploy/grafana/compute-optimizer-exporter.json",
+    ] {
+        let shipped = std::fs::read_to_string(root().join(file)).unwrap();
+        let rendered = std::fs::read_to_string(copy.join(file)).unwrap();
+        assert!(
+            shipped == rendered,
+            "{file} differs from what mixin/ renders: run scripts/gen-mixin.sh"
+        );
+    }
+    for file in walk(&root().join("mixin")) {
+        let name = file.to_string_lossy();
+        if !(name.ends_with(".libsonnet") || name.ends_with(".jsonnet")) {
+            continue;
+        }
+        let fmt = Command::new("jsonnetfmt")
+            .arg("--test")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(fmt.status.success(), "{name} is not as jsonnetfmt writes it");
+    }
 }
 
 /// The `runbook_url` of each alert in a rules file, by alert name.
@@ -125,20 +209,10 @@ fn every_alert_links_its_runbook_section_from_one_base() {
 
     // Another base, through the script: every link in the rules, their
     // unit tests and the PrometheusRule moves to it, and nothing else.
-    let copy = support::tempdir();
-    for dir in ["scripts", "deploy/prometheus", "deploy/kubernetes"] {
-        std::fs::create_dir_all(copy.join(dir)).unwrap();
-    }
-    for file in [
-        "scripts/gen-prometheusrule.sh",
-        "deploy/prometheus/rules.yml",
-        "deploy/prometheus/rules.test.yml",
-    ] {
-        std::fs::copy(root().join(file), copy.join(file)).unwrap();
-    }
+    let copy = mixin_copy();
     let base = "https://git.example.com/platform/coe/-/blob/main/README.md";
     let run = Command::new("bash")
-        .arg(copy.join("scripts/gen-prometheusrule.sh"))
+        .arg(copy.join("scripts/gen-mixin.sh"))
         .env("RUNBOOK_BASE", base)
         .output()
         .unwrap();
@@ -173,7 +247,7 @@ fn every_alert_links_its_runbook_section_from_one_base() {
         "only the links change"
     );
     let refused = Command::new("bash")
-        .arg(copy.join("scripts/gen-prometheusrule.sh"))
+        .arg(copy.join("scripts/gen-mixin.sh"))
         .env("RUNBOOK_BASE", "https://x.example/\"")
         .output()
         .unwrap();
