@@ -955,3 +955,19 @@ fn a_flush_across_many_calls_holds_all_its_text() {
         }
     }
 }
+
+/// Found by the web-config target: a flow-mapping key holding a line break
+/// (`{A`, a blank line, then `a`: YAML folds it to "A", a break, "a") made
+/// an error of two lines. It is one,
+/// the break escaped.
+#[test]
+fn a_web_config_key_with_a_line_break_is_named_on_one_line() {
+    let dir = support::tempdir();
+    let path = dir.join("web.yml");
+    std::fs::write(&path, "{A\n\na").unwrap();
+    let e = compute_optimizer_exporter::web::websec::WebSecurity::load(&path)
+        .err()
+        .expect("refused");
+    assert!(!e.contains('\n'), "{e:?}");
+    assert!(e.contains("unknown field `A\\na`"), "{e:?}");
+}

@@ -150,7 +150,10 @@ fn the_shipped_monitoring_files_are_what_the_mixin_renders() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(fmt.status.success(), "{name} is not as jsonnetfmt writes it");
+        assert!(
+            fmt.status.success(),
+            "{name} is not as jsonnetfmt writes it"
+        );
     }
 }
 

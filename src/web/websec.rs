@@ -186,7 +186,14 @@ impl WebSecurity {
         }
     }
 
+    /// Reads and checks `--web.config.file`. Every error is one line
+    /// naming the file: a key or value quoted in it can hold a line break
+    /// (a YAML flow key, found by fuzzing), which is escaped.
     pub fn load(path: &Path) -> Result<WebSecurity, String> {
+        WebSecurity::read(path).map_err(|e| e.replace('\r', "\\r").replace('\n', "\\n"))
+    }
+
+    fn read(path: &Path) -> Result<WebSecurity, String> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{name}: cannot read web config file: {e}"))?;
