@@ -542,3 +542,23 @@ async fn the_status_pages_show_automation_beside_enrollment() {
     assert!(html.contains("not &lt;enrolled&gt;"), "escaped: {html}");
     assert!(html.contains("Delegated administrators: 222233334444 (finops)"));
 }
+
+/// A page that is not Automation's answer (a proxy's page, another
+/// service) is `invalid_response`: counted, the round failed, no series
+/// made up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_page_is_an_invalid_response() {
+    let standin = Standin::start(org(10)).await;
+    standin.automation_fault(0, Fault::Garbage, 1);
+    let exporter = Exporter::start(&standin, AUTOMATION).await;
+    let text = exporter.wait_for(20, both_ended).await;
+    exporter.stop().await;
+    assert_eq!(up(&text), Some(0.0), "{text}");
+    assert_eq!(
+        api_requests(&text, "ListAccounts", "invalid_response"),
+        1.0,
+        "{text}"
+    );
+    assert!(!text.contains("aws_compute_optimizer_automation_enrollment_status{"));
+    assert_eq!(sample(&text, "aws_compute_optimizer_up"), Some(1.0));
+}
