@@ -705,7 +705,7 @@ fn mutated_web_configurations_load_or_fail_with_one_line() {
     // A real hash's prefix: "$2y$" and a cost (the advice's "$2y$..." is not one).
     let hash_like = |e: &str| {
         e.match_indices("$2").any(|(i, _)| {
-            let rest = e[i..].as_bytes();
+            let rest = &e.as_bytes()[i..];
             rest.len() > 7
                 && matches!(rest[2], b'a' | b'b' | b'y')
                 && rest[3] == b'$'

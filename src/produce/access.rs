@@ -159,16 +159,19 @@ impl<S: NameSource> Producer for Access<S> {
             Some(Ok(())) => {
                 self.refusal_logged = false;
             }
-            Some(Err(e)) if REFUSED.contains(&e.code()) => {
-                if !std::mem::replace(&mut self.refusal_logged, true) {
-                    tracing::warn!(
-                        code = e.code(),
-                        error = %e,
-                        advice = "Organizations answers ListAWSServiceAccessForOrganization and ListDelegatedAdministrators to the management account (and grants them with organizations:ListAWSServiceAccessForOrganization and organizations:ListDelegatedAdministrators); run as a delegated administrator, the exporter goes without them. Logged once; every other series is unaffected",
-                        "trusted access for Compute Optimizer cannot be read; its series are absent"
-                    );
-                }
+            // Logged once: the first refusal since a success.
+            Some(Err(e))
+                if REFUSED.contains(&e.code())
+                    && !std::mem::replace(&mut self.refusal_logged, true) =>
+            {
+                tracing::warn!(
+                    code = e.code(),
+                    error = %e,
+                    advice = "Organizations answers ListAWSServiceAccessForOrganization and ListDelegatedAdministrators to the management account (and grants them with organizations:ListAWSServiceAccessForOrganization and organizations:ListDelegatedAdministrators); run as a delegated administrator, the exporter goes without them. Logged once; every other series is unaffected",
+                    "trusted access for Compute Optimizer cannot be read; its series are absent"
+                );
             }
+            Some(Err(e)) if REFUSED.contains(&e.code()) => {}
             Some(Err(e)) => tracing::warn!(
                 code = e.code(),
                 error = %e,

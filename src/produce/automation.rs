@@ -249,7 +249,7 @@ pub fn advice(err: &PollError, options: &AutomationOptions, opts: &PollOptions) 
         Some(u) => format!("aws.automation_endpoint_url ({u})"),
         None => format!("aco-automation.{region}.amazonaws.com"),
     };
-    let advice = match err.code() {
+    match err.code() {
         "AccessDeniedException" | "ForbiddenException" => format!(
             "the credentials need IAM permissions aco-automation:ListAccounts and aco-automation:GetEnrollmentConfiguration (deploy/iam/reader-permissions.json){}",
             opts.role_arn
@@ -277,9 +277,8 @@ pub fn advice(err: &PollError, options: &AutomationOptions, opts: &PollOptions) 
             format_duration(options.interval),
             format_duration(opts.retry_backoff)
         ),
-        _ => return err.advice(opts).unwrap_or_default(),
-    };
-    advice
+        _ => err.advice(opts).unwrap_or_default(),
+    }
 }
 
 /// Lists Automation's accounts now, then every `interval`, until `stop`.

@@ -117,7 +117,7 @@ impl DemoSource {
             } else {
                 (status, reason)
             };
-            let mode = if roll % 3 == 0 {
+            let mode = if roll.is_multiple_of(3) {
                 RuleMode::NoneAllowed
             } else {
                 RuleMode::AnyAllowed
