@@ -1,10 +1,60 @@
-// Alerts, each with a runbook section in the README ($._config.runbookBase).
+// Alerts, each with a runbook section in the README ($._config.runbookBase),
+// and the recording rules they read: a group's rules are evaluated in
+// order, so an alert sees this evaluation's recorded series, never the
+// previous one's (Prometheus evaluates groups independently).
 {
   prometheusAlerts+:: {
     groups+: [
       {
         name: 'compute-optimizer-exporter.accounts',
         rules: [
+          {
+            record: 'aws_compute_optimizer:account_info:deduplicated',
+            comment:: "Every join below matches on `organization` as well as `account_id`:\none account ID can be listed by two organisations (an account that\nmoved, an organisation failing with its last good data kept), and\nwithout it the join is many-to-many and the whole alert fails to\nevaluate, or an alert carries the other organisation's team. Where\nno series has the label it matches the empty value on both sides.\nOne series per account however many replicas report it: two exporter\nreplicas (or pods) differ only in `instance` and `pod`, which are\naggregated away, so an HA pair raises one alert per account. Only\nreplicas whose organisation data is complete (names, OUs and every\ntag known) are heard when at least one is, so a fresh replica still\nlearning tags neither doubles an alert nor moves it to another\nreceiver; with none complete, all are. Per organisation: where an\n`organization` label tells several apart in one job, one complete\norganisation does not silence another's (without it, it matches\nthe empty value on both sides).",
+            expr: |||
+              max without (instance, pod) (
+                aws_compute_optimizer_account_info%(sel)s
+                  and on (instance, job, %(organizationLabel)s) (aws_compute_optimizer_organizations_complete%(sel)s == 1)
+                or
+                (
+                  aws_compute_optimizer_account_info%(sel)s
+                    unless on (job, %(organizationLabel)s) (aws_compute_optimizer_organizations_complete%(sel)s == 1)
+                )
+              )
+            ||| % $._config,
+          },
+          {
+            record: 'aws_compute_optimizer:account_stuck_pending_seconds',
+            comment:: "Pending accounts stuck by either clock, valued in seconds Pending:\nAWS's lastUpdatedTimestamp older than a day, or, should AWS refresh\nthat timestamp while an account stays Pending, Prometheus' own\nhistory: Pending a day ago and at every sample since (valued 86400,\na lower bound).",
+            expr: |||
+              max without (instance, pod) (
+                (time() - aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds%(sel)s > %(pendingThresholdSeconds)d)
+                  and on (instance, job, %(organizationLabel)s, account_id)
+                (aws_compute_optimizer_enrollment_status{%(selc)sstatus="Pending"} == 1)
+              )
+              or on (job, %(organizationLabel)s, account_id)
+              max without (instance, pod, status) (
+                %(pendingThresholdSeconds)d * (
+                  (aws_compute_optimizer_enrollment_status{%(selc)sstatus="Pending"} offset %(pendingThreshold)s == 1)
+                    and on (instance, job, %(organizationLabel)s, account_id)
+                  (min_over_time(aws_compute_optimizer_enrollment_status{%(selc)sstatus="Pending"}[%(pendingThreshold)s]) == 1)
+                )
+              )
+            ||| % $._config,
+          },
+          {
+            record: 'aws_compute_optimizer:account_failed',
+            comment:: 'Failed accounts, one series each, valued in seconds since AWS last\nupdated the status (1 where it gives no timestamp).',
+            expr: |||
+              max without (instance, pod) (
+                (time() - aws_compute_optimizer_enrollment_status_last_updated_timestamp_seconds%(sel)s)
+                  and on (instance, job, %(organizationLabel)s, account_id)
+                (aws_compute_optimizer_enrollment_status{%(selc)sstatus="Failed"} == 1)
+              )
+              or on (job, %(organizationLabel)s, account_id)
+              max without (instance, pod, status) (aws_compute_optimizer_enrollment_status{%(selc)sstatus="Failed"} == 1)
+            ||| % $._config,
+          },
           {
             alert: 'ComputeOptimizerAccountPendingTooLong',
             comment:: 'Enrollment normally completes within hours; a day in Pending means it\nis stuck. Carries account_name, ou_id, ou_path and the tag_* labels\nof account_info (route on them in Alertmanager), and fires without\nthem when account names are off.\nNot for accounts Organizations has suspended or is closing: nobody\ncan fix their enrollment (the dashboard still shows them).',
@@ -62,6 +112,37 @@
       {
         name: 'compute-optimizer-exporter.automation',
         rules: [
+          {
+            record: 'aws_compute_optimizer:automation_account_stuck_pending_seconds',
+            comment:: 'Compute Optimizer Automation (aws.automation), routed as the\nenrollment alerts are: the same joins on organization and\naccount_id, the same deduplicated account_info (names, OUs, tags),\nthe same exclusion of suspended and closing accounts.',
+            expr: |||
+              max without (instance, pod) (
+                (time() - aws_compute_optimizer_automation_enrollment_status_last_updated_timestamp_seconds%(sel)s > %(pendingThresholdSeconds)d)
+                  and on (instance, job, %(organizationLabel)s, account_id)
+                (aws_compute_optimizer_automation_enrollment_status{%(selc)sstatus="Pending"} == 1)
+              )
+              or on (job, %(organizationLabel)s, account_id)
+              max without (instance, pod, status) (
+                %(pendingThresholdSeconds)d * (
+                  (aws_compute_optimizer_automation_enrollment_status{%(selc)sstatus="Pending"} offset %(pendingThreshold)s == 1)
+                    and on (instance, job, %(organizationLabel)s, account_id)
+                  (min_over_time(aws_compute_optimizer_automation_enrollment_status{%(selc)sstatus="Pending"}[%(pendingThreshold)s]) == 1)
+                )
+              )
+            ||| % $._config,
+          },
+          {
+            record: 'aws_compute_optimizer:automation_account_failed',
+            expr: |||
+              max without (instance, pod) (
+                (time() - aws_compute_optimizer_automation_enrollment_status_last_updated_timestamp_seconds%(sel)s)
+                  and on (instance, job, %(organizationLabel)s, account_id)
+                (aws_compute_optimizer_automation_enrollment_status{%(selc)sstatus="Failed"} == 1)
+              )
+              or on (job, %(organizationLabel)s, account_id)
+              max without (instance, pod, status) (aws_compute_optimizer_automation_enrollment_status{%(selc)sstatus="Failed"} == 1)
+            ||| % $._config,
+          },
           {
             alert: 'ComputeOptimizerAutomationAccountPendingTooLong',
             expr: |||
@@ -124,7 +205,7 @@
             },
             annotations: {
               summary: 'compute-optimizer-exporter {{ $labels.instance }} cannot poll Compute Optimizer Automation',
-              description: "The latest polls of Compute Optimizer Automation's ListAccounts by {{ $labels.instance }} failed for 15 minutes; the exported Automation statuses are from the last successful poll. The log line \"automation poll failed\" names the error code and what to fix (the organisation not enrolled in Automation, a region that does not offer it, IAM).",
+              description: "The latest polls of Compute Optimizer Automation's ListAccounts by {{ $labels.instance }} failed for 15 minutes; the exported Automation statuses are from the last successful poll. The log line \"Automation listing failed\" names the error code and what to fix (the organisation not enrolled in Automation, a region that does not offer it, IAM).",
               runbook_url: $._config.runbookBase + '#runbook-computeoptimizerautomationpollsfailing',
             },
           },

@@ -571,7 +571,11 @@ async fn each_endpoint_setting_reaches_its_own_service_only() {
             cmd.env(k, v);
         }
         let mut run = Running::start(&mut cmd);
-        run.wait_lines(&["poll finished", "organisation structure and tags refreshed"]);
+        run.wait_lines(&[
+            "poll finished",
+            "organisation structure and tags refreshed",
+            "trusted access for Compute Optimizer read",
+        ]);
         assert_eq!(standin.misrouted(), Vec::<String>::new(), "{name}");
         let ops: Vec<String> = standin.operations().into_iter().collect();
         assert_eq!(
@@ -579,7 +583,9 @@ async fn each_endpoint_setting_reaches_its_own_service_only() {
             [
                 "compute-optimizer:GetEnrollmentStatus",
                 "compute-optimizer:GetEnrollmentStatusesForOrganization",
+                "organizations:ListAWSServiceAccessForOrganization",
                 "organizations:ListAccountsForParent",
+                "organizations:ListDelegatedAdministrators",
                 "organizations:ListOrganizationalUnitsForParent",
                 "organizations:ListRoots",
                 "sts:AssumeRole",

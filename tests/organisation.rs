@@ -380,6 +380,7 @@ async fn the_organizations_rate_limit_keeps_clear_of_throttling() {
     let text = e
         .wait_for(20, |t| {
             requests(t, "ListTagsForResource", "success") >= 20.0
+                && sample(t, "aws_compute_optimizer_trusted_access_up").is_some()
         })
         .await;
     assert_eq!(standin.organizations_throttled(), 5);
@@ -388,6 +389,9 @@ async fn the_organizations_rate_limit_keeps_clear_of_throttling() {
         "ListOrganizationalUnitsForParent",
         "ListAccountsForParent",
         "ListTagsForResource",
+        // The trusted-access check shares the walk's pace and quota.
+        "ListAWSServiceAccessForOrganization",
+        "ListDelegatedAdministrators",
     ]
     .iter()
     .map(|op| requests(&text, op, "TooManyRequestsException"))

@@ -158,6 +158,13 @@ impl<S: NameSource> Producer for Access<S> {
         match self.outcome.take() {
             Some(Ok(())) => {
                 self.refusal_logged = false;
+                let access = self.org.details::<TrustedAccess>(NAME);
+                tracing::info!(
+                    trusted_access = access.as_ref().is_some_and(|a| a.enabled.is_some()),
+                    delegated_administrators =
+                        access.map_or(0, |a| a.delegated_administrators.len()),
+                    "trusted access for Compute Optimizer read"
+                );
             }
             // Logged once: the first refusal since a success.
             Some(Err(e))

@@ -223,7 +223,7 @@ impl<S: AutomationSource> Producer for Automation<S> {
                 pages,
                 duration_ms = took.as_millis() as u64,
                 outcome = "success",
-                "automation poll finished"
+                "Automation listing finished"
             ),
             Some(Outcome::Failure {
                 code,
@@ -234,7 +234,7 @@ impl<S: AutomationSource> Producer for Automation<S> {
                 code,
                 error,
                 advice,
-                "automation poll failed; keeping the last good data"
+                "Automation listing failed; keeping the last good data"
             ),
             None => {}
         }

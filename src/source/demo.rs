@@ -31,6 +31,10 @@ struct DemoOrg {
     /// out more slowly than Compute Optimizer's: its own listing moves it.
     automation: Vec<AutomationAccount>,
     automation_generation: u64,
+    /// Automation's own random state: the two listings run concurrently,
+    /// and one sharing the other's would make a replica's statuses depend
+    /// on which ran first (two replicas of the same seed must agree).
+    automation_rng: u64,
 }
 
 struct DemoAccount {
@@ -48,6 +52,7 @@ impl DemoSource {
             accounts: Vec::with_capacity(accounts),
             automation: Vec::with_capacity(accounts),
             automation_generation: 0,
+            automation_rng: seed.rotate_left(32) | 1,
         };
         let mut ids = std::collections::BTreeSet::new();
         while ids.len() < accounts {
@@ -148,15 +153,24 @@ impl DemoSource {
     }
 }
 
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
 impl DemoOrg {
     /// xorshift64: deterministic for a seed, good enough for a simulation.
     fn next(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        xorshift(&mut self.rng)
+    }
+
+    /// The same, from Automation's own state.
+    fn next_automation(&mut self) -> u64 {
+        xorshift(&mut self.automation_rng)
     }
 
     /// One tick of Automation's rollout: Pending accounts finish or fail,
@@ -166,7 +180,7 @@ impl DemoOrg {
         self.automation_generation += 1;
         let now = unix_seconds(SystemTime::now()).floor();
         for i in 0..self.automation.len() {
-            let roll = self.next() % 1000;
+            let roll = self.next_automation() % 1000;
             if i % 100 == 99 {
                 continue;
             }
