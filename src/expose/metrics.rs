@@ -456,62 +456,31 @@ pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
     };
     let mut out = Rendered::new();
 
-    header(
+    per_status(
         &mut out,
         ACCOUNTS,
         &format!("Number of organisation member accounts in each enrollment status. {FROM_POLL}"),
+        &snap.counts(),
+        &lead,
     );
-    // The encoder orders by label value, not by our enum's order.
-    let counts = snap.counts();
-    let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-    by_label.sort_unstable();
-    for (status, n) in by_label {
-        out.push_str(ACCOUNTS);
-        out.push('{');
-        out.push_str(&lead);
-        out.push_str("status=\"");
-        escape_label(&mut out, status);
-        let _ = writeln!(out, "\"}} {n}");
-    }
-
-    header(
+    per_account(
         &mut out,
-        STATUS,
-        &format!(
-            "Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"
-        ),
-    );
-    let mut prefix = String::new();
-    for account in snap.accounts.values() {
-        prefix.clear();
-        prefix.push_str(STATUS);
-        prefix.push_str("{account_id=\"");
-        escape_label(&mut prefix, &account.account_id);
-        prefix.push('"');
-        prefix.push_str(&between);
-        prefix.push(',');
-        one_hot(&mut out, &prefix, &account.status);
-        out.end_of_series();
-    }
-
-    if snap.accounts.values().any(|a| a.last_updated.is_some()) {
-        header(
-            &mut out,
-            LAST_UPDATED,
+        [STATUS, LAST_UPDATED],
+        [
+            &format!(
+                "Enrollment status of each member account in Compute Optimizer: 1 for its current status, 0 for the other documented statuses. {FROM_POLL}"
+            ),
             &format!(
                 "When the account's enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_POLL}"
             ),
-        );
-        for account in snap.accounts.values() {
-            if let Some(ts) = account.last_updated {
-                out.push_str(LAST_UPDATED);
-                out.push_str("{account_id=\"");
-                escape_label(&mut out, &account.account_id);
-                let _ = writeln!(out, "\"{between}}} {ts}");
-                out.end_of_series();
-            }
-        }
-    }
+        ],
+        || {
+            snap.accounts
+                .values()
+                .map(|a| (a.account_id.as_str(), &a.status, a.last_updated))
+        },
+        &between,
+    );
 
     if let Some(management) = &snap.org {
         if let Some(status) = &management.status {
@@ -570,63 +539,33 @@ pub fn render_automation(snap: &AutomationSnapshot, org: Option<&str>) -> Render
         (format!("{org},"), format!(",{org}"))
     };
     let mut out = Rendered::new();
-    header(
+    per_status(
         &mut out,
         AUTOMATION_ACCOUNTS,
         &format!(
             "Number of organisation accounts in each Compute Optimizer Automation enrollment status. {FROM_AUTOMATION}"
         ),
+        &snap.counts(),
+        &lead,
     );
-    let counts = snap.counts();
-    let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-    by_label.sort_unstable();
-    for (status, n) in by_label {
-        out.push_str(AUTOMATION_ACCOUNTS);
-        out.push('{');
-        out.push_str(&lead);
-        out.push_str("status=\"");
-        escape_label(&mut out, status);
-        let _ = writeln!(out, "\"}} {n}");
-    }
-
-    header(
+    per_account(
         &mut out,
-        AUTOMATION_STATUS,
-        &format!(
-            "Enrollment status of each account in Compute Optimizer Automation: 1 for its current status, 0 for the other documented statuses. {FROM_AUTOMATION}"
-        ),
-    );
-    let mut prefix = String::new();
-    for account in snap.accounts.values() {
-        prefix.clear();
-        prefix.push_str(AUTOMATION_STATUS);
-        prefix.push_str("{account_id=\"");
-        escape_label(&mut prefix, &account.account_id);
-        prefix.push('"');
-        prefix.push_str(&between);
-        prefix.push(',');
-        one_hot(&mut out, &prefix, &account.status);
-        out.end_of_series();
-    }
-
-    if snap.accounts.values().any(|a| a.last_updated.is_some()) {
-        header(
-            &mut out,
-            AUTOMATION_LAST_UPDATED,
+        [AUTOMATION_STATUS, AUTOMATION_LAST_UPDATED],
+        [
+            &format!(
+                "Enrollment status of each account in Compute Optimizer Automation: 1 for its current status, 0 for the other documented statuses. {FROM_AUTOMATION}"
+            ),
             &format!(
                 "When the account's Compute Optimizer Automation enrollment status was last updated (lastUpdatedTimestamp), as Unix seconds. {FROM_AUTOMATION}"
             ),
-        );
-        for account in snap.accounts.values() {
-            if let Some(ts) = account.last_updated {
-                out.push_str(AUTOMATION_LAST_UPDATED);
-                out.push_str("{account_id=\"");
-                escape_label(&mut out, &account.account_id);
-                let _ = writeln!(out, "\"{between}}} {ts}");
-                out.end_of_series();
-            }
-        }
-    }
+        ],
+        || {
+            snap.accounts
+                .values()
+                .map(|a| (a.account_id.as_str(), &a.status, a.last_updated))
+        },
+        &between,
+    );
 
     if let Some(management) = &snap.management {
         header(
@@ -729,6 +668,70 @@ pub fn render_access(access: Option<&TrustedAccess>, org: Option<&str>) -> Rende
         let _ = writeln!(out, "{TRUSTED_ACCESS_SINCE}{braced} {since}");
     }
     out
+}
+
+/// A count per status (the four documented ones always, others as seen),
+/// ordered by label value as the encoder orders them: `lead` is the
+/// organisation's pair and a comma, or nothing.
+fn per_status(
+    out: &mut Rendered,
+    name: &str,
+    help: &str,
+    counts: &std::collections::BTreeMap<Status, u64>,
+    lead: &str,
+) {
+    header(out, name, help);
+    let mut by_label: Vec<(&str, u64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    by_label.sort_unstable();
+    for (status, n) in by_label {
+        out.push_str(name);
+        out.push('{');
+        out.push_str(lead);
+        out.push_str("status=\"");
+        escape_label(out, status);
+        let _ = writeln!(out, "\"}} {n}");
+    }
+}
+
+/// Per account: its status one-hot (`names[0]`), then when it last changed
+/// (`names[1]`, only if some account has a time), in account ID order;
+/// `between` is a comma and the organisation's pair, or nothing. Shared by
+/// every enrollment programme (Compute Optimizer, Automation).
+fn per_account<'a, I>(
+    out: &mut Rendered,
+    names: [&str; 2],
+    helps: [&str; 2],
+    accounts: impl Fn() -> I,
+    between: &str,
+) where
+    I: Iterator<Item = (&'a str, &'a Status, Option<f64>)>,
+{
+    let [status_name, updated_name] = names;
+    header(out, status_name, helps[0]);
+    let mut prefix = String::new();
+    for (id, status, _) in accounts() {
+        prefix.clear();
+        prefix.push_str(status_name);
+        prefix.push_str("{account_id=\"");
+        escape_label(&mut prefix, id);
+        prefix.push('"');
+        prefix.push_str(between);
+        prefix.push(',');
+        one_hot(out, &prefix, status);
+        out.end_of_series();
+    }
+    if accounts().any(|(_, _, updated)| updated.is_some()) {
+        header(out, updated_name, helps[1]);
+        for (id, _, updated) in accounts() {
+            if let Some(ts) = updated {
+                out.push_str(updated_name);
+                out.push_str("{account_id=\"");
+                escape_label(out, id);
+                let _ = writeln!(out, "\"{between}}} {ts}");
+                out.end_of_series();
+            }
+        }
+    }
 }
 
 /// One series per documented status (plus the current one if unknown),
