@@ -193,6 +193,38 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("bad_region.toml", &["aws.region", "us-east-1"]),
     (
+        "automation_bad_region.toml",
+        &[
+            "automation_bad_region.toml:4:",
+            "aws.automation_region",
+            "\"EU West\" is not a region name",
+        ],
+    ),
+    (
+        "automation_zero_interval.toml",
+        &[
+            "automation_zero_interval.toml:3:",
+            "aws.automation_interval",
+            "0s must be between 1s and 168h",
+        ],
+    ),
+    (
+        "automation_endpoint_not_a_url.toml",
+        &[
+            "automation_endpoint_not_a_url.toml:2:",
+            "aws.automation_endpoint_url",
+            "must be an http:// or https:// URL",
+        ],
+    ),
+    (
+        "organization_automation_wrong_type.toml",
+        &[
+            "organization_automation_wrong_type.toml:",
+            "organization[0].automation",
+            "invalid type",
+        ],
+    ),
+    (
         "account_tags_collide.toml",
         &[
             "account_tags_collide.toml:3:",
