@@ -20,7 +20,7 @@ cargo test --release --quiet --test fuzz --no-run
 start=$(date +%s)
 rounds=0 tests=0
 while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
-  if ! PROPTEST_CASES=$per_round cargo test --release --quiet --test fuzz -- "$target" >"$log" 2>&1; then
+  if ! FUZZ_RANDOM_SEED=1 PROPTEST_CASES=$per_round cargo test --release --quiet --test fuzz -- "$target" >"$log" 2>&1; then
     cat "$log"
     echo "target=$target rounds=$rounds: FAILED (the shrunk input is above)" >&2
     exit 1
