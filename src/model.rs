@@ -60,6 +60,17 @@ impl Status {
     pub fn is_known(&self) -> bool {
         !matches!(self, Status::Other(_))
     }
+
+    /// Accounts per status: the four documented ones always (0 where none
+    /// is), any other as seen.
+    pub fn count<'a>(statuses: impl Iterator<Item = &'a Status>) -> BTreeMap<Status, u64> {
+        let mut counts: BTreeMap<Status, u64> =
+            Status::KNOWN.iter().map(|s| (s.clone(), 0)).collect();
+        for s in statuses {
+            *counts.entry(s.clone()).or_default() += 1;
+        }
+        counts
+    }
 }
 
 impl fmt::Display for Status {
@@ -221,12 +232,7 @@ pub struct AutomationSnapshot {
 impl AutomationSnapshot {
     /// Accounts per status: the four documented ones always, others as seen.
     pub fn counts(&self) -> BTreeMap<Status, u64> {
-        let mut counts: BTreeMap<Status, u64> =
-            Status::KNOWN.iter().map(|s| (s.clone(), 0)).collect();
-        for a in self.accounts.values() {
-            *counts.entry(a.status.clone()).or_default() += 1;
-        }
-        counts
+        Status::count(self.accounts.values().map(|a| &a.status))
     }
 }
 
@@ -425,12 +431,7 @@ impl Snapshot {
     /// Number of accounts per status: the four documented statuses always,
     /// plus any other value seen.
     pub fn counts(&self) -> BTreeMap<Status, u64> {
-        let mut counts: BTreeMap<Status, u64> =
-            Status::KNOWN.iter().cloned().map(|s| (s, 0)).collect();
-        for account in self.accounts.values() {
-            *counts.entry(account.status.clone()).or_default() += 1;
-        }
-        counts
+        Status::count(self.accounts.values().map(|a| &a.status))
     }
 }
 

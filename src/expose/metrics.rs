@@ -404,6 +404,34 @@ fn organization_pair(org: Option<&str>) -> String {
     pair
 }
 
+/// The organisation's pair in each place a renderer writes it: before the
+/// labels that sort after it (`lead`: the pair and a comma), after those
+/// that sort before it (`between`: a comma and the pair), or as a series'
+/// only label (`braced`). All empty for the only, unnamed organisation.
+struct OrgLabel {
+    lead: String,
+    between: String,
+    braced: String,
+}
+
+impl OrgLabel {
+    fn of(org: Option<&str>) -> OrgLabel {
+        let pair = organization_pair(org);
+        if pair.is_empty() {
+            return OrgLabel {
+                lead: String::new(),
+                between: String::new(),
+                braced: String::new(),
+            };
+        }
+        OrgLabel {
+            lead: format!("{pair},"),
+            between: format!(",{pair}"),
+            braced: format!("{{{pair}}}"),
+        }
+    }
+}
+
 /// The organisation walk's series: `account_info`.
 pub fn render_walk(names: &Directory, org: Option<&str>) -> Rendered {
     let org = organization_pair(org);
@@ -447,13 +475,11 @@ pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
     if snap.finished_at.is_none() {
         return Rendered::default();
     }
-    let org = organization_pair(org);
-    // What follows `{` (or `,` after `account_id`) for the organisation.
-    let (lead, between) = if org.is_empty() {
-        (String::new(), String::new())
-    } else {
-        (format!("{org},"), format!(",{org}"))
-    };
+    let OrgLabel {
+        lead,
+        between,
+        braced,
+    } = OrgLabel::of(org);
     let mut out = Rendered::new();
 
     per_status(
@@ -498,11 +524,6 @@ pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
         // memberAccountsEnrolled (a plain bool) as false: then neither is
         // exported, rather than a wrong 0.
         if let Some(n) = management.member_accounts_opted_in {
-            let braced = if org.is_empty() {
-                String::new()
-            } else {
-                format!("{{{org}}}")
-            };
             header(
                 &mut out,
                 MEMBERS_ENROLLED,
@@ -532,12 +553,7 @@ pub fn render_poll(snap: &Snapshot, org: Option<&str>) -> Rendered {
 /// its enrollment status (one-hot), when that last changed and its rule
 /// mode (one-hot); the count per status; the calling account's own status.
 pub fn render_automation(snap: &AutomationSnapshot, org: Option<&str>) -> Rendered {
-    let org = organization_pair(org);
-    let (lead, between) = if org.is_empty() {
-        (String::new(), String::new())
-    } else {
-        (format!("{org},"), format!(",{org}"))
-    };
+    let OrgLabel { lead, between, .. } = OrgLabel::of(org);
     let mut out = Rendered::new();
     per_status(
         &mut out,
@@ -590,24 +606,24 @@ pub fn render_automation(snap: &AutomationSnapshot, org: Option<&str>) -> Render
                 "Whether the management account's Automation rules may act on the account (organizationRuleMode): 1 for its current mode, 0 for the other documented mode. {FROM_AUTOMATION}"
             ),
         );
+        let mut prefix = String::new();
         for account in snap.accounts.values() {
             let Some(mode) = &account.rule_mode else {
                 continue;
             };
-            let mode = mode.as_str();
-            let mut modes: Vec<&str> = RULE_MODES.to_vec();
-            if !modes.contains(&mode) {
-                modes.push(mode);
-                modes.sort_unstable();
-            }
-            for m in modes {
-                out.push_str(AUTOMATION_RULE_MODE);
-                out.push_str("{account_id=\"");
-                escape_label(&mut out, &account.account_id);
-                out.push_str("\",mode=\"");
-                escape_label(&mut out, m);
-                let _ = writeln!(out, "\"{between}}} {}", u8::from(m == mode));
-            }
+            prefix.clear();
+            prefix.push_str(AUTOMATION_RULE_MODE);
+            prefix.push_str("{account_id=\"");
+            escape_label(&mut prefix, &account.account_id);
+            prefix.push_str("\",");
+            one_hot_of(
+                &mut out,
+                &prefix,
+                "mode",
+                &RULE_MODES,
+                mode.as_str(),
+                &between,
+            );
             out.end_of_series();
         }
     }
@@ -622,12 +638,9 @@ pub fn render_access(access: Option<&TrustedAccess>, org: Option<&str>) -> Rende
     let Some(access) = access else {
         return out;
     };
-    let org = organization_pair(org);
-    let (braced, between) = if org.is_empty() {
-        (String::new(), String::new())
-    } else {
-        (format!("{{{org}}}"), format!(",{org}"))
-    };
+    let OrgLabel {
+        between, braced, ..
+    } = OrgLabel::of(org);
     if !access.delegated_administrators.is_empty() {
         header(
             &mut out,
@@ -737,17 +750,32 @@ fn per_account<'a, I>(
 /// One series per documented status (plus the current one if unknown),
 /// sorted by status: `prefix` is `name{` plus any labels before `status`.
 fn one_hot(out: &mut String, prefix: &str, current: &Status) {
-    let mut labels: Vec<&str> = Status::KNOWN.iter().map(Status::as_str).collect();
-    if !current.is_known() {
-        labels.push(current.as_str());
+    let known = Status::KNOWN.each_ref().map(Status::as_str);
+    one_hot_of(out, prefix, "status", &known, current.as_str(), "");
+}
+
+/// One series per documented value of `label` (plus the current one if it
+/// is none of them), sorted by value, 1 for `current`: `prefix` is `name{`
+/// plus the labels before `label`, `suffix` those after it (a comma first).
+fn one_hot_of(
+    out: &mut String,
+    prefix: &str,
+    label: &str,
+    known: &[&str],
+    current: &str,
+    suffix: &str,
+) {
+    let mut values: Vec<&str> = known.to_vec();
+    if !values.contains(&current) {
+        values.push(current);
     }
-    labels.sort_unstable();
-    for status in labels {
+    values.sort_unstable();
+    for value in values {
         out.push_str(prefix);
-        out.push_str("status=\"");
-        escape_label(out, status);
-        let v = u8::from(status == current.as_str());
-        let _ = writeln!(out, "\"}} {v}");
+        out.push_str(label);
+        out.push_str("=\"");
+        escape_label(out, value);
+        let _ = writeln!(out, "\"{suffix}}} {}", u8::from(value == current));
     }
 }
 
