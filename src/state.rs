@@ -402,13 +402,6 @@ impl Org {
     pub fn last_poll(&self) -> Option<PollOutcome> {
         read(&self.last_poll).clone()
     }
-
-    pub fn count_request(&self, operation: &str, result: &str) {
-        self.metrics
-            .api_requests
-            .with_label_values(&[operation, result])
-            .inc();
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::config::{PollOptions, format_duration};
 use crate::expose::exposition::{Segment, render_in_turn};
@@ -21,7 +21,7 @@ use crate::expose::metrics::{OrgMetrics, render_automation};
 use crate::model::{AutomationAccounts, AutomationEnrollment, AutomationSnapshot};
 use crate::produce::{Health, Producer, Round, Stopped, blocking, drive};
 use crate::shutdown::Shutdown;
-use crate::source::error::{ApiError, PollError};
+use crate::source::error::PollError;
 use crate::source::paging::{self, Listing};
 use crate::source::{
     AUTOMATION_ACCOUNTS, AUTOMATION_ENROLLMENT, AUTOMATION_PAGE_SIZE, AutomationSource,
@@ -140,24 +140,20 @@ impl<S: AutomationSource> Automation<S> {
     }
 
     async fn enrollment(&self, deadline: Instant) -> Option<AutomationEnrollment> {
-        let now = Instant::now();
-        if now >= deadline {
-            return None;
-        }
-        let result = timeout_at(
-            deadline.min(now + self.opts.request_timeout),
-            self.source.automation_enrollment(),
+        let source = &self.source;
+        let err = match paging::once(
+            AUTOMATION_ENROLLMENT,
+            deadline,
+            self.opts.request_timeout,
+            &self.org.metrics.api_requests,
+            "no response before the round's deadline",
+            async { source.automation_enrollment().await.map(Some) },
         )
-        .await;
-        let err = match result {
-            Ok(Ok(enrollment)) => {
-                self.org.count_request(AUTOMATION_ENROLLMENT, "success");
-                return Some(enrollment);
-            }
-            Ok(Err(e)) => e,
-            Err(_) => ApiError::new("timeout", "no response before the round's deadline", true),
+        .await
+        {
+            Ok(enrollment) => return enrollment,
+            Err(e) => e,
         };
-        self.org.count_request(AUTOMATION_ENROLLMENT, &err.code);
         tracing::warn!(
             code = %err.code,
             error = %err,
@@ -309,6 +305,7 @@ pub fn switched_off(org: &Org) {
 mod tests {
     use super::*;
     use crate::source::ENROLLMENTS;
+    use crate::source::error::ApiError;
 
     fn options() -> AutomationOptions {
         AutomationOptions {

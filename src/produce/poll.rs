@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::config::{PollOptions, format_duration};
 use crate::expose::exposition::{Segment, render_in_turn};
@@ -18,7 +18,7 @@ use crate::model::Status;
 use crate::model::{Accounts, OrgStatus, PageRequest, Snapshot};
 use crate::produce::{Health, Producer, Round, Stopped, blocking, drive};
 use crate::shutdown::Shutdown;
-use crate::source::error::{ApiError, PollError};
+use crate::source::error::PollError;
 use crate::source::paging::{self, Listing};
 use crate::source::{ENROLLMENTS, ORG_STATUS, PageSource};
 use crate::state::{Org, PollOutcome};
@@ -328,25 +328,19 @@ async fn fetch_org_status<S: PageSource>(
     state: &Org,
     deadline: Instant,
 ) -> Option<OrgStatus> {
-    let now = Instant::now();
-    if now >= deadline {
-        return None;
-    }
-    let result = timeout_at(
-        deadline.min(now + opts.request_timeout),
+    let err = match paging::once(
+        ORG_STATUS,
+        deadline,
+        opts.request_timeout,
+        &state.metrics.api_requests,
+        "no response before the poll deadline",
         source.fetch_org_status(),
     )
-    .await;
-    let err = match result {
-        Ok(Ok(None)) => return None,
-        Ok(Ok(Some(org))) => {
-            state.count_request(ORG_STATUS, "success");
-            return Some(org);
-        }
-        Ok(Err(e)) => e,
-        Err(_) => ApiError::new("timeout", "no response before the poll deadline", true),
+    .await
+    {
+        Ok(org) => return org,
+        Err(e) => e,
     };
-    state.count_request(ORG_STATUS, &err.code);
     tracing::warn!(
         code = %err.code,
         error = %err,

@@ -31,6 +31,38 @@ use crate::config::{PollOptions, format_duration};
 use crate::model::Page;
 use crate::source::error::{ApiError, PollError};
 
+/// One call that is not a listing (`GetEnrollmentStatus`,
+/// `GetEnrollmentConfiguration`): one attempt, within what is left of
+/// `deadline` and at most `request_timeout`, counted in `requests` under
+/// `operation` as every listing's attempts are. `Ok(None)` when the
+/// deadline has passed (nothing was sent) or the source has no such thing
+/// to ask (nothing counted); a timeout is the error `timeout`, with
+/// `timeout_message`. The caller keeps its last answer on an error.
+pub async fn once<T>(
+    operation: &'static str,
+    deadline: Instant,
+    request_timeout: Duration,
+    requests: &IntCounterVec,
+    timeout_message: &'static str,
+    call: impl Future<Output = Result<Option<T>, ApiError>>,
+) -> Result<Option<T>, ApiError> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Ok(None);
+    }
+    let result = match timeout_at(deadline.min(now + request_timeout), call).await {
+        Ok(Ok(None)) => return Ok(None),
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new("timeout", timeout_message, true)),
+    };
+    let label = match &result {
+        Ok(_) => "success",
+        Err(e) => e.code.as_str(),
+    };
+    requests.with_label_values(&[operation, label]).inc();
+    result
+}
+
 /// No real organisation has more accounts than this; an upstream that keeps
 /// handing out new tokens past it is broken, and we stop.
 pub const MAX_ITEMS: usize = 1_000_000;
