@@ -269,15 +269,8 @@ impl StatusReport {
                 seconds_in_status: a.last_updated.map(|t| (now_s - t).max(0.0)),
             })
             .collect();
-        not_active.sort_by(|a, b| {
-            let group = |r: &AutomationAccountReport| r.status == "Inactive";
-            let age = |r: &AutomationAccountReport| {
-                r.last_updated_timestamp_seconds.unwrap_or(f64::INFINITY)
-            };
-            group(a)
-                .cmp(&group(b))
-                .then_with(|| age(a).total_cmp(&age(b)))
-                .then_with(|| a.account_id.cmp(&b.account_id))
+        stuck_first(&mut not_active, |r| {
+            (&r.status, r.last_updated_timestamp_seconds, &r.account_id)
         });
         self.automation = Some(AutomationReport {
             accounts_total: snap.accounts.len(),
@@ -360,15 +353,8 @@ pub fn report(
             automation_status: None,
         })
         .collect();
-    // Stuck (Pending, Failed, unknown) before opted-out (Inactive); within
-    // each, longest in status first, unknown ages last, ties by account ID.
-    not_active.sort_by(|a, b| {
-        let group = |r: &AccountReport| r.status == "Inactive";
-        let age = |r: &AccountReport| r.last_updated_timestamp_seconds.unwrap_or(f64::INFINITY);
-        group(a)
-            .cmp(&group(b))
-            .then_with(|| age(a).total_cmp(&age(b)))
-            .then_with(|| a.account_id.cmp(&b.account_id))
+    stuck_first(&mut not_active, |r| {
+        (&r.status, r.last_updated_timestamp_seconds, &r.account_id)
     });
     StatusReport {
         organization: None,
@@ -393,6 +379,21 @@ pub fn report(
         automation: None,
         trusted_access: None,
     }
+}
+
+/// The order of every list of accounts not Active: stuck (Pending, Failed,
+/// unknown) before opted-out (Inactive); within each, longest in status
+/// first, unknown ages last, ties by account ID. `key` gives a row's
+/// status, last update and account ID.
+fn stuck_first<T>(rows: &mut [T], key: impl Fn(&T) -> (&String, Option<f64>, &String)) {
+    rows.sort_by(|a, b| {
+        let ((sa, ta, ia), (sb, tb, ib)) = (key(a), key(b));
+        let age = |t: Option<f64>| t.unwrap_or(f64::INFINITY);
+        (sa == "Inactive")
+            .cmp(&(sb == "Inactive"))
+            .then_with(|| age(ta).total_cmp(&age(tb)))
+            .then_with(|| ia.cmp(ib))
+    });
 }
 
 /// Escapes text for HTML element content and attribute values.

@@ -249,6 +249,12 @@ impl Org {
         write(&self.details).retain(|(n, _)| *n != name);
     }
 
+    /// Producer `name` is switched off: its segment and its details go
+    /// together.
+    pub fn withdraw(&self, name: &'static str) {
+        self.publish_segment(name, Segment::empty(), || self.clear_details(name));
+    }
+
     /// Publishes a poll's outcome: with a complete organisation, its
     /// snapshot and segment swapped in one step; without (a failed poll),
     /// the last good ones kept. Ready from the first outcome on, good or

@@ -211,7 +211,7 @@ pub async fn run<S: NameSource>(
 
 /// Switched off with the walk: its segment, details and health go.
 pub fn switched_off(org: &Org) {
-    org.publish_segment(NAME, Segment::empty(), || org.clear_details(NAME));
+    org.withdraw(NAME);
     health(&org.metrics).forget();
 }
 

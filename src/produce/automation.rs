@@ -297,7 +297,7 @@ pub async fn run<S: AutomationSource>(
 
 /// Switched off: its segment, its details and its health go.
 pub fn switched_off(org: &Org) {
-    org.publish_segment(NAME, Segment::empty(), || org.clear_details(NAME));
+    org.withdraw(NAME);
     health(&org.metrics).forget();
 }
 

@@ -153,6 +153,15 @@ impl DemoSource {
     }
 }
 
+/// The offset a demo `nextToken` ("<listing>:<offset>") carries.
+fn offset_of(token: &str) -> Result<usize, ApiError> {
+    token
+        .rsplit(':')
+        .next()
+        .and_then(|o| o.parse::<usize>().ok())
+        .ok_or_else(|| ApiError::new("InvalidParameterValueException", "bad nextToken", false))
+}
+
 fn xorshift(state: &mut u64) -> u64 {
     let mut x = *state;
     x ^= x << 13;
@@ -271,13 +280,7 @@ impl PageSource for DemoSource {
                 org.step();
                 0
             }
-            Some(t) => t
-                .rsplit(':')
-                .next()
-                .and_then(|o| o.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::new("InvalidParameterValueException", "bad nextToken", false)
-                })?,
+            Some(t) => offset_of(t)?,
         };
         let matching: Vec<&DemoAccount> = org
             .accounts
@@ -313,13 +316,7 @@ impl AutomationSource for DemoSource {
                 org.step_automation();
                 0
             }
-            Some(t) => t
-                .rsplit(':')
-                .next()
-                .and_then(|o| o.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ApiError::new("InvalidParameterValueException", "bad nextToken", false)
-                })?,
+            Some(t) => offset_of(t)?,
         };
         let end = (offset + usize::from(max_results.max(1))).min(org.automation.len());
         let items = org.automation.get(offset..end).unwrap_or_default().to_vec();
