@@ -595,10 +595,15 @@ fn reply(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    cbor_error("computeoptimizer", status, code, message)
+}
+
+/// An RPCv2 CBOR error: the code in `__type`, after the service's namespace.
+fn cbor_error(namespace: &str, status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = Value::Map(vec![
         (
             text("__type"),
-            text(&format!("com.amazonaws.computeoptimizer#{code}")),
+            text(&format!("com.amazonaws.{namespace}#{code}")),
         ),
         (text("message"), text(message)),
     ]);
@@ -708,14 +713,7 @@ fn unknown_operation(service: Service) -> Response<Full<Bytes>> {
 
 /// Automation's errors: RPCv2 CBOR, the code in `__type`.
 fn automation_error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = Value::Map(vec![
-        (
-            text("__type"),
-            text(&format!("com.amazonaws.computeoptimizerautomation#{code}")),
-        ),
-        (text("message"), text(message)),
-    ]);
-    reply(status, cbor(&body))
+    cbor_error("computeoptimizerautomation", status, code, message)
 }
 
 fn json_reply(status: u16, v: serde_json::Value) -> Response<Full<Bytes>> {
@@ -956,22 +954,40 @@ async fn handle(
 fn page_body(items: &[&OrgAccount], next: Option<&str>) -> Vec<u8> {
     let list = items
         .iter()
-        .map(|a| {
-            let mut m = vec![
-                (text("accountId"), text(&a.id)),
-                (text("status"), text(&a.status)),
-                (
-                    text("lastUpdatedTimestamp"),
-                    Value::Tag(1, Box::new(Value::Float(a.last_updated))),
-                ),
-            ];
-            if let Some(r) = &a.reason {
-                m.push((text("statusReason"), text(r)));
-            }
-            Value::Map(m)
-        })
+        .map(|a| account_item(&a.id, &a.status, None, a.reason.as_deref(), a.last_updated))
         .collect();
-    let mut out = vec![(text("accountEnrollmentStatuses"), Value::Array(list))];
+    cbor_page("accountEnrollmentStatuses", list, next)
+}
+
+/// One account of a page as both Compute Optimizer services write it
+/// (Automation adds its rule mode); the timestamp is CBOR tag 1.
+fn account_item(
+    id: &str,
+    status: &str,
+    rule_mode: Option<&str>,
+    reason: Option<&str>,
+    last_updated: f64,
+) -> Value {
+    let mut m = vec![
+        (text("accountId"), text(id)),
+        (text("status"), text(status)),
+    ];
+    if let Some(mode) = rule_mode {
+        m.push((text("organizationRuleMode"), text(mode)));
+    }
+    m.push((
+        text("lastUpdatedTimestamp"),
+        Value::Tag(1, Box::new(Value::Float(last_updated))),
+    ));
+    if let Some(r) = reason {
+        m.push((text("statusReason"), text(r)));
+    }
+    Value::Map(m)
+}
+
+/// A page: its items under `key`, and the token when there is one.
+fn cbor_page(key: &str, items: Vec<Value>, next: Option<&str>) -> Vec<u8> {
+    let mut out = vec![(text(key), Value::Array(items))];
     if let Some(t) = next {
         out.push((text("nextToken"), text(t)));
     }
@@ -1182,26 +1198,16 @@ async fn automation(
     let list = items
         .iter()
         .map(|a| {
-            let mut m = vec![
-                (text("accountId"), text(&a.id)),
-                (text("status"), text(&a.status)),
-                (text("organizationRuleMode"), text(&a.mode)),
-                (
-                    text("lastUpdatedTimestamp"),
-                    Value::Tag(1, Box::new(Value::Float(a.last_updated))),
-                ),
-            ];
-            if let Some(r) = &a.reason {
-                m.push((text("statusReason"), text(r)));
-            }
-            Value::Map(m)
+            account_item(
+                &a.id,
+                &a.status,
+                Some(&a.mode),
+                a.reason.as_deref(),
+                a.last_updated,
+            )
         })
         .collect();
-    let mut out = vec![(text("accounts"), Value::Array(list))];
-    if let Some(t) = next {
-        out.push((text("nextToken"), text(&t)));
-    }
-    reply(200, cbor(&Value::Map(out)))
+    reply(200, cbor_page("accounts", list, next.as_deref()))
 }
 
 /// AWS Organizations (awsJson1_1): the listings the exporter uses, 20 a
